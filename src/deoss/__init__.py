@@ -1,0 +1,3 @@
+"""DeOSS: a decentralized object storage network."""
+
+__version__ = "0.1.0"
