@@ -294,6 +294,9 @@ def rebuild_fragment(
             f"segment {segment.index}: {len(others)} other fragments, {params.data_shards} needed"
         )
     rebuilt = params.code().reconstruct(others, lost_index)
-    verify_fragment(rebuilt, segment.fragment_hashes[lost_index],
-                    f"rebuilt segment {segment.index} fragment {lost_index}")
+    verify_fragment(
+        rebuilt,
+        segment.fragment_hashes[lost_index],
+        f"rebuilt segment {segment.index} fragment {lost_index}",
+    )
     return rebuilt
