@@ -75,6 +75,10 @@ class LayoutParams(Record):
     def total_shards(self) -> int:
         return self.data_shards + self.parity_shards
 
+    def fragment_size(self, segment: SegmentPlan) -> int:
+        """Size of each fragment of ``segment``."""
+        return segment.padded_size // self.data_shards
+
     def code(self) -> ErasureCode:
         return get_code(self.data_shards, self.parity_shards)
 
@@ -90,10 +94,6 @@ class SegmentPlan(Record):
     padded_size: int
     hash: Hash32
     fragment_hashes: list[Hash32]
-
-    @property
-    def fragment_size(self) -> int:
-        return self.padded_size // len(self.fragment_hashes) if self.fragment_hashes else 0
 
 
 class ObjectPlan(Record):
@@ -257,7 +257,8 @@ def _verified(
             raise InvalidParameters(f"fragment index {index!r} outside 0..{n - 1}")
         what = f"segment {segment.index} fragment {index}"
         if len(data) * params.data_shards != segment.padded_size:
-            raise HashMismatch(f"{what}: {len(data)} bytes, expected {segment.fragment_size}")
+            expected = params.fragment_size(segment)
+            raise HashMismatch(f"{what}: {len(data)} bytes, expected {expected}")
         verify_fragment(data, segment.fragment_hashes[index], what)
     return dict(fragments)
 

@@ -1,0 +1,1 @@
+"""The deoss command."""

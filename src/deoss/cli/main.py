@@ -1,0 +1,22 @@
+"""The ``deoss`` command: one typer app; each noun's commands live in cli/commands/."""
+
+from __future__ import annotations
+
+import typer
+
+from deoss.cli.commands import data, keys
+
+app = typer.Typer(
+    name="deoss",
+    help="DeOSS: decentralized object storage. Use --json on any command for scripts.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("fid")(data.fid_command)
+app.command("inspect")(data.inspect_command)
+app.add_typer(keys.app, name="keys")
+
+
+def main() -> None:
+    app()
