@@ -267,16 +267,38 @@ class FragmentRef(Record):
     size: int
 
 
+COEFFICIENT_BYTES = 16
+
+
 class ChallengeItem(Record):
-    """The challenged blocks of one fragment and their coefficients (ν < 2^128)."""
+    """The challenged blocks of one fragment and their coefficients.
+
+    ``coefficients`` holds one 16-byte big-endian ν per index (MessagePack integers stop at
+    64 bits, so they travel as bytes).
+    """
 
     fragment_hash: Hash32
     indices: list[int]
-    coefficients: list[int]
+    coefficients: bytes
+
+    def nus(self) -> list[int]:
+        """The coefficients as integers; raises BadProof if they do not match the indices."""
+        raw = self.coefficients
+        if len(raw) != COEFFICIENT_BYTES * len(self.indices):
+            raise BadProof("challenge item has mismatched indices and coefficients")
+        return [
+            int.from_bytes(raw[i : i + COEFFICIENT_BYTES], "big")
+            for i in range(0, len(raw), COEFFICIENT_BYTES)
+        ]
 
 
 def _prf(seed: bytes, label: bytes, *parts: bytes) -> bytes:
     return hashlib.sha256(b"deoss-podr2-challenge" + seed + label + b"".join(parts)).digest()
+
+
+def _coefficient(seed: bytes, fragment_hash: bytes, index: int) -> bytes:
+    word = _prf(seed, b"coef", fragment_hash, index.to_bytes(8, "big"))[:COEFFICIENT_BYTES]
+    return word if any(word) else (1).to_bytes(COEFFICIENT_BYTES, "big")  # ν = 0 would skip it
 
 
 def derive_challenge(
@@ -308,10 +330,7 @@ def derive_challenge(
             chosen.add(int.from_bytes(word[:8], "big") % n)
             counter += 1
         indices = sorted(chosen)
-        coefficients = [
-            int.from_bytes(_prf(seed, b"coef", ref.hash, i.to_bytes(8, "big"))[:16], "big") or 1
-            for i in indices
-        ]
+        coefficients = b"".join(_coefficient(seed, ref.hash, i) for i in indices)
         items.append(
             ChallengeItem(fragment_hash=ref.hash, indices=indices, coefficients=coefficients)
         )
@@ -339,7 +358,7 @@ def prove(items: Sequence[ChallengeItem], read: BlockReader, sectors_per_block: 
     tags: list[G1Point] = []
     nus: list[Scalar] = []
     for item in items:
-        for index, nu in zip(item.indices, item.coefficients, strict=True):
+        for index, nu in zip(item.indices, item.nus(), strict=True):
             block, tag = read(item.fragment_hash, index)
             if len(block) > s * SECTOR_BYTES or len(tag) != TAG_BYTES:
                 raise InvalidParameters(f"block {index}: wrong block or tag size")
@@ -376,9 +395,7 @@ def verify_proof(public: TagPublicKey, items: Sequence[ChallengeItem], proof: Pr
     points: list[G1Point] = []
     scalars: list[Scalar] = []
     for item in items:
-        if len(item.indices) != len(item.coefficients):
-            raise BadProof("challenge item has mismatched indices and coefficients")
-        for index, nu in zip(item.indices, item.coefficients, strict=True):
+        for index, nu in zip(item.indices, item.nus(), strict=True):
             points.append(_block_point(item.fragment_hash, index))
             scalars.append(Scalar(nu))
     points.extend(_bases(public.key_id, s))
