@@ -23,7 +23,7 @@ What is measured (MB = 10^6 bytes; every time is the median of several runs, tak
 
 Run from the repository root:
 
-    .venv/bin/python bench/core.py                # full mode (a few minutes on 2 cores)
+    .venv/bin/python bench/core.py                # full mode (about 2 minutes on 2 cores)
     .venv/bin/python bench/core.py --quick        # smaller inputs, under a minute
     .venv/bin/python bench/core.py --json out.json
 
@@ -74,7 +74,8 @@ MiB = 1024 * 1024
 MB = 1e6
 
 K, M = 4, 8
-BACKENDS = (("isa_l_rs_cauchy", 3), ("numpy", 1))  # (backend, runs): numpy is slow
+BACKENDS = (("isa_l_rs_cauchy", 5), ("numpy", 1))  # (backend, timed runs): numpy is slow
+WARMUP = 1  # untimed calls before the erasure and layout timings (allocator warm-up)
 MERKLE_SIZES = ((1_000, 21), (100_000, 5))  # (leaves, runs)
 SECTOR_COUNTS = (256, 512, 1024)
 CHALLENGE_SIZES = ((16, 4), (32, 2), (64, 1), (48, 2), (96, 1), (128, 1))  # (F, c)
@@ -126,11 +127,21 @@ def require(ok: bool, what: str) -> None:
 
 
 def median_time(
-    fn: Callable[[], T], runs: int, setup: Callable[[], None] | None = None
+    fn: Callable[[], T],
+    runs: int,
+    setup: Callable[[], None] | None = None,
+    warmup: int = 0,
 ) -> tuple[float, T]:
-    """Median wall time of ``runs`` calls of ``fn`` (seconds) and the last result."""
+    """Median wall time of ``runs`` calls of ``fn`` (seconds) and the last result.
+
+    ``setup`` runs untimed before every call; ``warmup`` calls run first and are not timed.
+    """
     if runs < 1:
         raise ValueError("runs must be at least 1")
+    for _ in range(warmup):
+        if setup is not None:
+            setup()
+        fn()
     times: list[float] = []
     for _ in range(runs):
         if setup is not None:
@@ -192,17 +203,17 @@ def machine_info(settings: Settings) -> Result:
 def bench_erasure(backend: str, segment: bytes, runs: int) -> Result:
     """Encode, decode (data only, parity only) and rebuild one data fragment."""
     code = get_code(K, M, backend)
-    encode_s, encoded = median_time(lambda: code.encode(segment), runs)
+    encode_s, encoded = median_time(lambda: code.encode(segment), runs, warmup=WARMUP)
     fragments = [bytes(f) for f in encoded]
     require(b"".join(fragments[:K]) == segment, f"{backend}: encoding is not systematic")
     data_only = {i: fragments[i] for i in range(K)}
     parity_only = {i: fragments[i] for i in range(K, 2 * K)}
 
-    decode_data_s, decoded = median_time(lambda: code.decode(data_only), runs)
+    decode_data_s, decoded = median_time(lambda: code.decode(data_only), runs, warmup=WARMUP)
     require(decoded == segment, f"{backend}: decode from data fragments")
-    decode_parity_s, decoded = median_time(lambda: code.decode(parity_only), runs)
+    decode_parity_s, decoded = median_time(lambda: code.decode(parity_only), runs, warmup=WARMUP)
     require(decoded == segment, f"{backend}: decode from parity fragments")
-    rebuild_s, rebuilt = median_time(lambda: code.reconstruct(parity_only, 0), runs)
+    rebuild_s, rebuilt = median_time(lambda: code.reconstruct(parity_only, 0), runs, warmup=WARMUP)
     require(rebuilt == fragments[0], f"{backend}: rebuild of fragment 0")
 
     fragment_bytes = len(fragments[0])
@@ -241,9 +252,13 @@ def bench_layout(settings: Settings) -> Result:
     size, runs = settings.object_bytes, settings.big_runs
     data = os.urandom(size)
     log(f"layout plan_object {size // MiB} MiB")
-    plan_s, plan = median_time(lambda: plan_object(io.BytesIO(data), DEFAULT_PARAMS), runs)
+    plan_s, plan = median_time(
+        lambda: plan_object(io.BytesIO(data), DEFAULT_PARAMS), runs, warmup=WARMUP
+    )
     log(f"layout hash_object {size // MiB} MiB")
-    hash_s, (fid, hashed) = median_time(lambda: hash_object(io.BytesIO(data), DEFAULT_PARAMS), runs)
+    hash_s, (fid, hashed) = median_time(
+        lambda: hash_object(io.BytesIO(data), DEFAULT_PARAMS), runs, warmup=WARMUP
+    )
     require(plan.fid == fid and plan.size == hashed == size, "plan_object and hash_object")
     return {
         "object_bytes": size,
@@ -449,7 +464,8 @@ def render_erasure(results: list[Result]) -> str:
         f"{first['fragment_bytes'] // MiB} MiB fragments, {first['segment_bytes'] // MiB} MiB "
         "segments of random data. MB/s of segment bytes (rebuild: of rebuilt fragment bytes). "
         "Decode from parity uses fragments 4..7 only; rebuild makes fragment 0 from 4..7. "
-        "Both backends produce identical fragments.\n\n"
+        "Both backends produce identical fragments. Each timing is the median of 'runs' calls "
+        "after one untimed warm-up call.\n\n"
     )
     rows = [
         [
@@ -476,7 +492,8 @@ def render_erasure(results: list[Result]) -> str:
 def render_layout(r: Result) -> str:
     head = (
         f"## 2. Object layout\n\n{r['object_bytes'] // MiB} MiB object, DEFAULT_PARAMS "
-        f"({r['segments']} segments), median of {r['runs']}. MB/s of object bytes.\n\n"
+        f"(segments: {r['segments']}), median of {r['runs']} after one warm-up call. "
+        "MB/s of object bytes.\n\n"
     )
     rows = [
         ["plan_object (encode + all hashes)", f"{r['plan_s']:.3f}", f"{r['plan_mb_s']:.1f}"],

@@ -1,0 +1,1 @@
+"""The ledger: a deterministic, ABCI-shaped state machine (no I/O, clock or randomness)."""

@@ -1,0 +1,1 @@
+"""Chain modules, one file each: their records, calls, queries and block hooks."""
