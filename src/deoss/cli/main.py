@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from deoss.cli.commands import data, keys
+from deoss.runtime import tune_allocator
 
 app = typer.Typer(
     name="deoss",
@@ -19,4 +20,5 @@ app.add_typer(keys.app, name="keys")
 
 
 def main() -> None:
+    tune_allocator()
     app()

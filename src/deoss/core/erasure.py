@@ -17,7 +17,8 @@ Backends:
   with an 80-byte liberasurecode header; it is stripped on encode and rebuilt on decode, so
   the stored format carries no library header.
 * ``NumpyBackend``: the same matrix computed with numpy table lookups, used automatically when
-  pyeclib cannot load, and in tests as an independent oracle. About 15x slower.
+  pyeclib cannot load, and in tests as an independent oracle. Several times slower
+  (docs/benchmarks.md).
 
 zfec is deliberately not a fallback: its generator matrix differs, so its parity fragments would
 not match the hashes declared by nodes that use ISA-L (see docs/formats.md).

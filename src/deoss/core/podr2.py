@@ -71,9 +71,9 @@ Hash32 = Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
 class PodrParams(Record):
     """Sectors per block and the size of a challenge (genesis parameters; docs/podr2.md)."""
 
-    sectors_per_block: int = 256
-    blocks_per_fragment: int = 2
-    fragments_per_challenge: int = 48
+    sectors_per_block: int = 512
+    blocks_per_fragment: int = 1
+    fragments_per_challenge: int = 64
 
     def __post_init__(self) -> None:
         for name, value, top in (
