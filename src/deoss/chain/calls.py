@@ -14,7 +14,18 @@ from typing import Any, Union
 import msgspec
 
 from deoss.chain.errors import BadEncoding, BadSignature, UnknownCall
-from deoss.chain.modules import accounts
+from deoss.chain.modules import (
+    accounts,
+    audit,
+    buckets,
+    deals,
+    files,
+    gateways,
+    miners,
+    restoral,
+    schedulers,
+    space,
+)
 from deoss.chain.query import QueryHandler
 from deoss.chain.types import Call, PubKey, Sig64
 from deoss.core import codec
@@ -27,7 +38,18 @@ __all__ = ["HANDLERS", "MODULES", "QUERIES", "SignedTx", "TxBody", "decode_tx", 
 SIGNING_DOMAIN = b"deoss-tx-v1"
 
 #: Modules in the order their hooks run.
-MODULES: tuple[Any, ...] = (accounts,)
+MODULES: tuple[Any, ...] = (
+    accounts,
+    space,
+    gateways,
+    buckets,
+    schedulers,
+    miners,
+    files,
+    deals,
+    restoral,
+    audit,
+)
 
 Handler = Callable[..., None]
 HANDLERS: dict[type[Call], Handler] = {}

@@ -1,0 +1,494 @@
+"""Storage deals: declare (OPEN) -> assigned to a random scheduler (ASSIGNED) -> SUCCESS.
+
+Everything that changes a deal's state lives here, and ``ALLOWED_TRANSITIONS`` is the only
+place the state rules are written. A declaration is checked against the layout (segment count,
+sizes, k + m fragment hashes each) and the fid must be the Merkle root of the declared segment
+hashes. The owner's space is locked at declaration, used at SUCCESS, released at FAILED. A fid
+that is already stored is deduplicated at once (no deal; the object points at the file). A deal
+is reassigned on the declarer's request or when its deadline passes, and FAILED after
+``max_deal_attempts`` assignments. A report must carry, for every segment, k + m receipts signed
+by distinct, active miners with room for the fragment.
+
+Keys: ``deal/<id>`` -> Deal; ``deal-dl/<height><id>`` deadlines; ``deal-open/<id>`` deals
+waiting for a scheduler; ``deal-fid/<fid>`` and ``deal-name/<owner><bucket>\\0<name>`` -> id of
+the deal in progress; ``deal-seq`` the next id; ``deal-count/<state>`` counters.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from msgspec.structs import replace
+
+from deoss.chain.errors import (
+    AlreadyExists,
+    BadReport,
+    InvalidArgument,
+    InvalidTransition,
+    NotFound,
+    Unauthorized,
+)
+from deoss.chain.genesis import ChainParams
+from deoss.chain.modules import buckets, files, miners, schedulers, space
+from deoss.chain.modules.gateways import acting_owner
+from deoss.chain.params import load_params
+from deoss.chain.query import QueryArgs, QueryHandler, encode_value
+from deoss.chain.state import State, get_record, put_record
+from deoss.chain.types import BlockContext, Call, Event, PubKey, Sig64, TxContext
+from deoss.core import codec
+from deoss.core.codec import Record
+from deoss.core.errors import DataPathError
+from deoss.core.keys import address_of, verify
+from deoss.core.layout import LayoutParams, SegmentPlan, padded_size, segment_count, segment_span
+from deoss.core.merkle import compute_fid
+
+DEAL = b"deal/"
+DEADLINE = b"deal-dl/"
+OPEN_QUEUE = b"deal-open/"
+BY_FID = b"deal-fid/"
+BY_NAME = b"deal-name/"
+SEQUENCE = b"deal-seq"
+COUNT = b"deal-count/"
+RECEIPT_DOMAIN = b"deoss-receipt-v1"
+
+
+class DealState(enum.IntEnum):  # stored on chain: never renumber
+    OPEN = 0
+    ASSIGNED = 1
+    SUCCESS = 2
+    FAILED = 3
+
+
+ALLOWED_TRANSITIONS: dict[DealState, frozenset[DealState]] = {
+    DealState.OPEN: frozenset({DealState.ASSIGNED, DealState.FAILED}),
+    DealState.ASSIGNED: frozenset({DealState.ASSIGNED, DealState.SUCCESS, DealState.FAILED}),
+    DealState.SUCCESS: frozenset(),
+    DealState.FAILED: frozenset(),
+}
+
+
+class Deal(Record):
+    id: int
+    owner: PubKey
+    declarer: PubKey
+    bucket: str
+    name: str
+    size: int
+    fid: str
+    segments: list[SegmentPlan]
+    state: DealState
+    deadline: int
+    created_at: int
+    scheduler: bytes = b""
+    attempts: int = 0
+    reason: str = ""
+
+
+class DealCounts(Record):
+    open: int = 0
+    assigned: int = 0
+    success: int = 0
+    failed: int = 0
+
+
+class Receipt(Record):
+    """A miner's signature over a fragment it stored (see ``receipt_message``)."""
+
+    miner: PubKey
+    signature: Sig64
+
+
+class ReceiptBody(Record):
+    chain_id: str
+    fid: str
+    segment: int
+    fragment: int
+    fragment_hash: bytes
+    miner: PubKey
+
+
+def receipt_message(
+    chain_id: str, fid: str, segment: int, fragment: int, fragment_hash: bytes, miner: bytes
+) -> bytes:
+    """What a miner signs when it accepts a fragment."""
+    body = ReceiptBody(
+        chain_id=chain_id,
+        fid=fid,
+        segment=segment,
+        fragment=fragment,
+        fragment_hash=fragment_hash,
+        miner=miner,
+    )
+    return RECEIPT_DOMAIN + codec.encode(body)
+
+
+def _id_key(deal_id: int) -> bytes:
+    return deal_id.to_bytes(8, "big")
+
+
+def get_deal(state: State, deal_id: int) -> Deal | None:
+    if not isinstance(deal_id, int) or not 0 <= deal_id < 2**63:
+        raise InvalidArgument(f"deal id {deal_id!r} is out of range")
+    return get_record(state, DEAL + _id_key(deal_id), Deal)
+
+
+def _count(state: State, deal_state: DealState, delta: int) -> None:
+    key = COUNT + bytes([deal_state])
+    current = int.from_bytes(state.get(key) or b"\x00", "big")
+    state.put(key, (current + delta).to_bytes(8, "big"))
+
+
+def _transition(state: State, deal: Deal, new: DealState, **changes: object) -> Deal:
+    if new not in ALLOWED_TRANSITIONS[deal.state]:
+        raise InvalidTransition(f"deal {deal.id}: {deal.state.name} -> {new.name}")
+    if new != deal.state:
+        _count(state, deal.state, -1)
+        _count(state, new, 1)
+    updated = replace(deal, state=new, **changes)
+    put_record(state, DEAL + _id_key(deal.id), updated)
+    return updated
+
+
+def name_key(owner: bytes, bucket: str, name: str) -> bytes:
+    return BY_NAME + owner + bucket.encode() + b"\x00" + name.encode()
+
+
+def check_declaration(
+    layout: LayoutParams, size: int, fid: str, segments: list[SegmentPlan]
+) -> None:
+    """Raises InvalidArgument unless the segments are exactly those of a ``size``-byte object
+    under ``layout`` and ``fid`` is the Merkle root of their hashes."""
+    if not isinstance(size, int) or size < 0 or size >= 2**63:
+        raise InvalidArgument(f"size must be a non-negative integer, got {size!r}")
+    expected = segment_count(size, layout)
+    if len(segments) != expected:
+        raise InvalidArgument(
+            f"a {size}-byte object has {expected} segments, {len(segments)} declared"
+        )
+    for index, segment in enumerate(segments):
+        _, held = segment_span(index, size, layout)
+        if segment.index != index or segment.size != held:
+            raise InvalidArgument(f"segment {index}: index/size must be {index}/{held}")
+        if segment.padded_size != padded_size(held, layout):
+            raise InvalidArgument(
+                f"segment {index}: padded size must be {padded_size(held, layout)}"
+            )
+        if len(segment.fragment_hashes) != layout.total_shards:
+            raise InvalidArgument(
+                f"segment {index}: {len(segment.fragment_hashes)} fragment "
+                f"hashes, {layout.total_shards} expected"
+            )
+    try:
+        root = compute_fid([s.hash for s in segments])
+    except DataPathError as exc:
+        raise InvalidArgument(str(exc)) from exc
+    if root != fid:
+        raise InvalidArgument(
+            f"fid {fid} is not the Merkle root of the declared segment hashes ({root})"
+        )
+
+
+class DeclareDeal(Call, tag="deals.declare"):
+    bucket: str
+    name: str
+    size: int
+    fid: str
+    segments: list[SegmentPlan]
+    owner: str = ""
+
+
+class ReassignDeal(Call, tag="deals.reassign"):
+    deal_id: int
+
+
+class ReportDeal(Call, tag="deals.report"):
+    deal_id: int
+    placements: list[list[Receipt]]
+
+
+def apply_declare(state: State, ctx: TxContext, call: DeclareDeal) -> None:
+    """Declare an upload for the owner (the sender or a user who authorized it).
+
+    Raises:
+        Unauthorized, NotFound (bucket), InvalidArgument (name, layout, fid),
+        AlreadyExists (object or deal in progress), InsufficientSpace.
+    """
+    owner = acting_owner(state, ctx, call.owner)
+    buckets.require_bucket(state, owner, call.bucket)
+    files.check_object_name(call.name)
+    fid_raw = files.fid_key(call.fid)
+    params = load_params(state)
+    check_declaration(params.layout, call.size, call.fid, call.segments)
+    if files.get_object(state, owner, call.bucket, call.name) is not None:
+        raise AlreadyExists(
+            f"object {call.name!r} exists in bucket {call.bucket!r}; delete it first"
+        )
+    pending = state.get(name_key(owner, call.bucket, call.name))
+    if pending is not None:
+        raise AlreadyExists(f"deal {int.from_bytes(pending, 'big')} for this name is in progress")
+    owner_address = address_of(owner)
+    if files.get_file(state, call.fid) is not None:
+        space.use_direct(state, owner, call.size)
+        files.add_object(
+            state, ctx.block.height, owner, call.bucket, call.name, call.fid, call.size
+        )
+        ctx.emit(
+            "deal.deduplicated",
+            owner=owner_address,
+            bucket=call.bucket,
+            name=call.name,
+            fid=call.fid,
+        )
+        return
+    in_progress = state.get(BY_FID + fid_raw)
+    if in_progress is not None:
+        raise AlreadyExists(
+            f"deal {int.from_bytes(in_progress, 'big')} for fid {call.fid} is in "
+            "progress; declare again after it completes to share its storage"
+        )
+    space.lock(state, owner, call.size)
+    buckets.adjust(state, owner, call.bucket, pending=1)
+    deal_id = int.from_bytes(state.get(SEQUENCE) or b"\x00", "big")
+    state.put(SEQUENCE, (deal_id + 1).to_bytes(8, "big"))
+    deadline = ctx.block.height + params.deal_timeout_blocks
+    deal = Deal(
+        id=deal_id,
+        owner=owner,
+        declarer=ctx.sender,
+        bucket=call.bucket,
+        name=call.name,
+        size=call.size,
+        fid=call.fid,
+        segments=call.segments,
+        state=DealState.OPEN,
+        deadline=deadline,
+        created_at=ctx.block.height,
+    )
+    put_record(state, DEAL + _id_key(deal_id), deal)
+    _count(state, DealState.OPEN, 1)
+    state.put(OPEN_QUEUE + _id_key(deal_id), b"")
+    state.put(DEADLINE + deadline.to_bytes(8, "big") + _id_key(deal_id), b"")
+    state.put(BY_FID + fid_raw, _id_key(deal_id))
+    state.put(name_key(owner, call.bucket, call.name), _id_key(deal_id))
+    ctx.emit(
+        "deal.declared",
+        id=deal_id,
+        owner=owner_address,
+        bucket=call.bucket,
+        name=call.name,
+        fid=call.fid,
+        size=call.size,
+    )
+
+
+def _pick_scheduler(state: State, ctx: BlockContext, deal: Deal, exclude: bytes) -> bytes | None:
+    active = schedulers.active_schedulers(state)
+    candidates = [s for s in active if s != exclude] or active
+    if not candidates:
+        return None
+    word = ctx.derive(b"assign", _id_key(deal.id), deal.attempts.to_bytes(4, "big"))
+    return candidates[int.from_bytes(word, "big") % len(candidates)]
+
+
+def _assign(
+    state: State, ctx: BlockContext, params: ChainParams, deal: Deal, events: list[Event]
+) -> bool:
+    """Give the deal to a random active scheduler (another one if possible); False if none."""
+    scheduler = _pick_scheduler(state, ctx, deal, deal.scheduler)
+    if scheduler is None:
+        return False
+    state.delete(DEADLINE + deal.deadline.to_bytes(8, "big") + _id_key(deal.id))
+    deadline = ctx.height + params.deal_timeout_blocks
+    deal = _transition(
+        state,
+        deal,
+        DealState.ASSIGNED,
+        scheduler=scheduler,
+        attempts=deal.attempts + 1,
+        deadline=deadline,
+    )
+    state.put(DEADLINE + deadline.to_bytes(8, "big") + _id_key(deal.id), b"")
+    state.delete(OPEN_QUEUE + _id_key(deal.id))
+    events.append(
+        Event(
+            type="deal.assigned",
+            attributes=[
+                ("id", str(deal.id)),
+                ("fid", deal.fid),
+                ("scheduler", address_of(scheduler)),
+                ("attempt", str(deal.attempts)),
+                ("deadline", str(deadline)),
+            ],
+        )
+    )
+    return True
+
+
+def _close(state: State, deal: Deal) -> None:
+    state.delete(DEADLINE + deal.deadline.to_bytes(8, "big") + _id_key(deal.id))
+    state.delete(OPEN_QUEUE + _id_key(deal.id))
+    state.delete(BY_FID + bytes.fromhex(deal.fid))
+    state.delete(name_key(deal.owner, deal.bucket, deal.name))
+    buckets.adjust(state, deal.owner, deal.bucket, pending=-1)
+
+
+def _fail(state: State, deal: Deal, reason: str, events: list[Event]) -> None:
+    _close(state, deal)
+    space.unlock(state, deal.owner, deal.size)
+    _transition(state, deal, DealState.FAILED, reason=reason)
+    events.append(
+        Event(
+            type="deal.failed",
+            attributes=[("id", str(deal.id)), ("fid", deal.fid), ("reason", reason)],
+        )
+    )
+
+
+def _retry(
+    state: State, ctx: BlockContext, params: ChainParams, deal: Deal, why: str, events: list[Event]
+) -> None:
+    """Reassign, or fail after the last attempt."""
+    if deal.attempts >= params.max_deal_attempts:
+        _fail(state, deal, f"{why} after {deal.attempts} attempts", events)
+    elif not _assign(state, ctx, params, deal, events):
+        _fail(state, deal, "no active scheduler", events)
+
+
+def apply_reassign(state: State, ctx: TxContext, call: ReassignDeal) -> None:
+    """The declarer (or owner) asks for another scheduler, e.g. when the assigned one is down."""
+    deal = get_deal(state, call.deal_id)
+    if deal is None:
+        raise NotFound(f"no deal {call.deal_id}")
+    if ctx.sender not in (deal.declarer, deal.owner):
+        raise Unauthorized(f"only the declarer or owner may reassign deal {deal.id}")
+    if deal.state != DealState.ASSIGNED:
+        raise InvalidTransition(f"deal {deal.id} is {deal.state.name}, not ASSIGNED")
+    _retry(state, ctx.block, load_params(state), deal, "reassigned on request", ctx.events)
+
+
+def _check_placements(
+    state: State, params: ChainParams, chain_id: str, deal: Deal, placements: list[list[Receipt]]
+) -> dict[bytes, int]:
+    """Raises BadReport on any broken rule; returns bytes to add per miner."""
+    n = params.layout.total_shards
+    if len(placements) != len(deal.segments):
+        raise BadReport(f"{len(placements)} placements for {len(deal.segments)} segments")
+    load: dict[bytes, int] = {}
+    for segment, receipts in zip(deal.segments, placements, strict=True):
+        if len(receipts) != n:
+            raise BadReport(f"segment {segment.index}: {len(receipts)} receipts, {n} needed")
+        if len({r.miner for r in receipts}) != n:
+            raise BadReport(f"segment {segment.index}: fragments must be on {n} distinct miners")
+        size = params.layout.fragment_size(segment)
+        for index, receipt in enumerate(receipts):
+            miner = miners.get_miner(state, receipt.miner)
+            who = address_of(receipt.miner)
+            if miner is None or not miners.is_accepting(state, miner):
+                raise BadReport(
+                    f"segment {segment.index} fragment {index}: {who} is not an active miner"
+                )
+            message = receipt_message(
+                chain_id,
+                deal.fid,
+                segment.index,
+                index,
+                segment.fragment_hashes[index],
+                receipt.miner,
+            )
+            try:
+                verify(receipt.miner, message, receipt.signature)
+            except DataPathError as exc:
+                raise BadReport(
+                    f"segment {segment.index} fragment {index}: receipt of {who} does not verify"
+                ) from exc
+            load[receipt.miner] = load.get(receipt.miner, 0) + size
+    for pubkey, needed in load.items():
+        miner = miners.get_miner(state, pubkey)
+        if miner is not None and miner.idle_bytes < needed:
+            raise BadReport(
+                f"miner {address_of(pubkey)} has {miner.idle_bytes} idle bytes, {needed} needed"
+            )
+    return load
+
+
+def apply_report(state: State, ctx: TxContext, call: ReportDeal) -> None:
+    """The assigned scheduler reports where every fragment is; the deal becomes a file.
+
+    Raises:
+        NotFound, Unauthorized (not the assigned scheduler), InvalidTransition (not ASSIGNED),
+        BadReport (a receipt or placement rule).
+    """
+    deal = get_deal(state, call.deal_id)
+    if deal is None:
+        raise NotFound(f"no deal {call.deal_id}")
+    if deal.state != DealState.ASSIGNED:
+        raise InvalidTransition(f"deal {deal.id} is {deal.state.name}, not ASSIGNED")
+    if ctx.sender != deal.scheduler:
+        raise Unauthorized(f"deal {deal.id} is assigned to {address_of(deal.scheduler)}")
+    params = load_params(state)
+    _check_placements(state, params, ctx.block.chain_id, deal, call.placements)
+    holders = [[r.miner for r in receipts] for receipts in call.placements]
+    files.store_file(state, ctx.block, deal.fid, deal.segments, holders, ctx.sender)
+    _close(state, deal)
+    space.use_locked(state, deal.owner, deal.size)
+    files.add_object(
+        state, ctx.block.height, deal.owner, deal.bucket, deal.name, deal.fid, deal.size
+    )
+    _transition(state, deal, DealState.SUCCESS)
+    ctx.emit(
+        "deal.success",
+        id=deal.id,
+        fid=deal.fid,
+        owner=address_of(deal.owner),
+        bucket=deal.bucket,
+        name=deal.name,
+        scheduler=ctx.sender_address,
+    )
+
+
+def begin_block(state: State, ctx: BlockContext, params: ChainParams, events: list[Event]) -> None:
+    """Deals past their deadline: reassign, or fail after the last attempt."""
+    for key, _ in list(state.iter_prefix(DEADLINE)):
+        if int.from_bytes(key[len(DEADLINE) : len(DEADLINE) + 8], "big") > ctx.height:
+            break
+        deal = get_record(state, DEAL + key[len(DEADLINE) + 8 :], Deal)
+        if deal is None or deal.state not in (DealState.OPEN, DealState.ASSIGNED):
+            state.delete(key)
+            continue
+        if deal.state == DealState.OPEN:
+            _fail(state, deal, "no scheduler before the deadline", events)
+        else:
+            _retry(state, ctx, params, deal, "deadline passed", events)
+
+
+def end_block(state: State, ctx: BlockContext, params: ChainParams, events: list[Event]) -> None:
+    """Assign the deals declared in this block (and any still waiting for a scheduler)."""
+    for key, _ in list(state.iter_prefix(OPEN_QUEUE)):
+        deal = get_record(state, DEAL + key[len(OPEN_QUEUE) :], Deal)
+        if deal is not None and deal.state == DealState.OPEN:
+            _assign(state, ctx, params, deal, events)
+
+
+def query_deal(state: State, args: QueryArgs) -> bytes:
+    deal = get_deal(state, args.id)
+    if deal is None:
+        raise NotFound(f"no deal {args.id}")
+    return encode_value(deal)
+
+
+def query_counts(state: State, args: QueryArgs) -> bytes:
+    def read(s: DealState) -> int:
+        return int.from_bytes(state.get(COUNT + bytes([s])) or b"\x00", "big")
+
+    return encode_value(
+        DealCounts(
+            open=read(DealState.OPEN),
+            assigned=read(DealState.ASSIGNED),
+            success=read(DealState.SUCCESS),
+            failed=read(DealState.FAILED),
+        )
+    )
+
+
+HANDLERS = {DeclareDeal: apply_declare, ReassignDeal: apply_reassign, ReportDeal: apply_report}
+QUERIES: dict[str, QueryHandler] = {"deal": query_deal, "counts": query_counts}

@@ -1,0 +1,355 @@
+"""Files, objects and fragment holdings: what SUCCESS deals leave behind.
+
+A file is the stored form of a fid: its declared segments, and for each segment the miner
+holding each fragment (all distinct within a segment). Objects are (owner, bucket, name) ->
+(fid, size); several objects may share a file (deduplication by fid), and the file goes away
+with its last object. After SUCCESS the reporting scheduler must tag the file within
+``tag_timeout_blocks``; a late scheduler is penalised and another one is asked.
+
+Keys: ``file/<fid>`` -> FileRecord; ``obj/<owner><bucket>\\0<name>`` -> ObjectRecord;
+``hold/<miner><fid><segment:4><fragment:2>`` -> Holding; ``tag-dl/<height><fid>`` -> b"";
+``file-gone/<fid>`` -> b"" (files deleted in this block, for restoral to cancel their orders).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from msgspec.structs import replace
+
+from deoss.chain.errors import InvalidArgument, InvalidTransition, NotFound, Unauthorized
+from deoss.chain.genesis import ChainParams
+from deoss.chain.modules import buckets, miners, schedulers, space
+from deoss.chain.modules.gateways import acting_owner
+from deoss.chain.params import load_params
+from deoss.chain.query import QueryArgs, QueryHandler, address_arg, encode_value, page_limit
+from deoss.chain.state import State, get_record, put_record
+from deoss.chain.types import BlockContext, Call, Event, Hash32, PubKey, TxContext
+from deoss.core import codec
+from deoss.core.codec import Record
+from deoss.core.keys import address_of
+from deoss.core.layout import SegmentPlan
+
+FILE = b"file/"
+OBJECT = b"obj/"
+HOLD = b"hold/"
+TAG_DEADLINE = b"tag-dl/"
+GONE = b"file-gone/"  # outbox: fids deleted in this block, consumed by restoral.end_block
+MAX_NAME_BYTES = 1024
+
+
+class FileRecord(Record):
+    fid: str
+    segments: list[SegmentPlan]
+    holders: list[list[PubKey]]
+    owners: int
+    reporter: PubKey
+    tagger: PubKey
+    tag_deadline: int
+    created_at: int
+    tagged: bool = False
+    tag_key_id: bytes = b""
+
+
+class ObjectRecord(Record):
+    fid: str
+    size: int
+    created_at: int
+
+
+class ObjectEntry(Record):
+    name: str
+    fid: str
+    size: int
+    created_at: int
+
+
+class Holding(Record):
+    """One fragment a miner holds, as the audit and restoral need it."""
+
+    fid: str
+    segment: int
+    fragment: int
+    fragment_hash: Hash32
+    size: int
+
+
+def fid_key(fid: str) -> bytes:
+    try:
+        raw = bytes.fromhex(fid)
+    except ValueError as exc:
+        raise InvalidArgument(f"fid {fid!r} is not hexadecimal") from exc
+    if len(raw) != 32 or fid != raw.hex():
+        raise InvalidArgument(f"fid {fid!r} is not 64 lowercase hex digits")
+    return raw
+
+
+def check_object_name(name: str) -> None:
+    if not isinstance(name, str) or not 0 < len(name.encode()) <= MAX_NAME_BYTES:
+        raise InvalidArgument(f"object name must be 1..{MAX_NAME_BYTES} bytes of UTF-8")
+    if "\x00" in name or not name.isprintable():
+        raise InvalidArgument("object name must not contain control characters")
+
+
+def object_key(owner: bytes, bucket: str, name: str) -> bytes:
+    return OBJECT + owner + bucket.encode() + b"\x00" + name.encode()
+
+
+def hold_key(miner: bytes, fid: str, segment: int, fragment: int) -> bytes:
+    return (
+        HOLD + miner + bytes.fromhex(fid) + segment.to_bytes(4, "big") + fragment.to_bytes(2, "big")
+    )
+
+
+def get_file(state: State, fid: str) -> FileRecord | None:
+    return get_record(state, FILE + fid_key(fid), FileRecord)
+
+
+def put_file(state: State, record: FileRecord) -> None:
+    put_record(state, FILE + bytes.fromhex(record.fid), record)
+
+
+def get_object(state: State, owner: bytes, bucket: str, name: str) -> ObjectRecord | None:
+    return get_record(state, object_key(owner, bucket, name), ObjectRecord)
+
+
+def holdings_of(state: State, miner: bytes) -> Iterator[Holding]:
+    for _, raw in state.iter_prefix(HOLD + miner):
+        yield codec.decode(raw, Holding)
+
+
+def fragment_size(params: ChainParams, segment: SegmentPlan) -> int:
+    return params.layout.fragment_size(segment)
+
+
+def store_file(
+    state: State,
+    ctx: BlockContext,
+    fid: str,
+    segments: list[SegmentPlan],
+    holders: list[list[bytes]],
+    reporter: bytes,
+) -> FileRecord:
+    """Record a new file and its holdings; miners' service space grows."""
+    params = load_params(state)
+    deadline = ctx.height + params.tag_timeout_blocks
+    record = FileRecord(
+        fid=fid,
+        segments=segments,
+        holders=holders,
+        owners=0,
+        reporter=reporter,
+        tagger=reporter,
+        tag_deadline=deadline,
+        created_at=ctx.height,
+    )
+    put_file(state, record)
+    state.put(TAG_DEADLINE + deadline.to_bytes(8, "big") + bytes.fromhex(fid), b"")
+    for segment, row in zip(segments, holders, strict=True):
+        size = fragment_size(params, segment)
+        for index, miner in enumerate(row):
+            set_holding(state, miner, fid, segment, index, size)
+    return record
+
+
+def set_holding(
+    state: State, miner: bytes, fid: str, segment: SegmentPlan, index: int, size: int
+) -> None:
+    put_record(
+        state,
+        hold_key(miner, fid, segment.index, index),
+        Holding(
+            fid=fid,
+            segment=segment.index,
+            fragment=index,
+            fragment_hash=segment.fragment_hashes[index],
+            size=size,
+        ),
+    )
+    miners.add_service(state, miner, size)
+
+
+def drop_holding(state: State, miner: bytes, fid: str, segment: int, index: int, size: int) -> None:
+    state.delete(hold_key(miner, fid, segment, index))
+    miners.add_service(state, miner, -size)
+
+
+def add_object(
+    state: State, height: int, owner: bytes, bucket: str, name: str, fid: str, size: int
+) -> None:
+    """Create an object for an existing file (its space is already charged)."""
+    record = get_file(state, fid)
+    if record is None:
+        raise NotFound(f"no file {fid}")
+    put_file(state, replace(record, owners=record.owners + 1))
+    put_record(
+        state, object_key(owner, bucket, name), ObjectRecord(fid=fid, size=size, created_at=height)
+    )
+    buckets.adjust(state, owner, bucket, objects=1)
+
+
+def remove_object(state: State, owner: bytes, bucket: str, name: str, events: list[Event]) -> None:
+    """Delete an object; the last object of a file removes the file and frees the miners."""
+    key = object_key(owner, bucket, name)
+    obj = get_record(state, key, ObjectRecord)
+    if obj is None:
+        raise NotFound(f"no object {name!r} in bucket {bucket!r}")
+    state.delete(key)
+    buckets.adjust(state, owner, bucket, objects=-1)
+    space.release(state, owner, obj.size)
+    record = get_file(state, obj.fid)
+    if record is None:
+        return
+    if record.owners > 1:
+        put_file(state, replace(record, owners=record.owners - 1))
+        return
+    params = load_params(state)
+    for segment, row in zip(record.segments, record.holders, strict=True):
+        for index, miner in enumerate(row):
+            drop_holding(
+                state, miner, record.fid, segment.index, index, fragment_size(params, segment)
+            )
+    state.delete(TAG_DEADLINE + record.tag_deadline.to_bytes(8, "big") + bytes.fromhex(obj.fid))
+    state.delete(FILE + bytes.fromhex(obj.fid))
+    state.put(GONE + bytes.fromhex(obj.fid), b"")
+    events.append(Event(type="file.deleted", attributes=[("fid", obj.fid)]))
+
+
+class DeleteObject(Call, tag="files.delete"):
+    bucket: str
+    name: str
+    owner: str = ""
+
+
+class ReportTagged(Call, tag="files.tagged"):
+    fid: str
+
+
+def apply_delete(state: State, ctx: TxContext, call: DeleteObject) -> None:
+    """Delete an object of the owner (the sender or a user who authorized it)."""
+    owner = acting_owner(state, ctx, call.owner)
+    buckets.require_bucket(state, owner, call.bucket)
+    remove_object(state, owner, call.bucket, call.name, ctx.events)
+    ctx.emit("object.deleted", owner=address_of(owner), bucket=call.bucket, name=call.name)
+
+
+def apply_tagged(state: State, ctx: TxContext, call: ReportTagged) -> None:
+    """The scheduler in charge reports that every fragment's tags reached its holder."""
+    record = get_file(state, call.fid)
+    if record is None:
+        raise NotFound(f"no file {call.fid}")
+    if record.tagged:
+        raise InvalidTransition(f"file {call.fid} is already tagged")
+    if record.tagger != ctx.sender:
+        raise Unauthorized(f"file {call.fid} is to be tagged by {address_of(record.tagger)}")
+    scheduler = schedulers.get_scheduler(state, ctx.sender)
+    if scheduler is None:
+        raise Unauthorized("the sender is not a scheduler")
+    state.delete(TAG_DEADLINE + record.tag_deadline.to_bytes(8, "big") + bytes.fromhex(call.fid))
+    put_file(state, replace(record, tagged=True, tag_key_id=scheduler.tag_key.key_id))
+    ctx.emit("file.tagged", fid=call.fid, scheduler=ctx.sender_address)
+
+
+def _reassign_tagging(
+    state: State, ctx: BlockContext, params: ChainParams, fid_raw: bytes, events: list[Event]
+) -> None:
+    record = get_record(state, FILE + fid_raw, FileRecord)
+    if record is None or record.tagged:
+        return
+    taken = schedulers.penalize(state, record.tagger, params.late_tag_penalty)
+    candidates = [s for s in schedulers.active_schedulers(state) if s != record.tagger]
+    candidates = candidates or schedulers.active_schedulers(state) or [record.tagger]
+    pick = int.from_bytes(ctx.derive(b"tagger", fid_raw), "big") % len(candidates)
+    deadline = ctx.height + params.tag_timeout_blocks
+    put_file(state, replace(record, tagger=candidates[pick], tag_deadline=deadline))
+    state.put(TAG_DEADLINE + deadline.to_bytes(8, "big") + fid_raw, b"")
+    events.append(
+        Event(
+            type="file.tag_reassigned",
+            attributes=[
+                ("fid", record.fid),
+                ("late", address_of(record.tagger)),
+                ("tagger", address_of(candidates[pick])),
+                ("penalty", str(taken)),
+            ],
+        )
+    )
+
+
+def _purge_expired(state: State, params: ChainParams, events: list[Event]) -> None:
+    budget = params.expiry_removals_per_block
+    for owner in space.purging_owners(state):
+        for key, _ in list(state.iter_prefix(OBJECT + owner)):
+            if budget == 0:
+                return
+            bucket, _, name = key[len(OBJECT) + 32 :].partition(b"\x00")
+            remove_object(state, owner, bucket.decode(), name.decode(), events)
+            events.append(
+                Event(
+                    type="object.expired",
+                    attributes=[
+                        ("owner", address_of(owner)),
+                        ("bucket", bucket.decode()),
+                        ("name", name.decode()),
+                    ],
+                )
+            )
+            budget -= 1
+        if not any(True for _ in state.iter_prefix(OBJECT + owner)):
+            space.finish_purge(state, owner)
+            events.append(Event(type="space.removed", attributes=[("owner", address_of(owner))]))
+
+
+def begin_block(state: State, ctx: BlockContext, params: ChainParams, events: list[Event]) -> None:
+    for key, _ in list(state.iter_prefix(TAG_DEADLINE)):
+        if int.from_bytes(key[len(TAG_DEADLINE) : len(TAG_DEADLINE) + 8], "big") > ctx.height:
+            break
+        state.delete(key)
+        _reassign_tagging(state, ctx, params, key[len(TAG_DEADLINE) + 8 :], events)
+    _purge_expired(state, params, events)
+
+
+def query_file(state: State, args: QueryArgs) -> bytes:
+    record = get_file(state, args.fid)
+    if record is None:
+        raise NotFound(f"no file {args.fid}")
+    return encode_value(record)
+
+
+def query_object(state: State, args: QueryArgs) -> bytes:
+    obj = get_object(state, address_arg(args.owner, "owner"), args.bucket, args.name)
+    if obj is None:
+        raise NotFound(f"no object {args.name!r} in bucket {args.bucket!r}")
+    return encode_value(obj)
+
+
+def query_objects(state: State, args: QueryArgs) -> bytes:
+    """Objects of a bucket in name order, after ``start_after``, with ``prefix``, ``limit``."""
+    owner = address_arg(args.owner, "owner")
+    base = OBJECT + owner + args.bucket.encode() + b"\x00"
+    limit = page_limit(args)
+    entries: list[ObjectEntry] = []
+    for key, raw in state.iter_prefix(base + args.prefix.encode()):
+        name = key[len(base) :].decode()
+        if args.start_after and name <= args.start_after:
+            continue
+        obj = codec.decode(raw, ObjectRecord)
+        entries.append(
+            ObjectEntry(name=name, fid=obj.fid, size=obj.size, created_at=obj.created_at)
+        )
+        if len(entries) == limit:
+            break
+    return encode_value(entries)
+
+
+def query_holdings(state: State, args: QueryArgs) -> bytes:
+    return encode_value(list(holdings_of(state, address_arg(args.address))))
+
+
+HANDLERS = {DeleteObject: apply_delete, ReportTagged: apply_tagged}
+QUERIES: dict[str, QueryHandler] = {
+    "file": query_file,
+    "object": query_object,
+    "objects": query_objects,
+    "holdings": query_holdings,
+}
