@@ -238,10 +238,10 @@ def apply_submit_proof(state: State, ctx: TxContext, call: SubmitProof) -> None:
     challenge = get_record(state, key, Challenge)
     if challenge is None:
         raise NotFound(f"{ctx.sender_address} is not challenged in round {round_.number}")
-    if challenge.result != Result.PENDING:
-        raise AlreadyExists(f"round {round_.number} is already answered ({challenge.result.name})")
     if round_.settled or ctx.block.height > round_.deadline:
         raise InvalidTransition(f"round {round_.number} closed at height {round_.deadline}")
+    if challenge.result != Result.PENDING:
+        raise AlreadyExists(f"round {round_.number} is already answered ({challenge.result.name})")
     if [p.key_id for p in call.proofs] != [k.key_id for k in challenge.keys]:
         raise InvalidArgument("one proof per challenged tag key is needed, in key order")
     failure = ""
