@@ -70,7 +70,7 @@ def decode(data: bytes | bytearray | memoryview, type_: type[R]) -> R:
     if len(data) > MAX_RECORD_BYTES:
         raise DecodeError(f"{name}: {len(data)} bytes exceed the limit of {MAX_RECORD_BYTES}")
     try:
-        value: R = _decoder(type_).decode(data)
+        value: R = _decoder(type_).decode(data)  # type: ignore[arg-type]
     except msgspec.ValidationError as exc:
         raise DecodeError(f"{name}: {exc}") from exc
     except msgspec.DecodeError as exc:

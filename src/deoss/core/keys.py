@@ -53,6 +53,8 @@ def address_of(public_key: bytes) -> Address:
     if len(public_key) != PUBLIC_KEY_SIZE:
         raise InvalidKey(f"public key must be {PUBLIC_KEY_SIZE} bytes, got {len(public_key)}")
     words = bech32.convertbits(public_key, 8, 5, True)
+    if words is None:
+        raise InvalidKey("public key cannot be converted to bech32 words")
     return Address(bech32.bech32_encode(ADDRESS_HRP, words))
 
 

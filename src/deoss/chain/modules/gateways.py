@@ -9,6 +9,7 @@ from deoss.chain.errors import AlreadyExists, InvalidArgument, NotFound, Unautho
 from deoss.chain.query import QueryArgs, QueryHandler, address_arg, encode_value
 from deoss.chain.state import State, get_record, put_record
 from deoss.chain.types import Call, TxContext
+from deoss.core import codec
 from deoss.core.codec import Record
 from deoss.core.keys import address_of
 
@@ -106,15 +107,13 @@ def query_gateway(state: State, args: QueryArgs) -> bytes:
 
 
 def query_list(state: State, args: QueryArgs) -> bytes:
-    return encode_value(
-        [
-            GatewayEntry(
-                address=address_of(key[len(PREFIX) :]),
-                endpoint=get_record(state, key, Gateway).endpoint,
-            )  # type: ignore[union-attr]
-            for key, _ in state.iter_prefix(PREFIX)
-        ]
-    )
+    entries = []
+    for key, raw in state.iter_prefix(PREFIX):
+        gateway = codec.decode(raw, Gateway)
+        entries.append(
+            GatewayEntry(address=address_of(key[len(PREFIX) :]), endpoint=gateway.endpoint)
+        )
+    return encode_value(entries)
 
 
 def query_authorized(state: State, args: QueryArgs) -> bytes:

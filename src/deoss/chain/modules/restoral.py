@@ -23,6 +23,7 @@ from deoss.chain.params import load_params
 from deoss.chain.query import QueryArgs, QueryHandler, encode_value, page_limit
 from deoss.chain.state import State, get_record, put_record
 from deoss.chain.types import BlockContext, Call, Event, Hash32, PubKey, TxContext
+from deoss.core import codec
 from deoss.core.codec import Record
 from deoss.core.keys import address_of
 
@@ -156,7 +157,7 @@ def apply_report_loss(state: State, ctx: TxContext, call: ReportLoss) -> None:
     )
     if raw is None:
         raise NotFound("the sender holds no such fragment")
-    holding = files.codec.decode(raw, files.Holding)
+    holding = codec.decode(raw, files.Holding)
     create_order(state, ctx.block.height, holding, ctx.sender, "reported loss", ctx.events)
 
 
