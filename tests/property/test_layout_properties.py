@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import io
+import random
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from deoss.core.layout import (
+    DEFAULT_PARAMS,
     LayoutParams,
     decode_segment,
     hash_object,
@@ -71,3 +74,21 @@ def test_trailing_zero_padding_is_the_only_way_two_objects_share_a_fid(
     same_padded = len(data) % params.data_shards != 0
     assert same_padded == (fid_a == fid_b)
     assert size_a + 1 == size_b
+
+
+_RNG = random.Random(2026)
+RANDOM_SIZES = sorted(_RNG.randrange(100 * 1024 * 1024) for _ in range(3))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("size", RANDOM_SIZES)
+def test_random_sizes_up_to_100_mib_round_trip_streamed(size: int) -> None:
+    """Objects of random size up to 100 MiB, default layout, rebuilt from random k fragments."""
+    from tests.unit.core.test_layout import PatternStream, round_trip
+
+    expected = hashlib.sha256()
+    source = PatternStream(size, size)
+    while chunk := source.read(8 * 1024 * 1024):
+        expected.update(chunk)
+    _, got_size, digest = round_trip(PatternStream(size, size), DEFAULT_PARAMS, seed=size)
+    assert (size, expected.hexdigest()) == (got_size, digest)

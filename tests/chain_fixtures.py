@@ -1,0 +1,56 @@
+"""Helpers shared by the node, client and CLI tests: keys, genesis, a DevNode on a temp store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from deoss.chain.calls import sign_tx
+from deoss.chain.genesis import ChainParams, Genesis, GenesisAccount
+from deoss.chain.modules.accounts import Transfer
+from deoss.core.keys import KeyPair
+from deoss.node.devnode import DevNode
+from deoss.node.store import open_store
+
+CHAIN_ID = "test-chain"
+GENESIS_TIME_NS = 1_700_000_000_000_000_000
+BALANCE = 10**12
+KEYS = [KeyPair.from_seed(bytes([i + 1]) * 32) for i in range(4)]
+RECIPIENT = KeyPair.from_seed(b"\x99" * 32).address
+
+
+def make_genesis(keys: list[KeyPair] = KEYS, chain_id: str = CHAIN_ID) -> Genesis:
+    return Genesis(
+        chain_id=chain_id,
+        genesis_time_ns=GENESIS_TIME_NS,
+        params=ChainParams(),
+        accounts=[GenesisAccount(address=key.address, balance=BALANCE) for key in keys],
+    )
+
+
+def transfer(key: KeyPair, nonce: int, amount: int = 1, to: str = RECIPIENT) -> bytes:
+    return sign_tx(key, CHAIN_ID, nonce, Transfer(to=to, amount=amount))
+
+
+class StepClock:
+    """A wall clock that advances 1 ms per reading, from the genesis time."""
+
+    def __init__(self, start_ns: int = GENESIS_TIME_NS) -> None:
+        self.now_ns = start_ns
+
+    def __call__(self) -> int:
+        self.now_ns += 1_000_000
+        return self.now_ns
+
+
+def open_node(path: Path, **options: object) -> DevNode:
+    return DevNode(open_store(path), genesis=make_genesis(), clock=StepClock(), **options)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[DevNode]:
+    dev_node = open_node(tmp_path / "chain.sqlite")
+    yield dev_node
+    dev_node.store.close()
