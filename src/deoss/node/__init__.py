@@ -1,0 +1,1 @@
+"""The chain's shell: embedded block producer, SQLite store, CometBFT-compatible RPC."""
