@@ -1,0 +1,1 @@
+"""What every service shares: request signing, errors, the app factory."""
