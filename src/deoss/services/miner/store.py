@@ -1,0 +1,323 @@
+"""The miner's fragment store: temporary and permanent areas, content-addressed, crash-safe.
+
+Layout under the store root::
+
+    incoming/            bytes being received (never served; cleared at startup)
+    temp/<aa>/<hash>     fragments of deals not yet SUCCESS
+    perm/<aa>/<hash>     fragments of stored files
+    tags/<aa>/<hash>     PoDR² tags of a fragment (48 bytes per block)
+    index.sqlite         which (fid, segment, fragment) each hash serves, and its area
+
+A fragment is written to incoming/, fsynced, renamed into its area, the directory fsynced, and
+only then indexed (in one SQLite transaction, synchronous=FULL): a crash at any point leaves
+either no index row (the bytes are swept at startup) or a complete, hash-checked file. Reads go
+through the index, so a half-written fragment is never served. One hash may serve several
+(fid, segment, fragment) places; its bytes are stored once and removed with the last place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+__all__ = ["Area", "FragmentPlace", "FragmentStore", "StoreError"]
+
+CHUNK = 1024 * 1024
+
+
+class StoreError(Exception):
+    """A fragment that cannot be stored or found; the message says why."""
+
+
+class Area:
+    TEMP = "temp"
+    PERM = "perm"
+
+
+@dataclass(frozen=True)
+class FragmentPlace:
+    fragment_hash: bytes
+    fid: str
+    segment: int
+    fragment: int
+    area: str
+    size: int
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS places (
+    hash BLOB NOT NULL, fid TEXT NOT NULL, segment INTEGER NOT NULL, fragment INTEGER NOT NULL,
+    area TEXT NOT NULL, size INTEGER NOT NULL,
+    PRIMARY KEY (fid, segment, fragment)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS places_by_hash ON places (hash);
+CREATE TABLE IF NOT EXISTS tags (hash BLOB PRIMARY KEY, size INTEGER NOT NULL) WITHOUT ROWID;
+"""
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class FragmentStore:
+    """Thread-safe; callers on an event loop run its methods with asyncio.to_thread."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        for name in ("incoming", Area.TEMP, Area.PERM, "tags"):
+            (self.root / name).mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(
+            self.root / "index.sqlite", check_same_thread=False, isolation_level=None
+        )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        self._sweep()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # --- paths ---------------------------------------------------------------------------
+
+    def _path(self, area: str, fragment_hash: bytes) -> Path:
+        name = fragment_hash.hex()
+        return self.root / area / name[:2] / name
+
+    def _locate(self, fragment_hash: bytes) -> Path | None:
+        """Where the bytes of a hash are: perm/ once any of its places is permanent."""
+        for area in (Area.PERM, Area.TEMP):
+            path = self._path(area, fragment_hash)
+            if path.exists():
+                return path
+        return None
+
+    def _sweep(self) -> None:
+        """Drop partial writes, and files no index row points at (a crash before indexing)."""
+        for stray in (self.root / "incoming").iterdir():
+            stray.unlink(missing_ok=True)
+        with self._lock:
+            known = {bytes(h) for (h,) in self._db.execute("SELECT DISTINCT hash FROM places")}
+            tagged = {bytes(h) for (h,) in self._db.execute("SELECT hash FROM tags")}
+        for area in (Area.TEMP, Area.PERM):
+            for path in (self.root / area).glob("*/*"):
+                if bytes.fromhex(path.name) not in known:
+                    path.unlink(missing_ok=True)
+        for path in (self.root / "tags").glob("*/*"):
+            if bytes.fromhex(path.name) not in tagged:
+                path.unlink(missing_ok=True)
+
+    # --- writing -------------------------------------------------------------------------
+
+    def _receive(self, chunks: Iterable[bytes], expected_hash: bytes, max_size: int) -> Path:
+        """Write chunks to incoming/, checking size and SHA-256; return the synced file."""
+        digest = hashlib.sha256()
+        size = 0
+        fd, name = _mkstemp(self.root / "incoming")
+        path = Path(name)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for chunk in chunks:
+                    size += len(chunk)
+                    if size > max_size:
+                        raise StoreError(f"body is larger than the declared {max_size} bytes")
+                    digest.update(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            if size != max_size:
+                raise StoreError(f"body has {size} bytes, {max_size} declared")
+            if digest.digest() != expected_hash:
+                raise StoreError(
+                    f"body SHA-256 {digest.hexdigest()} is not the declared {expected_hash.hex()}"
+                )
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        return path
+
+    def put_fragment(self, place: FragmentPlace, chunks: Iterable[bytes]) -> None:
+        """Store a fragment for ``place`` (area TEMP or PERM), or add the place if the bytes
+        are already here. Raises StoreError when the bytes do not match hash and size."""
+        if self.places_of(place.fragment_hash) and self._locate(place.fragment_hash):
+            self._index(place)  # the same bytes serve another place already
+            return
+        received = self._receive(chunks, place.fragment_hash, place.size)
+        target = self._path(place.area, place.fragment_hash)
+        target.parent.mkdir(exist_ok=True)
+        os.replace(received, target)
+        _fsync_dir(target.parent)
+        self._index(place)
+
+    def _index(self, place: FragmentPlace) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO places VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    place.fragment_hash,
+                    place.fid,
+                    place.segment,
+                    place.fragment,
+                    place.area,
+                    place.size,
+                ),
+            )
+
+    def put_tags(self, fragment_hash: bytes, tags: bytes) -> None:
+        """Store the tags of a fragment held here, atomically."""
+        if not self.places_of(fragment_hash):
+            raise StoreError(f"no fragment {fragment_hash.hex()} here to tag")
+        fd, name = _mkstemp(self.root / "incoming")
+        with os.fdopen(fd, "wb") as out:
+            out.write(tags)
+            out.flush()
+            os.fsync(out.fileno())
+        target = self._path("tags", fragment_hash)
+        target.parent.mkdir(exist_ok=True)
+        os.replace(name, target)
+        _fsync_dir(target.parent)
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO tags VALUES (?, ?)", (fragment_hash, len(tags))
+            )
+
+    def promote(self, fid: str) -> int:
+        """Deal SUCCESS: move the fid's fragments from TEMP to PERM; returns how many."""
+        moved = 0
+        for place in self.places_for_fid(fid):
+            if place.area != Area.TEMP:
+                continue
+            source = self._path(Area.TEMP, place.fragment_hash)
+            target = self._path(Area.PERM, place.fragment_hash)
+            target.parent.mkdir(exist_ok=True)
+            if source.exists():
+                os.replace(source, target)
+                _fsync_dir(target.parent)
+            with self._lock:
+                self._db.execute(
+                    "UPDATE places SET area = ? WHERE fid = ? AND segment = ? AND fragment = ?",
+                    (Area.PERM, place.fid, place.segment, place.fragment),
+                )
+            moved += 1
+        return moved
+
+    def remove_fid(self, fid: str, area: str | None = None) -> int:
+        """Forget the fid's places (of one area, or all); bytes go with their last place."""
+        removed = 0
+        for place in self.places_for_fid(fid):
+            if area is not None and place.area != area:
+                continue
+            self.remove_place(place)
+            removed += 1
+        return removed
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def remove_place(self, place: FragmentPlace) -> None:
+        with self._transaction():
+            self._db.execute(
+                "DELETE FROM places WHERE fid = ? AND segment = ? AND fragment = ?",
+                (place.fid, place.segment, place.fragment),
+            )
+            remaining = self._db.execute(
+                "SELECT COUNT(*) FROM places WHERE hash = ?", (place.fragment_hash,)
+            ).fetchone()[0]
+            if remaining == 0:
+                self._db.execute("DELETE FROM tags WHERE hash = ?", (place.fragment_hash,))
+        if remaining == 0:
+            for area in (Area.TEMP, Area.PERM, "tags"):
+                self._path(area, place.fragment_hash).unlink(missing_ok=True)
+
+    # --- reading -------------------------------------------------------------------------
+
+    def places_of(self, fragment_hash: bytes) -> list[FragmentPlace]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT hash, fid, segment, fragment, area, size FROM places WHERE hash = ?",
+                (fragment_hash,),
+            ).fetchall()
+        return [_place(row) for row in rows]
+
+    def places_for_fid(self, fid: str) -> list[FragmentPlace]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT hash, fid, segment, fragment, area, size FROM places WHERE fid = ? "
+                "ORDER BY segment, fragment",
+                (fid,),
+            ).fetchall()
+        return [_place(row) for row in rows]
+
+    def all_places(self) -> Iterator[FragmentPlace]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT hash, fid, segment, fragment, area, size FROM places "
+                "ORDER BY fid, segment, fragment"
+            ).fetchall()
+        yield from (_place(row) for row in rows)
+
+    @contextlib.contextmanager
+    def open_fragment(self, fragment_hash: bytes) -> Iterator[tuple[BinaryIO, int]]:
+        """An open file of an indexed fragment and its size. Raises StoreError if absent."""
+        places = self.places_of(fragment_hash)
+        if not places:
+            raise StoreError(f"no fragment {fragment_hash.hex()} here")
+        path = self._locate(fragment_hash)
+        if path is None:
+            raise StoreError(f"fragment {fragment_hash.hex()} is indexed but missing")
+        handle = open(path, "rb")  # noqa: SIM115 - closed by the context manager
+        with handle:
+            yield handle, places[0].size
+
+    def read_range(self, fragment_hash: bytes, offset: int, length: int) -> bytes:
+        with self.open_fragment(fragment_hash) as (handle, size):
+            if offset < 0 or length < 0 or offset + length > size:
+                raise StoreError(f"range {offset}+{length} outside a {size}-byte fragment")
+            handle.seek(offset)
+            return handle.read(length)
+
+    def read_tags(self, fragment_hash: bytes, offset: int = 0, length: int | None = None) -> bytes:
+        path = self._path("tags", fragment_hash)
+        try:
+            with open(path, "rb") as handle:
+                handle.seek(offset)
+                return handle.read() if length is None else handle.read(length)
+        except FileNotFoundError as exc:
+            raise StoreError(f"no tags for fragment {fragment_hash.hex()}") from exc
+
+    def has_tags(self, fragment_hash: bytes) -> bool:
+        with self._lock:
+            return (
+                self._db.execute("SELECT 1 FROM tags WHERE hash = ?", (fragment_hash,)).fetchone()
+                is not None
+            )
+
+
+def _place(row: tuple[bytes, str, int, int, str, int]) -> FragmentPlace:
+    return FragmentPlace(bytes(row[0]), row[1], row[2], row[3], row[4], row[5])
+
+
+def _mkstemp(directory: Path) -> tuple[int, str]:
+    import tempfile
+
+    return tempfile.mkstemp(dir=directory, prefix="part-")
