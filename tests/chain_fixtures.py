@@ -54,3 +54,9 @@ def node(tmp_path: Path) -> Iterator[DevNode]:
     dev_node = open_node(tmp_path / "chain.sqlite")
     yield dev_node
     dev_node.store.close()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Async tests (``@pytest.mark.anyio``) run on asyncio only."""
+    return "asyncio"
