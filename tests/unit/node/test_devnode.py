@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from deoss.chain.errors import BadNonce
+from deoss.chain.errors import BadNonce, InsufficientFunds
 from deoss.chain.modules.accounts import Account
 from deoss.chain.query import QueryArgs
 from deoss.core import codec
@@ -205,3 +205,12 @@ def test_run_produces_blocks_every_interval(tmp_path: Path) -> None:
     asyncio.run(run_for(0.25))
     assert 4 <= node.height <= 14
     node.store.close()
+
+
+def test_refused_check_leaves_no_trace(node: DevNode) -> None:
+    """A tx refused at check does not spend its nonce: the next tx may reuse it."""
+    too_much = transfer(KEYS[0], 0, amount=10**18)
+    assert InsufficientFunds.code == node.check_tx(too_much).code
+    assert 0 == node.check_tx(transfer(KEYS[0], 0)).code
+    assert 0 == node.check_tx(transfer(KEYS[0], 1)).code
+    assert [0, 0] == [r.code for r in node.produce_block().block.results]

@@ -1,0 +1,1 @@
+"""Clients: the chain's RPC (ChainClient) and, later, the HTTP clients of the services."""

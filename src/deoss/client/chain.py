@@ -1,0 +1,378 @@
+"""ChainClient: the one client of the chain's RPC, for every service and the CLI.
+
+It speaks only the CometBFT v0.38 subset that both drivers serve (docs/chain.md, "## RPC"), so
+it works against the embedded node and CometBFT alike. Invariants:
+
+* Transport failures become ``NodeUnavailable`` in one place (``_transport_errors``); a
+  JSON-RPC error object becomes ``RpcError``; a refused transaction ``TxRefused`` with its code.
+* ``submit`` keeps one nonce counter per key under an asyncio lock: the transactions of one key
+  reach check_tx in nonce order, however many are submitted at once. A BadNonce refusal (or a
+  failed send whose fate is unknown) drops the counter, and the next use reads the committed
+  nonce again.
+* Waiting for inclusion never holds the key's lock: one shared watcher follows the blocks while
+  anyone waits. A hash is registered before its transaction is sent, and the watcher starts at
+  a height fetched after that, so no block holding it can be missed.
+* ``follow`` yields every block from ``from_height`` on exactly once and in order, retrying with
+  backoff while the node is unreachable (a restart, say).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import itertools
+import os
+from collections.abc import AsyncGenerator, Coroutine, Iterator
+from contextlib import aclosing, contextmanager, suppress
+from typing import Any, TypeVar
+
+import httpx
+import msgspec
+
+from deoss.chain.calls import sign_tx
+from deoss.chain.errors import BadNonce
+from deoss.chain.modules.accounts import Account
+from deoss.chain.query import QueryArgs
+from deoss.chain.types import Call
+from deoss.client import chain_types as read
+from deoss.client.chain_types import (
+    AppInfo,
+    BlockInfo,
+    BlockResults,
+    ChainStatus,
+    FollowedBlock,
+    TxOutcome,
+)
+from deoss.client.errors import (
+    BadResponse,
+    InclusionTimeout,
+    NodeUnavailable,
+    QueryFailed,
+    RpcError,
+    TxRefused,
+)
+from deoss.core import codec
+from deoss.core.errors import DataPathError
+from deoss.core.keys import KeyPair
+
+__all__ = ["DEFAULT_NODE_URL", "ChainClient", "default_node_url", "run"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+DEFAULT_NODE_URL = "http://127.0.0.1:26657"
+NONCE_ATTEMPTS = 4
+_COMMIT_TIMEOUT = "timed out waiting for tx to be included in a block"
+_JSON = {"content-type": "application/json"}
+
+
+def default_node_url() -> str:
+    """$DEOSS_NODE, or the embedded node's default address."""
+    return os.environ.get("DEOSS_NODE") or DEFAULT_NODE_URL
+
+
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a client coroutine from synchronous code (the CLI)."""
+    return asyncio.run(coroutine)
+
+
+def tx_hash(tx: bytes) -> bytes:
+    return hashlib.sha256(tx).digest()
+
+
+@contextmanager
+def _transport_errors(url: str) -> Iterator[None]:
+    """Every failure to reach the node, whatever httpx calls it, is NodeUnavailable."""
+    try:
+        yield
+    except httpx.TransportError as exc:  # connect/read/write errors and timeouts
+        raise NodeUnavailable(f"chain node at {url} is unreachable: {exc!r}") from exc
+
+
+class ChainClient:
+    """An async client of one chain node. Use ``async with`` or call ``aclose``."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout_s: float = 30.0,
+        poll_interval_s: float = 0.05,
+        inclusion_timeout_s: float = 30.0,
+    ) -> None:
+        self.url = url or default_node_url()
+        self.poll_interval_s = poll_interval_s
+        self.inclusion_timeout_s = inclusion_timeout_s
+        self._http = httpx.AsyncClient(base_url=self.url, transport=transport, timeout=timeout_s)
+        self._ids = itertools.count(1)
+        self._chain_id: str | None = None
+        self._nonces: dict[bytes, int] = {}
+        self._key_locks: dict[bytes, asyncio.Lock] = {}
+        self._watcher = _InclusionWatcher(self)
+
+    async def __aenter__(self) -> ChainClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._watcher.stop()
+        await self._http.aclose()
+
+    # --- JSON-RPC ------------------------------------------------------------------------
+
+    async def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        """One JSON-RPC call; returns its ``result``.
+
+        Raises:
+            NodeUnavailable, RpcError, BadResponse.
+        """
+        request = {"jsonrpc": "2.0", "id": next(self._ids), "method": method}
+        request["params"] = params or {}
+        with _transport_errors(self.url):
+            response = await self._http.post(
+                "/",
+                content=msgspec.json.encode(request),
+                headers={"content-type": "application/json"},
+            )
+        try:
+            document = msgspec.json.decode(response.content)
+        except msgspec.DecodeError as exc:
+            error = NodeUnavailable if response.status_code >= 500 else BadResponse
+            raise error(f"{method}: HTTP {response.status_code}, not JSON-RPC") from exc
+        if not isinstance(document, dict):
+            raise BadResponse(f"{method}: expected a JSON-RPC response object")
+        if "error" in document:
+            error_object = document["error"] or {}
+            raise RpcError(
+                int(error_object.get("code", 0)),
+                str(error_object.get("message", "")),
+                str(error_object.get("data", "")),
+            )
+        if "result" not in document:
+            raise BadResponse(f"{method}: response has neither result nor error")
+        return document["result"]
+
+    # --- reading -------------------------------------------------------------------------
+
+    async def status(self) -> ChainStatus:
+        return read.read_status(await self.call("status"))
+
+    async def app_info(self) -> AppInfo:
+        """The app's last committed height and app hash (abci_info)."""
+        return read.read_app_info(await self.call("abci_info"))
+
+    async def chain_id(self) -> str:
+        if self._chain_id is None:
+            self._chain_id = (await self.status()).chain_id
+        return self._chain_id
+
+    async def block(self, height: int | None = None) -> BlockInfo:
+        params = {"height": str(height)} if height else {}
+        return read.read_block(await self.call("block", params))
+
+    async def block_results(self, height: int | None = None) -> BlockResults:
+        params = {"height": str(height)} if height else {}
+        return read.read_block_results(await self.call("block_results", params))
+
+    async def tx(self, hash_: bytes) -> TxOutcome:
+        """The transaction with this SHA-256, once it is in a block (RpcError otherwise)."""
+        outcome, _ = read.read_tx(await self.call("tx", {"hash": hash_.hex()}))
+        return outcome
+
+    async def query(self, path: str, args: QueryArgs, type_: type[R]) -> R:
+        """Run a chain query and decode its value as ``type_``.
+
+        Raises:
+            QueryFailed: the chain answered with a code != 0. BadResponse: undecodable value.
+        """
+        result = await self.call("abci_query", {"path": path, "data": codec.encode(args).hex()})
+        with read.reading("abci_query"):
+            response = result["response"]
+            code, log = int(response.get("code", 0)), str(response.get("log", ""))
+            value = read.from_b64(response.get("value"))
+        if code != 0:
+            raise QueryFailed(path, code, log)
+        try:
+            return codec.decode(value, type_)
+        except DataPathError as exc:
+            raise BadResponse(f"abci_query {path}: {exc}") from exc
+
+    async def account(self, address: str) -> Account:
+        return await self.query("/accounts/account", QueryArgs(address=address), Account)
+
+    # --- writing -------------------------------------------------------------------------
+
+    async def broadcast(self, tx: bytes, wait: bool = True) -> TxOutcome:
+        """Send a signed transaction; return after check_tx, or after inclusion if ``wait``.
+
+        Raises:
+            TxRefused: code != 0 at check or in the block. InclusionTimeout: not seen in time.
+        """
+        hash_ = tx_hash(tx)
+        encoded = {"tx": base64.b64encode(tx).decode("ascii")}
+        if not wait:
+            result = await self.call("broadcast_tx_sync", encoded)
+            with read.reading("broadcast_tx_sync"):
+                code, log = int(result.get("code", 0)), str(result.get("log", ""))
+            if code != 0:
+                raise TxRefused(code=code, log=log, tx_hash=hash_, stage="check")
+            return TxOutcome(hash=hash_)
+        try:
+            result = await self.call("broadcast_tx_commit", encoded)
+        except RpcError as exc:
+            if _COMMIT_TIMEOUT in exc.data:
+                raise InclusionTimeout(hash_, self.inclusion_timeout_s) from exc
+            raise
+        with read.reading("broadcast_tx_commit"):
+            check = read.read_tx_result(result["check_tx"])
+            included = read.read_tx_result(result["tx_result"])
+            height = int(result.get("height", 0))
+        if check.code != 0:
+            raise TxRefused(code=check.code, log=check.log, tx_hash=hash_, stage="check")
+        return _included(TxOutcome(hash=hash_, height=height, result=included))
+
+    async def submit(self, key: KeyPair, call: Call, wait: bool = True) -> TxOutcome:
+        """Sign ``call`` with the key's next nonce and broadcast it (see the module docstring).
+
+        Raises:
+            TxRefused, InclusionTimeout, NodeUnavailable, RpcError.
+        """
+        for attempt in range(NONCE_ATTEMPTS):
+            try:
+                return await self._submit_once(key, call, wait)
+            except TxRefused as exc:
+                if exc.code != BadNonce.code or exc.stage != "check":
+                    raise
+                if attempt == NONCE_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(self.poll_interval_s * (attempt + 1))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _submit_once(self, key: KeyPair, call: Call, wait: bool) -> TxOutcome:
+        sender = key.public_key
+        lock = self._key_locks.setdefault(sender, asyncio.Lock())
+        async with lock:
+            nonce = self._nonces.get(sender)
+            if nonce is None:
+                nonce = (await self.account(key.address)).nonce
+            tx = sign_tx(key, await self.chain_id(), nonce, call)
+            inclusion = await self._watcher.expect(tx_hash(tx)) if wait else None
+            try:
+                outcome = await self.broadcast(tx, wait=False)
+            except BaseException:
+                self._nonces.pop(sender, None)  # refused, or fate unknown: read it again
+                if inclusion is not None:
+                    self._watcher.forget(tx_hash(tx))
+                raise
+            self._nonces[sender] = nonce + 1
+        if inclusion is None:
+            return outcome
+        return _included(await self._watcher.wait(tx_hash(tx), inclusion))
+
+    # --- following -----------------------------------------------------------------------
+
+    async def follow(self, from_height: int) -> AsyncGenerator[FollowedBlock, None]:
+        """Every committed block from ``from_height`` on, in order, each exactly once."""
+        height = max(from_height, 1)
+        latest = 0
+        delay_s = self.poll_interval_s
+        while True:
+            try:
+                if height > latest:
+                    latest = (await self.status()).height
+                if height > latest:
+                    await asyncio.sleep(self.poll_interval_s)
+                    continue
+                header = await self.block(height)
+                results = await self.block_results(height)
+            except NodeUnavailable:
+                await asyncio.sleep(delay_s)  # the node may be restarting: back off, retry
+                delay_s = min(delay_s * 2, 2.0)
+                continue
+            delay_s = self.poll_interval_s
+            if (header.height, results.height) != (height, height):
+                raise BadResponse(f"asked for block {height}, got {header.height}/{results.height}")
+            yield FollowedBlock(
+                height=height,
+                header=header,
+                tx_hashes=[tx_hash(tx) for tx in header.txs],
+                tx_results=results.tx_results,
+                events=results.events,
+                app_hash=results.app_hash,
+            )
+            height += 1
+
+
+def _included(outcome: TxOutcome) -> TxOutcome:
+    if outcome.result.code != 0:
+        raise TxRefused(
+            code=outcome.result.code,
+            log=outcome.result.log,
+            tx_hash=outcome.hash,
+            stage="block",
+            height=outcome.height,
+        )
+    return outcome
+
+
+class _InclusionWatcher:
+    """Follows blocks while anyone waits for a transaction, resolving their futures."""
+
+    def __init__(self, client: ChainClient) -> None:
+        self._client = client
+        self._waiting: dict[bytes, asyncio.Future[TxOutcome]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._start_lock = asyncio.Lock()
+
+    async def expect(self, hash_: bytes) -> asyncio.Future[TxOutcome]:
+        """Register ``hash_`` before its transaction is sent; returns the future to wait on."""
+        future: asyncio.Future[TxOutcome] = asyncio.get_running_loop().create_future()
+        self._waiting[hash_] = future
+        async with self._start_lock:
+            if self._task is None or self._task.done():
+                try:
+                    start = (await self._client.status()).height + 1  # read after registering
+                except BaseException:
+                    self._waiting.pop(hash_, None)
+                    raise
+                self._task = asyncio.create_task(self._follow(start))
+        return future
+
+    def forget(self, hash_: bytes) -> None:
+        self._waiting.pop(hash_, None)
+
+    async def wait(self, hash_: bytes, future: asyncio.Future[TxOutcome]) -> TxOutcome:
+        timeout_s = self._client.inclusion_timeout_s
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout_s)
+        except TimeoutError:
+            raise InclusionTimeout(hash_, timeout_s) from None
+        finally:
+            self.forget(hash_)
+
+    async def _follow(self, start: int) -> None:
+        try:
+            async with aclosing(self._client.follow(start)) as blocks:
+                async for block in blocks:
+                    for index, hash_ in enumerate(block.tx_hashes):
+                        future = self._waiting.pop(hash_, None)
+                        if future is not None and not future.done():
+                            result = block.tx_results[index]
+                            future.set_result(TxOutcome(hash_, block.height, index, result))
+                    if not self._waiting:
+                        return
+        except Exception as exc:  # hand the failure to everyone waiting, then stop
+            for future in self._waiting.values():
+                if not future.done():
+                    future.set_exception(exc)
+            self._waiting.clear()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._task
