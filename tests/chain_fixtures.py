@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from deoss.chain.genesis import ChainParams, Genesis, GenesisAccount
 from deoss.chain.modules.accounts import Transfer
 from deoss.core.keys import KeyPair
 from deoss.node.devnode import DevNode
+from deoss.node.serve import bind_socket, serve_node
 from deoss.node.store import open_store
 
 CHAIN_ID = "test-chain"
@@ -60,3 +63,45 @@ def node(tmp_path: Path) -> Iterator[DevNode]:
 def anyio_backend() -> str:
     """Async tests (``@pytest.mark.anyio``) run on asyncio only."""
     return "asyncio"
+
+
+class ServedNode:
+    """A DevNode serving its RPC on 127.0.0.1 from a background thread (for CLI tests)."""
+
+    def __init__(self, node: DevNode) -> None:
+        self.node = node
+        self.url = ""
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=asyncio.run, args=(self._main(),), daemon=True)
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+
+        def listening(host: str, port: int) -> None:
+            self.url = f"http://{host}:{port}"
+            self._ready.set()
+
+        with bind_socket("127.0.0.1", 0) as sock:
+            await serve_node(self.node, sock, self._stop, on_listening=listening)
+
+    def start(self) -> ServedNode:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("the test node did not start listening")
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+
+@pytest.fixture
+def served_node(tmp_path: Path) -> Iterator[ServedNode]:
+    served = ServedNode(open_node(tmp_path / "served.sqlite", block_ms=20)).start()
+    yield served
+    served.stop()
+    served.node.store.close()

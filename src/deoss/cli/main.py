@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from deoss.cli.commands import data, keys
+from deoss.cli.commands import account, chain, data, keys, node
 from deoss.runtime import tune_allocator
 
 app = typer.Typer(
@@ -17,6 +17,9 @@ app = typer.Typer(
 app.command("fid")(data.fid_command)
 app.command("inspect")(data.inspect_command)
 app.add_typer(keys.app, name="keys")
+app.add_typer(chain.app, name="chain")
+app.add_typer(node.app, name="node")
+app.add_typer(account.app, name="account")
 
 
 def main() -> None:

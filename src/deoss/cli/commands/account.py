@@ -1,0 +1,98 @@
+"""deoss account show / transfer: an account's balance and nonce; move funds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from deoss.chain.modules.accounts import Transfer
+from deoss.cli.node_client import NodeOpt, with_chain
+from deoss.cli.output import console, fail, print_json
+from deoss.client.chain import ChainClient
+from deoss.core.errors import DataPathError
+from deoss.core.keys import KeyPair, parse_address
+from deoss.keyfile import default_key_path, read_key_file
+
+app = typer.Typer(help="Show accounts and transfer funds.", no_args_is_help=True)
+
+KeyOpt = Annotated[
+    Path | None,
+    typer.Option("--key", help="Key file (default: $DEOSS_KEY or ~/.deoss/key.toml)."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+def load_key(path: Path | None, as_json: bool) -> KeyPair:
+    key_path = path or default_key_path()
+    try:
+        return read_key_file(key_path)
+    except FileNotFoundError:
+        fail(f"no key file at {key_path}; create one with: deoss keys new", as_json=as_json)
+    except DataPathError as exc:
+        fail(str(exc), as_json=as_json)
+    except OSError as exc:
+        fail(f"cannot read {key_path}: {exc.strerror}", as_json=as_json)
+
+
+def check_address(address: str, as_json: bool) -> str:
+    try:
+        parse_address(address)
+    except DataPathError as exc:
+        fail(str(exc), as_json=as_json)
+    return address
+
+
+@app.command("show")
+def show_command(
+    address: Annotated[
+        str | None, typer.Argument(help="Account address (default: the key file's).")
+    ] = None,
+    key: KeyOpt = None,
+    node: NodeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Balance and nonce of an account."""
+    target = check_address(address, as_json) if address else load_key(key, as_json).address
+
+    async def read(client: ChainClient) -> dict[str, Any]:
+        account = await client.account(target)
+        return {"address": target, "balance": account.balance, "nonce": account.nonce}
+
+    shown = with_chain(node, read, as_json)
+    if as_json:
+        print_json(shown)
+        return
+    console.print(f"address  {shown['address']}")
+    console.print(f"balance  {shown['balance']}")
+    console.print(f"nonce    {shown['nonce']}")
+
+
+@app.command("transfer")
+def transfer_command(
+    to: Annotated[str, typer.Argument(help="Recipient address.")],
+    amount: Annotated[int, typer.Argument(help="Amount in base units.", min=1)],
+    key: KeyOpt = None,
+    node: NodeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Send AMOUNT to TO and wait until the transfer is in a block."""
+    recipient = check_address(to, as_json)
+    sender = load_key(key, as_json)
+
+    async def send(client: ChainClient) -> dict[str, Any]:
+        outcome = await client.submit(sender, Transfer(to=recipient, amount=amount))
+        return {
+            "hash": outcome.hash.hex().upper(),
+            "height": outcome.height,
+            "from": sender.address,
+            "to": recipient,
+            "amount": amount,
+        }
+
+    sent = with_chain(node, send, as_json)
+    if as_json:
+        print_json(sent)
+        return
+    console.print(f"sent {amount} to {recipient} in block {sent['height']} (tx {sent['hash']})")

@@ -1,0 +1,47 @@
+"""How CLI commands talk to the chain node: one ChainClient per command, errors printed once.
+
+Every client error becomes a clear message and exit code 1 (``fail``); tracebacks never reach
+the user. Commands pass the work as an async function of the client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
+
+import typer
+
+from deoss.cli.output import fail
+from deoss.client.chain import ChainClient, default_node_url, run
+from deoss.client.errors import ClientError, NodeUnavailable
+
+__all__ = ["NodeOpt", "with_chain"]
+
+T = TypeVar("T")
+
+NodeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--node", help="Chain node RPC URL (default: $DEOSS_NODE or http://127.0.0.1:26657)."
+    ),
+]
+
+
+def with_chain(url: str | None, work: Callable[[ChainClient], Awaitable[T]], as_json: bool) -> T:
+    """Run ``work`` with a client of the node at ``url``; exit 1 with a message on failure."""
+    node_url = url or default_node_url()
+
+    async def main() -> T:
+        async with ChainClient(node_url) as client:
+            return await work(client)
+
+    try:
+        return run(main())
+    except NodeUnavailable:
+        fail(
+            f"cannot reach the chain node at {node_url}; is it running? "
+            "(start one with: deoss node chain --home DIR)",
+            as_json=as_json,
+        )
+    except ClientError as exc:
+        fail(str(exc), as_json=as_json)
