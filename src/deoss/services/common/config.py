@@ -1,0 +1,78 @@
+"""Service configuration: one TOML file per node, environment overrides, defaults for one machine.
+
+    [service]
+    chain = "http://127.0.0.1:26657"   # the chain node's RPC
+    key = "keys/miner-0.toml"          # the account key (relative to the config file)
+    listen = "127.0.0.1:0"             # port 0 picks a free port
+    data_dir = "miner-0"               # relative to the config file
+    public_url = ""                    # the endpoint registered on chain (default: http://listen)
+
+    [miner] / [scheduler] / [gateway]  # role-specific settings
+
+Environment: DEOSS_<SECTION>_<KEY> (e.g. DEOSS_SERVICE_CHAIN, DEOSS_MINER_CAPACITY_BYTES)
+overrides the file. Unknown keys and wrong types are refused with the key's name.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ConfigError", "load_config"]
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the key."""
+
+
+def load_config(path: Path, defaults: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Read ``path`` over ``defaults`` (section -> key -> value), then the environment.
+
+    Values keep the type of their default; paths stay strings (resolve with ``resolve``).
+    """
+    try:
+        raw = tomllib.loads(Path(path).read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"no config file at {path}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    merged = {section: dict(values) for section, values in defaults.items()}
+    for section, values in raw.items():
+        if section not in merged or not isinstance(values, dict):
+            raise ConfigError(f"{path}: unknown section [{section}]")
+        for key, value in values.items():
+            merged[section][key] = _typed(section, key, value, merged[section])
+    for section, values in merged.items():
+        for key in list(values):
+            env = os.environ.get(f"DEOSS_{section}_{key}".upper())
+            if env is not None:
+                values[key] = _typed(section, key, _parse_env(env, values[key]), values)
+    return merged
+
+
+def _typed(section: str, key: str, value: Any, current: dict[str, Any]) -> Any:
+    if key not in current:
+        raise ConfigError(f"unknown setting {section}.{key}")
+    expected = type(current[key])
+    if expected is int and isinstance(value, bool) or not isinstance(value, expected):
+        raise ConfigError(f"{section}.{key} must be {expected.__name__}, got {value!r}")
+    return value
+
+
+def _parse_env(text: str, default: Any) -> Any:
+    if isinstance(default, bool):
+        return text.lower() in ("1", "true", "yes")
+    if isinstance(default, int):
+        try:
+            return int(text)
+        except ValueError:
+            return text
+    return text
+
+
+def resolve(config_path: Path, value: str) -> Path:
+    """A path setting relative to the config file's directory."""
+    candidate = Path(value)
+    return candidate if candidate.is_absolute() else Path(config_path).parent / candidate

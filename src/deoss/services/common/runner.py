@@ -1,0 +1,103 @@
+"""Running a service process: bind (port 0 picks a free port), announce the address, serve
+until SIGINT/SIGTERM, run background tasks beside the server, stop cleanly.
+
+    <data_dir>/addr  holds "host:port" while the service listens (written atomically), so
+                     scripts and tests can find a service started on port 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+
+import uvicorn
+from fastapi import FastAPI
+
+__all__ = ["bind", "listen_address", "serve_app", "write_atomic"]
+
+
+def listen_address(text: str) -> tuple[str, int]:
+    """Parse "host:port"."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"listen address {text!r} is not host:port")
+    return host, int(port)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    sock = socket.socket(
+        socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP
+    )
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+def write_atomic(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(temporary, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handlers: the runner owns them."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def serve_app(
+    app: FastAPI,
+    sock: socket.socket,
+    addr_file: Path,
+    *,
+    on_started: Callable[[str], Awaitable[None]] | None = None,
+    background: list[Callable[[], Awaitable[None]]] | None = None,
+) -> None:
+    """Serve ``app`` on ``sock``; then ``on_started(url)``; run ``background`` tasks until a
+    signal (or until one of them fails, which stops the service with that error)."""
+    config = uvicorn.Config(
+        app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=2
+    )
+    server = _Server(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        while not server.started:
+            if serving.done():
+                await serving
+                return
+            await asyncio.sleep(0.01)
+        host, port = sock.getsockname()[:2]
+        url = f"http://{host}:{port}"
+        write_atomic(addr_file, f"{host}:{port}\n")
+        if on_started is not None:
+            await on_started(url)
+        tasks = [asyncio.create_task(job()) for job in background or []]
+        waiters = [asyncio.create_task(stop.wait()), serving, *tasks]
+        done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is not waiters[0] and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+    finally:
+        addr_file.unlink(missing_ok=True)
+        for task in tasks:
+            task.cancel()
+        server.should_exit = True
+        with contextlib.suppress(Exception):
+            await serving

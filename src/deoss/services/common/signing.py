@@ -1,0 +1,100 @@
+"""Signed requests at the HTTP edge: verify incoming ones (a FastAPI dependency) and sign
+outgoing ones (an httpx auth). The scheme is in ``deoss.services.common.auth``."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import AsyncIterator, Generator
+from dataclasses import dataclass
+
+import httpx
+from fastapi import Request
+
+from deoss.core.keys import KeyPair, address_of
+from deoss.services.common.auth import (
+    EMPTY_BODY_SHA256,
+    HEADER_BODY,
+    AuthError,
+    RequestVerifier,
+    sign_request,
+)
+from deoss.services.common.errors import BadRequest, PayloadTooLarge
+
+__all__ = ["Signer", "SigningAuth", "iter_checked_body", "now_ms", "verify_request"]
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True)
+class Signer:
+    """Who signed a request, and the SHA-256 it declared for the body."""
+
+    public_key: bytes
+    body_sha256: str
+
+    @property
+    def address(self) -> str:
+        return address_of(self.public_key)
+
+
+def request_target(request: Request) -> str:
+    query = request.url.query
+    return request.url.path + (f"?{query}" if query else "")
+
+
+def verify_request(request: Request, verifier: RequestVerifier) -> Signer:
+    """Raises AuthError (HTTP 401) unless the request is signed, fresh and not replayed."""
+    public_key, body = verifier.verify(
+        request.method, request_target(request), dict(request.headers), now_ms()
+    )
+    return Signer(public_key, body)
+
+
+async def iter_checked_body(
+    request: Request, signer: Signer, max_bytes: int
+) -> AsyncIterator[bytes]:
+    """Stream the request body, refusing more than ``max_bytes``; at the end the body must hash
+    to what the signature declared (else AuthError), so a consumer must not commit before the
+    iterator is exhausted."""
+    digest = hashlib.sha256()
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise PayloadTooLarge(f"body is larger than {max_bytes} bytes")
+        digest.update(chunk)
+        yield chunk
+    if digest.hexdigest() != signer.body_sha256:
+        raise AuthError("body does not match the signed SHA-256")
+
+
+def require_length(request: Request, expected: int) -> None:
+    """Refuse early a Content-Length other than ``expected``."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) != expected:
+        raise BadRequest(f"body must be {expected} bytes, Content-Length says {declared}")
+
+
+class SigningAuth(httpx.Auth):
+    """Signs every outgoing request with ``key``. Byte bodies are hashed here; for a streamed
+    body pass its SHA-256 in the X-Deoss-Content-Sha256 header yourself."""
+
+    requires_request_body = False
+
+    def __init__(self, key: KeyPair) -> None:
+        self.key = key
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        body_sha = request.headers.get(HEADER_BODY)
+        if body_sha is None:
+            try:
+                content = request.content
+            except httpx.RequestNotRead as exc:
+                raise ValueError("a streamed body needs its SHA-256 in the headers") from exc
+            body_sha = hashlib.sha256(content).hexdigest() if content else EMPTY_BODY_SHA256
+        target = request.url.raw_path.decode()
+        request.headers.update(sign_request(self.key, request.method, target, now_ms(), body_sha))
+        yield request
