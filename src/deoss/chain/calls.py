@@ -26,6 +26,7 @@ from deoss.chain.modules import (
     schedulers,
     space,
 )
+from deoss.chain.params import query_params
 from deoss.chain.query import QueryHandler
 from deoss.chain.types import Call, PubKey, Sig64
 from deoss.core import codec
@@ -58,6 +59,7 @@ for _module in MODULES:
     HANDLERS.update(_module.HANDLERS)
     for _name, _handler in _module.QUERIES.items():
         QUERIES[f"/{_module.__name__.rsplit('.', 1)[-1]}/{_name}"] = _handler
+QUERIES["/chain/params"] = query_params
 
 AnyCall = Union[tuple(HANDLERS)]  # type: ignore[valid-type]  # noqa: UP007
 

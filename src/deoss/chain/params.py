@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from deoss.chain.genesis import ChainParams
+from deoss.chain.query import QueryArgs, encode_value
 from deoss.chain.state import State, get_record
 
 PARAMS_KEY = b"params"
@@ -13,3 +14,8 @@ def load_params(state: State) -> ChainParams:
     if params is None:
         raise RuntimeError("no chain parameters in state")
     return params
+
+
+def query_params(state: State, args: QueryArgs) -> bytes:
+    """The chain's parameters (from genesis), for services that must follow them."""
+    return encode_value(load_params(state))
