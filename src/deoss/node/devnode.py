@@ -238,16 +238,32 @@ class DevNode:
             TxAlreadyKnown: the same bytes are already in the mempool.
             MempoolFull: no room. NodeHalted: block production failed earlier.
         """
-        hash_ = tx_hash(raw)
         with self._lock:
-            self._check_running()
-            if hash_ in self.mempool:
-                raise TxAlreadyKnown("tx already exists in cache")
-            self.mempool.check_room(raw)
-            result = self._check_leaving_no_trace(raw)
-            if result.code == 0:
-                self.mempool.add(hash_, raw)
-            return result
+            return self._check_tx_locked(raw)
+
+    def check_tx_if_idle(self, raw: bytes) -> TxResult | None:
+        """check_tx if no other call holds the node (no block in the making), else None.
+
+        Lets the RPC check on its event loop when that cannot block, and hand the check to a
+        thread only while a block is being produced.
+        """
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            return self._check_tx_locked(raw)
+        finally:
+            self._lock.release()
+
+    def _check_tx_locked(self, raw: bytes) -> TxResult:
+        hash_ = tx_hash(raw)
+        self._check_running()
+        if hash_ in self.mempool:
+            raise TxAlreadyKnown("tx already exists in cache")
+        self.mempool.check_room(raw)
+        result = self._check_leaving_no_trace(raw)
+        if result.code == 0:
+            self.mempool.add(hash_, raw)
+        return result
 
     def produce_block(self) -> CommittedBlock:
         """Execute, commit and store one block of the mempool's transactions; tell listeners.

@@ -27,6 +27,7 @@ from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import Response
 
 import deoss
+from deoss.chain.types import TxResult
 from deoss.node import rpc_json
 from deoss.node.devnode import DevNode, NodeError
 from deoss.node.events import EventHub, QueryError, parse_query
@@ -171,8 +172,16 @@ class RpcMethods:
 
     async def broadcast_tx_sync(self, params: dict[str, Any], context: CallContext) -> Any:
         tx = params["tx"]
-        result = await self._on_node(self.node.check_tx, tx)
+        result = await self._check_tx(tx)
         return rpc_json.broadcast_sync_json(result, tx_hash(tx))
+
+    async def _check_tx(self, tx: bytes) -> TxResult:
+        """check_tx on the loop when the node is idle (cheap), else on a worker thread."""
+        try:
+            result = self.node.check_tx_if_idle(tx)
+        except NodeError as exc:
+            raise InternalError(str(exc)) from exc
+        return result if result is not None else await self._on_node(self.node.check_tx, tx)
 
     async def broadcast_tx_commit(self, params: dict[str, Any], context: CallContext) -> Any:
         tx = params["tx"]
@@ -180,8 +189,8 @@ class RpcMethods:
         included = self.hub.wait_for_tx(hash_)  # before the check: the block may be quick
         try:
             try:
-                check = await asyncio.to_thread(self.node.check_tx, tx)
-            except NodeError as exc:
+                check = await self._check_tx(tx)
+            except InternalError as exc:
                 raise InternalError(f"error on broadcastTxCommit: {exc}") from exc
             response = {
                 "check_tx": rpc_json.check_tx_json(check),
