@@ -194,3 +194,5 @@ def test_kill_9_mid_traffic_loses_no_acknowledged_transfer(
             assert stored.height == info.height
 
     asyncio.run(check())
+    restarted.process.send_signal(signal.SIGINT)  # Ctrl-C stops it cleanly too
+    assert 0 == restarted.process.wait(15)

@@ -89,8 +89,12 @@ def init_home(
     dev_accounts: int = 4,
     block_ms: int = 1000,
     dev_balance: int = DEFAULT_DEV_BALANCE,
+    params: ChainParams | None = None,
 ) -> tuple[Genesis, list[Path]]:
     """Create a home with a fresh genesis and ``dev_accounts`` endowed keys.
+
+    ``params`` replaces the default chain parameters; its block interval is set to
+    ``block_ms`` either way, so genesis and node.toml agree.
 
     Raises:
         HomeError: the directory exists and is not empty, or a value is out of range.
@@ -105,7 +109,7 @@ def init_home(
     genesis = Genesis(
         chain_id=chain_id,
         genesis_time_ns=time.time_ns(),
-        params=ChainParams(block_interval_ms=block_ms),
+        params=msgspec.structs.replace(params or ChainParams(), block_interval_ms=block_ms),
         accounts=[GenesisAccount(address=key.address, balance=dev_balance) for key in keys],
     )
     try:

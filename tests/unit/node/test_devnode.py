@@ -214,3 +214,13 @@ def test_refused_check_leaves_no_trace(node: DevNode) -> None:
     assert 0 == node.check_tx(transfer(KEYS[0], 0)).code
     assert 0 == node.check_tx(transfer(KEYS[0], 1)).code
     assert [0, 0] == [r.code for r in node.produce_block().block.results]
+
+
+def test_check_tx_if_idle_steps_aside_while_the_node_is_busy(node: DevNode) -> None:
+    """check_tx_if_idle checks when the node is free and returns None while it is held."""
+    with node._lock:  # as during block production
+        assert None is node.check_tx_if_idle(transfer(KEYS[0], 0))
+    assert 0 == len(node.mempool)
+    result = node.check_tx_if_idle(transfer(KEYS[0], 0))
+    assert result is not None and 0 == result.code
+    assert 1 == len(node.mempool)
