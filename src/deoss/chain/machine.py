@@ -38,6 +38,14 @@ class Meta(codec.Record):
     chain_id: str
 
 
+class _Refused(Exception):
+    """Carries a refused check_tx result out of its savepoint (to roll it back)."""
+
+    def __init__(self, result: TxResult) -> None:
+        super().__init__(result.log)
+        self.result = result
+
+
 @dataclass
 class BlockOutcome:
     height: int
@@ -96,9 +104,20 @@ class StateMachine:
         return self.app_hash
 
     def check_tx(self, raw: bytes) -> TxResult:
-        """Validate a transaction against the mempool state (pending txs applied in order)."""
+        """Validate a transaction against the mempool state (pending txs applied in order).
+
+        A refused transaction leaves no trace (not even its nonce bump): the check state stays
+        "committed state + the transactions accepted into the mempool".
+        """
         context = BlockContext(self.chain_id, self.height + 1, 0, b"", b"")
-        return self._apply(self._check, context, raw)
+        try:
+            with self._check.savepoint():
+                result = self._apply(self._check, context, raw)
+                if result.code != 0:
+                    raise _Refused(result)
+        except _Refused as refused:
+            return refused.result
+        return result
 
     def finalize_block(self, header: BlockHeader, txs: Sequence[bytes]) -> BlockOutcome:
         """Execute a block; nothing is committed until commit()."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Annotated, NewType
 
 import bech32
@@ -48,6 +49,7 @@ SignatureBytes = Annotated[bytes, msgspec.Meta(min_length=64, max_length=64)]
 _KEY_FILE_HEADER = "# DeOSS account key. Keep this file secret: it controls the account.\n"
 
 
+@lru_cache(maxsize=65536)
 def address_of(public_key: bytes) -> Address:
     """Return the bech32 address of a 32-byte Ed25519 public key."""
     if len(public_key) != PUBLIC_KEY_SIZE:
@@ -58,6 +60,7 @@ def address_of(public_key: bytes) -> Address:
     return Address(bech32.bech32_encode(ADDRESS_HRP, words))
 
 
+@lru_cache(maxsize=65536)
 def parse_address(text: str) -> bytes:
     """Return the public key named by an address.
 

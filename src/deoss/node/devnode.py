@@ -68,11 +68,6 @@ class NodeHalted(NodeError):
     """Block production failed; the node stopped to avoid diverging from its store."""
 
 
-class _Refused(Exception):
-    def __init__(self, result: TxResult) -> None:
-        self.result = result
-
-
 class HeaderPreimage(Record):
     """What a block hash commits to. Fields are appended, never reordered."""
 
@@ -260,7 +255,7 @@ class DevNode:
         if hash_ in self.mempool:
             raise TxAlreadyKnown("tx already exists in cache")
         self.mempool.check_room(raw)
-        result = self._check_leaving_no_trace(raw)
+        result = self.machine.check_tx(raw)
         if result.code == 0:
             self.mempool.add(hash_, raw)
         return result
@@ -324,25 +319,8 @@ class DevNode:
         for hash_, raw in self.mempool.take_all():
             if hash_ in included:
                 continue
-            if self._check_leaving_no_trace(raw).code == 0:
+            if self.machine.check_tx(raw).code == 0:
                 self.mempool.add(hash_, raw)
-
-    def _check_leaving_no_trace(self, raw: bytes) -> TxResult:
-        """machine.check_tx, undoing what a refused transaction left in the check state.
-
-        The machine bumps the sender's nonce before running the call and keeps the bump when
-        the call is refused, so after a refusal its check state would expect a nonce that no
-        mempool transaction uses. The check state must stay "committed state + mempool", so
-        the refusal is rolled back here. (Redundant once check_tx itself leaves no trace.)
-        """
-        try:
-            with self.machine._check.savepoint():
-                result = self.machine.check_tx(raw)
-                if result.code != 0:
-                    raise _Refused(result)
-        except _Refused as refused:
-            return refused.result
-        return result
 
     def _notify(self, committed: CommittedBlock) -> None:
         for listener in list(self._listeners):
