@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from deoss.cli.commands import account, chain, data, keys, node
+from deoss.cli.commands import account, chain, data, devnet, keys, node
 from deoss.runtime import tune_allocator
 
 app = typer.Typer(
@@ -20,6 +20,8 @@ app.add_typer(keys.app, name="keys")
 app.add_typer(chain.app, name="chain")
 app.add_typer(node.app, name="node")
 app.add_typer(account.app, name="account")
+app.command("up")(devnet.up_command)
+app.command("down")(devnet.down_command)
 
 
 def main() -> None:

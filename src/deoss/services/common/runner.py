@@ -12,8 +12,9 @@ import contextlib
 import os
 import signal
 import socket
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -63,7 +64,7 @@ async def serve_app(
     addr_file: Path,
     *,
     on_started: Callable[[str], Awaitable[None]] | None = None,
-    background: list[Callable[[], Awaitable[None]]] | None = None,
+    background: list[Callable[[], Coroutine[Any, Any, None]]] | None = None,
 ) -> None:
     """Serve ``app`` on ``sock``; then ``on_started(url)``; run ``background`` tasks until a
     signal (or until one of them fails, which stops the service with that error)."""
@@ -92,8 +93,9 @@ async def serve_app(
         waiters = [asyncio.create_task(stop.wait()), serving, *tasks]
         done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         for task in done:
-            if task is not waiters[0] and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
+            error = None if task is waiters[0] else task.exception()
+            if error is not None:
+                raise error
     finally:
         addr_file.unlink(missing_ok=True)
         for task in tasks:
