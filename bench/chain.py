@@ -1,4 +1,5 @@
-"""Benchmark of the chain: simple transfers per second and block commit latency.
+"""Benchmark of the chain: transfers and deal cycles per second, block commit latency, and
+proof verification inside a block (the last three from bench/ledger.py).
 
 What is measured (every transfer is a signed ``accounts.transfer``; signing happens before
 the clock starts; "committed" means in a block that is in the store):
@@ -45,6 +46,7 @@ from typing import Any
 
 import msgspec
 
+import ledger  # bench/ledger.py, beside this script
 from deoss.chain.calls import sign_tx
 from deoss.chain.genesis import ChainParams, Genesis, GenesisAccount
 from deoss.chain.machine import StateMachine
@@ -330,7 +332,20 @@ def main() -> None:
         results["rpc_single"] = bench_rpc(directory, senders=8, per_key=125 * scale, batch=1)
         progress("RPC, batches of 100 ...")
         results["rpc_batch"] = bench_rpc(directory, senders=8, per_key=250 * scale, batch=100)
+        progress("deal cycles in-process ...")
+        results["deal_cycles"] = ledger.bench_deal_cycles(count=100 * scale, per_block=50)
+        progress("deal cycles through the RPC ...")
+        results["deal_cycles_rpc"] = ledger.bench_deal_cycles_rpc(
+            directory, count=50 * scale, concurrency=16
+        )
+        progress("proof verification inside a block ...")
+        results["proof_block"] = ledger.bench_proof_block(files_per_miner=70)
     sys.stdout.write(report(results))
+    sys.stdout.write(
+        "\n"
+        + ledger.render(results["deal_cycles"], results["deal_cycles_rpc"], results["proof_block"])
+        + "\n"
+    )
     if options.json:
         options.json.write_text(json.dumps(results, indent=2) + "\n")
 
