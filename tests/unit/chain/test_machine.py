@@ -158,3 +158,15 @@ def test_treasury_and_fee() -> None:
         == chain.query("/accounts/account", Account, address=key("alice").address).balance
     )
     assert 10**12 + 10 == chain.query("/accounts/treasury", accounts.Treasury).balance
+
+
+def test_refused_check_tx_leaves_no_trace_in_the_mempool_state() -> None:
+    """A transaction refused at check_tx never enters the mempool, so it must not use up its
+    nonce there: the next transaction with that nonce is accepted."""
+    chain = Chain()
+    too_much = sign_tx(
+        key("alice"), CHAIN_ID, 0, Transfer(to=key("bob").address, amount=BALANCE + 1)
+    )
+    assert errors.InsufficientFunds.code == chain.machine.check_tx(too_much).code
+    fine = sign_tx(key("alice"), CHAIN_ID, 0, Transfer(to=key("bob").address, amount=1))
+    assert 0 == chain.machine.check_tx(fine).code
