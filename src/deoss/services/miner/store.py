@@ -6,7 +6,8 @@ Layout under the store root::
     temp/<aa>/<hash>     fragments of deals not yet SUCCESS
     perm/<aa>/<hash>     fragments of stored files
     tags/<aa>/<hash>     PoDR² tags of a fragment (48 bytes per block)
-    index.sqlite         which (fid, segment, fragment) each hash serves, and its area
+    index.sqlite         which (fid, segment, fragment) each hash serves, and its area; the
+                         deal each fid was last received for (to settle temporary fragments)
 
 A fragment is written to incoming/, fsynced, renamed into its area, the directory fsynced, and
 only then indexed (in one SQLite transaction, synchronous=FULL): a crash at any point leaves
@@ -59,6 +60,7 @@ CREATE TABLE IF NOT EXISTS places (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS places_by_hash ON places (hash);
 CREATE TABLE IF NOT EXISTS tags (hash BLOB PRIMARY KEY, size INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS deals (fid TEXT PRIMARY KEY, deal_id INTEGER NOT NULL) WITHOUT ROWID;
 """
 
 
@@ -197,21 +199,24 @@ class FragmentStore:
         """Deal SUCCESS: move the fid's fragments from TEMP to PERM; returns how many."""
         moved = 0
         for place in self.places_for_fid(fid):
-            if place.area != Area.TEMP:
-                continue
-            source = self._path(Area.TEMP, place.fragment_hash)
-            target = self._path(Area.PERM, place.fragment_hash)
-            target.parent.mkdir(exist_ok=True)
-            if source.exists():
-                os.replace(source, target)
-                _fsync_dir(target.parent)
-            with self._lock:
-                self._db.execute(
-                    "UPDATE places SET area = ? WHERE fid = ? AND segment = ? AND fragment = ?",
-                    (Area.PERM, place.fid, place.segment, place.fragment),
-                )
-            moved += 1
+            if place.area == Area.TEMP:
+                self.promote_place(place)
+                moved += 1
         return moved
+
+    def promote_place(self, place: FragmentPlace) -> None:
+        """Move one place (and its bytes, if still temporary) to the permanent area."""
+        source = self._path(Area.TEMP, place.fragment_hash)
+        target = self._path(Area.PERM, place.fragment_hash)
+        target.parent.mkdir(exist_ok=True)
+        if source.exists():
+            os.replace(source, target)
+            _fsync_dir(target.parent)
+        with self._lock:
+            self._db.execute(
+                "UPDATE places SET area = ? WHERE fid = ? AND segment = ? AND fragment = ?",
+                (Area.PERM, place.fid, place.segment, place.fragment),
+            )
 
     def remove_fid(self, fid: str, area: str | None = None) -> int:
         """Forget the fid's places (of one area, or all); bytes go with their last place."""
@@ -249,6 +254,35 @@ class FragmentStore:
             for area in (Area.TEMP, Area.PERM, "tags"):
                 self._path(area, place.fragment_hash).unlink(missing_ok=True)
 
+    # --- deals of temporary fragments ----------------------------------------------------
+
+    def note_deal(self, fid: str, deal_id: int) -> None:
+        """Remember the deal a fid's fragments were received for (the latest one wins)."""
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO deals VALUES (?, ?)", (fid, deal_id))
+
+    def deal_of(self, fid: str) -> int | None:
+        with self._lock:
+            row = self._db.execute("SELECT deal_id FROM deals WHERE fid = ?", (fid,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def forget_deal(self, fid: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM deals WHERE fid = ?", (fid,))
+
+    def pending_deals(self) -> list[tuple[str, int]]:
+        """(fid, deal id) of every fid that still has temporary fragments, in fid order.
+
+        A fid with temporary fragments but no remembered deal is listed with deal id -1."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT DISTINCT places.fid, COALESCE(deals.deal_id, -1) FROM places "
+                "LEFT JOIN deals ON deals.fid = places.fid WHERE places.area = ? "
+                "ORDER BY places.fid",
+                (Area.TEMP,),
+            ).fetchall()
+        return [(fid, deal_id) for fid, deal_id in rows]
+
     # --- reading -------------------------------------------------------------------------
 
     def places_of(self, fragment_hash: bytes) -> list[FragmentPlace]:
@@ -267,6 +301,19 @@ class FragmentStore:
                 (fid,),
             ).fetchall()
         return [_place(row) for row in rows]
+
+    def usage(self) -> dict[str, int]:
+        """Places and bytes per area (bytes counted per place: shared bytes count each time)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT area, COUNT(*), COALESCE(SUM(size), 0) FROM places GROUP BY area"
+            ).fetchall()
+        out = {
+            f"{area}_{what}": 0 for area in (Area.TEMP, Area.PERM) for what in ("places", "bytes")
+        }
+        for area, count, size in rows:
+            out[f"{area}_places"], out[f"{area}_bytes"] = count, size
+        return out
 
     def all_places(self) -> Iterator[FragmentPlace]:
         with self._lock:
