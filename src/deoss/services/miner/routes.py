@@ -1,0 +1,162 @@
+"""The miner's HTTP routes (docs/services.md, "Miner"): parse, call one service function, shape
+the response. Every route but /healthz and /metrics needs a signed request (401 otherwise)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel
+
+from deoss.services.common.errors import BadRequest, RangeNotSatisfiable, error_body
+from deoss.services.common.signing import Signer, iter_checked_body, verify_request
+from deoss.services.miner.service import BodyOpener, FragmentRequest, MinerService
+
+__all__ = ["parse_range", "router"]
+
+router = APIRouter()
+
+
+def get_miner(request: Request) -> MinerService:
+    service: MinerService = request.app.state.miner
+    return service
+
+
+def get_signer(request: Request) -> Signer:
+    """The verified signer of the request (AuthError -> 401 otherwise)."""
+    return verify_request(request, request.app.state.verifier)
+
+
+MinerDep = Annotated[MinerService, Depends(get_miner)]
+SignerDep = Annotated[Signer, Depends(get_signer)]
+
+
+class ReceiptPublic(BaseModel):
+    miner: str
+    signature: str
+
+
+class TagsPublic(BaseModel):
+    fragment_hash: str
+    blocks: int
+
+
+def parse_hash(text: str, what: str = "fragment hash") -> bytes:
+    if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
+        raise BadRequest(f"{what} must be 64 lowercase hex digits, got {text!r}")
+    return bytes.fromhex(text)
+
+
+def content_length(request: Request) -> int | None:
+    declared = request.headers.get("content-length")
+    if declared is None:
+        return None
+    if not declared.isdigit():
+        raise BadRequest(f"Content-Length {declared!r} is not a number")
+    return int(declared)
+
+
+def body_opener(request: Request, signer: Signer) -> BodyOpener:
+    def open_body(max_bytes: int) -> AsyncIterator[bytes]:
+        return iter_checked_body(request, signer, max_bytes)
+
+    return open_body
+
+
+@router.put("/fragments/{fragment_hash}", response_model=ReceiptPublic)
+async def put_fragment(
+    fragment_hash: str,
+    request: Request,
+    miner: MinerDep,
+    signer: SignerDep,
+    deal: Annotated[int, Query(ge=0, lt=2**63)],
+    segment: Annotated[int, Query(ge=0, lt=2**32)],
+    fragment: Annotated[int, Query(ge=0, lt=2**16)],
+) -> ReceiptPublic:
+    """Accept a fragment from the scheduler its deal is assigned to; answer a signed receipt."""
+    wanted = FragmentRequest(
+        fragment_hash=parse_hash(fragment_hash),
+        deal_id=deal,
+        segment=segment,
+        fragment=fragment,
+        declared_length=content_length(request),
+    )
+    receipt = await miner.accept_fragment(wanted, signer, body_opener(request, signer))
+    return ReceiptPublic(miner=receipt.miner, signature=receipt.signature.hex())
+
+
+@router.put("/tags/{fragment_hash}", response_model=TagsPublic)
+async def put_tags(
+    fragment_hash: str,
+    request: Request,
+    miner: MinerDep,
+    signer: SignerDep,
+    fid: Annotated[str, Query()],
+) -> TagsPublic:
+    """Store the PoDR² tags of a fragment held for ``fid``, from the file's tagger."""
+    raw = parse_hash(fragment_hash)
+    parse_hash(fid, "fid")
+    blocks = await miner.store_tags(
+        raw, fid, signer, body_opener(request, signer), content_length(request)
+    )
+    return TagsPublic(fragment_hash=fragment_hash, blocks=blocks)
+
+
+@router.get("/fragments/{fragment_hash}", response_model=None)
+async def get_fragment(
+    fragment_hash: str,
+    request: Request,
+    miner: MinerDep,
+    signer: SignerDep,
+    bucket: str = "",
+    name: str = "",
+) -> Response:
+    """The fragment's bytes (or one range of them) for a registered party or the owner."""
+    raw = parse_hash(fragment_hash)
+    await miner.authorize_reader(signer, raw, bucket, name)
+    opened = await miner.open_fragment(raw)
+    try:
+        span = parse_range(request.headers.get("range"), opened.size)
+    except RangeNotSatisfiable as exc:
+        opened.close()
+        return JSONResponse(
+            error_body(exc.code, str(exc)),
+            status_code=exc.status,
+            headers={"content-range": f"bytes */{opened.size}"},
+        )
+    start, end = span if span is not None else (0, opened.size - 1)
+    headers = {"accept-ranges": "bytes", "content-length": str(end - start + 1)}
+    if span is not None:
+        headers["content-range"] = f"bytes {start}-{end}/{opened.size}"
+    return StreamingResponse(
+        opened.iter_range(start, end - start + 1),
+        status_code=206 if span is not None else 200,
+        media_type="application/octet-stream",
+        headers=headers,
+    )
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """(first, last) byte of a single ``bytes=`` range, or None for the whole fragment.
+
+    Raises:
+        RangeNotSatisfiable: not one byte range, or none of its bytes exist.
+    """
+    if header is None:
+        return None
+    unit, _, spec = header.partition("=")
+    first, dash, last = spec.strip().partition("-")
+    if unit.strip().lower() != "bytes" or "," in spec or not dash:
+        raise RangeNotSatisfiable(f"Range {header!r} is not a single bytes=first-last range")
+    if not (first.isdigit() or first == "") or not (last.isdigit() or last == ""):
+        raise RangeNotSatisfiable(f"Range {header!r} is not a single bytes=first-last range")
+    if first == "":
+        if last == "" or int(last) == 0:
+            raise RangeNotSatisfiable(f"Range {header!r} asks for no bytes")
+        return max(0, size - int(last)), size - 1
+    start, end = int(first), size - 1 if last == "" else min(int(last), size - 1)
+    if start >= size or start > end:
+        raise RangeNotSatisfiable(f"Range {header!r} is outside a {size}-byte fragment")
+    return start, end

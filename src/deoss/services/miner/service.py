@@ -1,0 +1,528 @@
+"""The miner's request logic: accept fragments, store tags, serve fragments, register on chain.
+
+Routes call one function here each; everything the miner decides is decided here, against the
+chain (``ChainView``) and the fragment store. Invariants:
+
+* A fragment is accepted only from the scheduler its deal is ASSIGNED to, only for a declared
+  (deal, segment, fragment) whose hash is the one in the request, and only with exactly the
+  declared size. The signed body SHA-256 must be that hash too, so the signature covers the
+  bytes the miner signs a receipt for.
+* Bytes reach the index only after both checks of the body passed: ``iter_checked_body``
+  (the signed SHA-256, checked before the end of the stream is handed on) and the store's own
+  size and hash check (before the rename). Any failure, disconnect included, leaves nothing.
+* Store calls run in worker threads (``asyncio.to_thread``); the event loop never touches disk.
+* Tags are accepted only from the file's current tagger, for a fragment held for that fid, with
+  exactly ``block_count(size, s) × 48`` bytes, s from the tagger's registered tag key.
+* Fragments are served to registered gateways, miners and schedulers, and to the owner of an
+  object (``bucket`` and ``name`` of an object of the signer) whose file uses the fragment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, BinaryIO, Generic, TypeVar
+
+from deoss.chain.errors import NotFound as ChainNotFound
+from deoss.chain.genesis import ChainParams
+from deoss.chain.modules.deals import Deal, DealState, receipt_message
+from deoss.chain.modules.files import FileRecord, ObjectRecord
+from deoss.chain.modules.gateways import Gateway
+from deoss.chain.modules.miners import Miner, RegisterMiner, UpdateMiner, required_stake
+from deoss.chain.modules.schedulers import Scheduler
+from deoss.chain.query import QueryArgs
+from deoss.client.chain import ChainClient
+from deoss.client.errors import ClientError, NodeUnavailable, QueryFailed
+from deoss.core.keys import KeyPair, address_of
+from deoss.core.podr2 import TAG_BYTES, block_count
+from deoss.services.common.app import log_event
+from deoss.services.common.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    ServiceError,
+    ServiceUnavailable,
+    UpstreamFailed,
+)
+from deoss.services.common.signing import Signer
+from deoss.services.miner.settings import MinerSettings
+from deoss.services.miner.store import Area, FragmentPlace, FragmentStore, StoreError
+
+__all__ = [
+    "ROLE",
+    "ChainView",
+    "FragmentMismatch",
+    "FragmentRequest",
+    "MinerService",
+    "OpenFragment",
+    "Receipt",
+    "ensure_registered",
+]
+
+ROLE = "miner"
+PARAMS_QUERY = "/chain/params"
+PARTY_TTL_S = 30.0  # a registered caller stays known this long
+UNKNOWN_PARTY_TTL_S = 2.0
+PIPE_DEPTH = 8  # chunks in flight between the event loop and the writer thread
+READ_CHUNK = 256 * 1024
+
+K = TypeVar("K")
+V = TypeVar("V")
+R = TypeVar("R")
+
+BodyOpener = Callable[[int], AsyncIterator[bytes]]
+"""Given the most bytes allowed, the request body's chunks, checked against the signature."""
+
+
+class FragmentMismatch(ServiceError):
+    """The request does not match what the deal declared: hash, size, indices, tag length."""
+
+    status, code = 422, "fragment_mismatch"
+
+
+@dataclass(frozen=True)
+class FragmentRequest:
+    fragment_hash: bytes
+    deal_id: int
+    segment: int
+    fragment: int
+    declared_length: int | None  # Content-Length, when the client sent one
+
+
+@dataclass(frozen=True)
+class Receipt:
+    miner: str
+    signature: bytes
+
+
+@dataclass
+class OpenFragment:
+    """An open fragment file; the caller reads it and closes it (once)."""
+
+    handle: BinaryIO
+    size: int
+    _stack: contextlib.ExitStack
+
+    def close(self) -> None:
+        self._stack.close()
+
+    def iter_range(self, start: int, length: int) -> Iterator[bytes]:
+        """Read ``length`` bytes from ``start`` in chunks, closing the file at the end."""
+        try:
+            self.handle.seek(start)
+            remaining = length
+            while remaining > 0:
+                chunk = self.handle.read(min(READ_CHUNK, remaining))
+                if not chunk:
+                    raise StoreError(f"fragment file ended {remaining} bytes early")
+                remaining -= len(chunk)
+                yield chunk
+        finally:
+            self.close()
+
+
+class TtlCache(Generic[K, V]):
+    """A small map whose entries expire; enough for short-lived chain lookups."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, max_entries: int = 10_000):
+        self._clock = clock
+        self._max_entries = max_entries
+        self._entries: dict[K, tuple[float, V]] = {}
+
+    def get(self, key: K) -> V | None:
+        entry = self._entries.get(key)
+        if entry is None or entry[0] < self._clock():
+            self._entries.pop(key, None)
+            return None
+        return entry[1]
+
+    def put(self, key: K, value: V, ttl_s: float) -> None:
+        if len(self._entries) >= self._max_entries:
+            self._entries.clear()  # crude but bounded: the cache only saves queries
+        self._entries[key] = (self._clock() + ttl_s, value)
+
+
+@contextlib.contextmanager
+def chain_errors(what: str) -> Iterator[None]:
+    """Client errors of a chain lookup as service errors: 503 unreachable, 502 otherwise."""
+    try:
+        yield
+    except NodeUnavailable as exc:
+        raise ServiceUnavailable(f"cannot {what}: the chain node is unreachable") from exc
+    except QueryFailed as exc:
+        raise BadRequest(f"cannot {what}: {exc}") from exc
+    except ClientError as exc:
+        raise UpstreamFailed(f"cannot {what}: {exc}") from exc
+
+
+class ChainView:
+    """What the miner reads from the chain. Only "is a registered party" is cached (briefly):
+    deal and file state decide what is accepted, so they are always read afresh."""
+
+    def __init__(self, chain: ChainClient) -> None:
+        self.chain = chain
+        self._params: ChainParams | None = None
+        self._parties: TtlCache[bytes, bool] = TtlCache()
+
+    async def chain_id(self) -> str:
+        with chain_errors("read the chain id"):
+            return await self.chain.chain_id()
+
+    async def params(self) -> ChainParams:
+        """The chain's parameters (genesis: they never change), read once."""
+        if self._params is None:
+            with chain_errors("read the chain parameters"):
+                self._params = await self.chain.query(PARAMS_QUERY, QueryArgs(), ChainParams)
+        return self._params
+
+    async def deal(self, deal_id: int) -> Deal:
+        """The deal as the chain has it now (never cached: its state decides). Raises NotFound."""
+        deal = await self.deal_or_none(deal_id)
+        if deal is None:
+            raise NotFound(f"no deal {deal_id} on chain")
+        return deal
+
+    async def deal_or_none(self, deal_id: int) -> Deal | None:
+        return await self._optional("/deals/deal", QueryArgs(id=deal_id), Deal, "read the deal")
+
+    async def file(self, fid: str) -> FileRecord | None:
+        return await self._optional("/files/file", QueryArgs(fid=fid), FileRecord, "read the file")
+
+    async def scheduler(self, public_key: bytes) -> Scheduler | None:
+        args = QueryArgs(address=address_of(public_key))
+        return await self._optional("/schedulers/scheduler", args, Scheduler, "read a scheduler")
+
+    async def miner(self, public_key: bytes) -> Miner | None:
+        args = QueryArgs(address=address_of(public_key))
+        return await self._optional("/miners/miner", args, Miner, "read a miner")
+
+    async def object_fid(self, owner: bytes, bucket: str, name: str) -> str | None:
+        args = QueryArgs(owner=address_of(owner), bucket=bucket, name=name)
+        found = await self._optional("/files/object", args, ObjectRecord, "read an object")
+        return found.fid if found else None
+
+    async def is_registered_party(self, public_key: bytes) -> bool:
+        """A registered gateway, miner or scheduler (cached)."""
+        known = self._parties.get(public_key)
+        if known is not None:
+            return known
+        args = QueryArgs(address=address_of(public_key))
+        found = (
+            await self._optional("/gateways/gateway", args, Gateway, "read a gateway") is not None
+            or await self.miner(public_key) is not None
+            or await self.scheduler(public_key) is not None
+        )
+        self._parties.put(public_key, found, PARTY_TTL_S if found else UNKNOWN_PARTY_TTL_S)
+        return found
+
+    async def _optional(self, path: str, args: QueryArgs, type_: type[R], what: str) -> R | None:
+        """The query's value, or None when the chain says NotFound (an unknown path too)."""
+        with chain_errors(what):
+            try:
+                return await self.chain.query(path, args, type_)
+            except QueryFailed as exc:
+                if exc.code == ChainNotFound.code:
+                    return None
+                raise
+
+
+class MinerService:
+    """The miner's decisions, over its chain view, fragment store and account key."""
+
+    def __init__(self, *, chain: ChainClient, store: FragmentStore, key: KeyPair) -> None:
+        self.chain = chain
+        self.view = ChainView(chain)
+        self.store = store
+        self.key = key
+        self.followed_height = 0  # the last block the follower handled (for /healthz)
+
+    # --- fragments in ----------------------------------------------------------------------
+
+    async def accept_fragment(
+        self, request: FragmentRequest, signer: Signer, open_body: BodyOpener
+    ) -> Receipt:
+        """Check the request against its deal, store the body in the temporary area, sign.
+
+        Raises:
+            NotFound (no deal), Conflict (not ASSIGNED), Forbidden (not its scheduler),
+            FragmentMismatch (indices, hash, size), PayloadTooLarge, AuthError (body hash).
+        """
+        deal = await self._assigned_deal(request.deal_id, signer.public_key)
+        size = await self._check_declared(deal, request, signer)
+        place = FragmentPlace(
+            request.fragment_hash, deal.fid, request.segment, request.fragment, Area.TEMP, size
+        )
+        # noted first: a sweep or a late event of an older deal of this fid then leaves it be
+        await asyncio.to_thread(self.store.note_deal, deal.fid, deal.id)
+        held = await asyncio.to_thread(self.store.places_of, request.fragment_hash)
+        if not any(_same_place(p, place) for p in held):
+            await write_streamed(self.store, place, open_body(size))
+        return await self.sign_receipt(deal.fid, request.segment, request.fragment, place)
+
+    async def _assigned_deal(self, deal_id: int, scheduler: bytes) -> Deal:
+        deal = await self.view.deal(deal_id)
+        if deal.state != DealState.ASSIGNED:
+            raise Conflict(f"deal {deal_id} is {deal.state.name}, not ASSIGNED")
+        if deal.scheduler != scheduler:
+            raise Forbidden(
+                f"deal {deal_id} is assigned to scheduler {address_of(deal.scheduler)}, "
+                f"not to {address_of(scheduler)}"
+            )
+        return deal
+
+    async def _check_declared(self, deal: Deal, request: FragmentRequest, signer: Signer) -> int:
+        """The fragment's declared size, once the request matches the declaration."""
+        where = f"deal {deal.id} segment {request.segment} fragment {request.fragment}"
+        if request.segment >= len(deal.segments):
+            raise FragmentMismatch(f"deal {deal.id} has {len(deal.segments)} segment(s)")
+        segment = deal.segments[request.segment]
+        if request.fragment >= len(segment.fragment_hashes):
+            raise FragmentMismatch(
+                f"segment {request.segment} of deal {deal.id} has "
+                f"{len(segment.fragment_hashes)} fragments"
+            )
+        declared = segment.fragment_hashes[request.fragment]
+        if declared != request.fragment_hash:
+            raise FragmentMismatch(
+                f"{where} is declared as {declared.hex()}, not {request.fragment_hash.hex()}"
+            )
+        if signer.body_sha256 != declared.hex():
+            raise FragmentMismatch(
+                f"the signed body SHA-256 {signer.body_sha256} is not the fragment hash"
+            )
+        size = (await self.view.params()).layout.fragment_size(segment)
+        length = request.declared_length
+        if length is not None and length != size:
+            raise FragmentMismatch(f"{where} is {size} bytes, the body is {length}")
+        return size
+
+    async def sign_receipt(
+        self, fid: str, segment: int, fragment: int, place: FragmentPlace
+    ) -> Receipt:
+        message = receipt_message(
+            await self.view.chain_id(),
+            fid,
+            segment,
+            fragment,
+            place.fragment_hash,
+            self.key.public_key,
+        )
+        return Receipt(miner=self.key.address, signature=self.key.sign(message))
+
+    # --- tags ------------------------------------------------------------------------------
+
+    async def store_tags(
+        self,
+        fragment_hash: bytes,
+        fid: str,
+        signer: Signer,
+        open_body: BodyOpener,
+        declared_length: int | None,
+    ) -> int:
+        """Store the PoDR² tags of a fragment held for ``fid``; returns the block count.
+
+        Raises:
+            NotFound (file, fragment), Forbidden (not the tagger), FragmentMismatch (length).
+        """
+        record = await self.view.file(fid)
+        if record is None:
+            raise NotFound(f"no file {fid} on chain")
+        if record.tagger != signer.public_key:
+            raise Forbidden(f"file {fid} is to be tagged by {address_of(record.tagger)}")
+        held = await asyncio.to_thread(self.store.places_of, fragment_hash)
+        place = next((p for p in held if p.fid == fid), None)
+        if place is None:
+            raise NotFound(f"no fragment {fragment_hash.hex()} of file {fid} here")
+        scheduler = await self.view.scheduler(record.tagger)
+        if scheduler is None:
+            raise Forbidden(f"the tagger of file {fid} is not a registered scheduler")
+        blocks = block_count(place.size, scheduler.tag_key.sectors_per_block)
+        expected = blocks * TAG_BYTES
+        if declared_length is not None and declared_length != expected:
+            raise FragmentMismatch(
+                f"tags of a {place.size}-byte fragment are {expected} bytes, not {declared_length}"
+            )
+        tags = b"".join([chunk async for chunk in open_body(expected)])
+        if len(tags) != expected:
+            raise FragmentMismatch(
+                f"tags of a {place.size}-byte fragment are {expected} bytes, not {len(tags)}"
+            )
+        await asyncio.to_thread(self.store.put_tags, fragment_hash, tags)
+        return blocks
+
+    # --- fragments out ---------------------------------------------------------------------
+
+    async def authorize_reader(
+        self, signer: Signer, fragment_hash: bytes, bucket: str, name: str
+    ) -> None:
+        """Registered gateways, miners, schedulers; or the owner naming an object of the file.
+
+        Raises:
+            Forbidden.
+        """
+        if await self.view.is_registered_party(signer.public_key):
+            return
+        if bucket and name:
+            fid = await self.view.object_fid(signer.public_key, bucket, name)
+            held = await asyncio.to_thread(self.store.places_of, fragment_hash)
+            if fid is not None and any(p.fid == fid for p in held):
+                return
+            raise Forbidden(
+                f"{signer.address} owns no object {bucket}/{name} that uses this fragment"
+            )
+        raise Forbidden(
+            f"{signer.address} is not a registered gateway, miner or scheduler "
+            "(an owner names its object with ?bucket=&name=)"
+        )
+
+    async def open_fragment(self, fragment_hash: bytes) -> OpenFragment:
+        """The fragment's file, open. Raises NotFound."""
+        return await asyncio.to_thread(_open_fragment, self.store, fragment_hash)
+
+    # --- status ----------------------------------------------------------------------------
+
+    async def health(self) -> dict[str, Any]:
+        usage = await asyncio.to_thread(self.store.usage)
+        return {"address": self.key.address, "followed_height": self.followed_height, **usage}
+
+
+def _same_place(a: FragmentPlace, b: FragmentPlace) -> bool:
+    return (a.fid, a.segment, a.fragment, a.fragment_hash) == (
+        b.fid,
+        b.segment,
+        b.fragment,
+        b.fragment_hash,
+    )
+
+
+def _open_fragment(store: FragmentStore, fragment_hash: bytes) -> OpenFragment:
+    stack = contextlib.ExitStack()
+    try:
+        handle, size = stack.enter_context(store.open_fragment(fragment_hash))
+    except StoreError as exc:
+        stack.close()
+        raise NotFound(f"no fragment {fragment_hash.hex()} here") from exc
+    return OpenFragment(handle, size, stack)
+
+
+# --- streaming a body into the store -------------------------------------------------------
+
+
+class _Aborted(Exception):
+    """Raised inside the writer thread when the body failed on the event loop's side."""
+
+
+class _ChunkPipe:
+    """Chunks from the event loop to a writer thread, at most ``depth`` of them in flight.
+
+    The end of the stream is handed on only after the producer's checks passed (``finish``);
+    ``abort`` makes the writer fail, so the store drops what it wrote.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, depth: int = PIPE_DEPTH) -> None:
+        self._loop = loop
+        self._slots = asyncio.Semaphore(depth)
+        self._items: queue.SimpleQueue[bytes | None | _Aborted] = queue.SimpleQueue()
+        self._closed = False
+
+    async def send(self, chunk: bytes) -> bool:
+        """Hand on one chunk; False once the writer stopped reading."""
+        await self._slots.acquire()
+        if self._closed:
+            return False
+        self._items.put(chunk)
+        return True
+
+    def finish(self) -> None:
+        self._items.put(None)
+
+    def abort(self) -> None:
+        self._items.put(_Aborted("the request body failed its checks or was cut off"))
+
+    def __iter__(self) -> Iterator[bytes]:  # the writer thread's side
+        while True:
+            item = self._items.get()
+            if item is None:
+                return
+            if isinstance(item, _Aborted):
+                raise item
+            self._loop.call_soon_threadsafe(self._slots.release)
+            yield item
+
+    def close(self) -> None:  # the writer thread's side, when it stops reading
+        self._closed = True
+        self._loop.call_soon_threadsafe(self._slots.release)
+
+
+def _write(store: FragmentStore, place: FragmentPlace, pipe: _ChunkPipe) -> None:
+    try:
+        store.put_fragment(place, pipe)
+    finally:
+        pipe.close()
+
+
+async def write_streamed(
+    store: FragmentStore, place: FragmentPlace, chunks: AsyncIterator[bytes]
+) -> None:
+    """Feed ``chunks`` to ``store.put_fragment`` in a worker thread; on any failure the store
+    keeps nothing and the failure (not the writer's reaction to it) is raised.
+
+    Raises:
+        FragmentMismatch: the bytes do not match the place's hash or size.
+    """
+    pipe = _ChunkPipe(asyncio.get_running_loop())
+    writer = asyncio.ensure_future(asyncio.to_thread(_write, store, place, pipe))
+    try:
+        async for chunk in chunks:
+            if not await pipe.send(chunk):
+                break  # the writer stopped early: the bytes were here already, or it failed
+        else:
+            pipe.finish()
+    except BaseException:
+        pipe.abort()
+        await asyncio.wait([writer])  # the store has cleaned up before the error is answered
+        if not writer.cancelled():
+            writer.exception()  # the writer's _Aborted: retrieved, the body's failure is raised
+        raise
+    try:
+        await writer
+    except StoreError as exc:
+        raise FragmentMismatch(str(exc)) from exc
+
+
+# --- registration --------------------------------------------------------------------------
+
+
+async def ensure_registered(
+    chain: ChainClient, key: KeyPair, settings: MinerSettings, bound_url: str
+) -> None:
+    """Register this miner on chain, or update its endpoint if it changed.
+
+    Raises:
+        ClientError: the chain refused or could not be reached (the process stops).
+    """
+    endpoint = settings.public_url or bound_url
+    view = ChainView(chain)
+    current = await view.miner(key.public_key)
+    if current is None:
+        stake = settings.stake or required_stake(await view.params(), settings.capacity_bytes)
+        call = RegisterMiner(endpoint=endpoint, capacity_bytes=settings.capacity_bytes, stake=stake)
+        outcome = await chain.submit(key, call)
+        log_event(ROLE, "registered", endpoint=endpoint, stake=stake, height=outcome.height)
+        return
+    if current.endpoint != endpoint:
+        outcome = await chain.submit(key, UpdateMiner(endpoint=endpoint))
+        log_event(ROLE, "endpoint_updated", endpoint=endpoint, height=outcome.height)
+    if current.capacity_bytes != settings.capacity_bytes:
+        log_event(
+            ROLE,
+            "capacity_unchanged",
+            registered=current.capacity_bytes,
+            configured=settings.capacity_bytes,
+            note="the chain has no call to change a miner's capacity",
+        )

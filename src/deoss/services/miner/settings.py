@@ -1,0 +1,98 @@
+"""The miner's settings: the ``[service]`` and ``[miner]`` sections of its TOML file.
+
+    [service]
+    chain = "http://127.0.0.1:26657"
+    key = "key.toml"            # the miner's account key (mode 0600)
+    listen = "127.0.0.1:0"
+    data_dir = "miner"          # fragments/, cursor, addr
+    public_url = ""             # registered on chain; default http://<bound host:port>
+
+    [miner]
+    capacity_bytes = 68719476736   # 64 GiB declared on chain
+    stake = 0                      # 0: the stake the chain requires for that capacity
+
+Invariants: paths are absolute once loaded (relative ones are relative to the config file);
+every value has been checked, so a bad file stops the process naming the key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from deoss.services.common.config import ConfigError, load_config, resolve
+from deoss.services.common.runner import listen_address
+
+__all__ = ["DEFAULT_CAPACITY_BYTES", "MinerSettings", "load_settings"]
+
+DEFAULT_CAPACITY_BYTES = 64 * 1024**3
+
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "service": {
+        "chain": "http://127.0.0.1:26657",
+        "key": "key.toml",
+        "listen": "127.0.0.1:0",
+        "data_dir": "miner",
+        "public_url": "",
+    },
+    "miner": {"capacity_bytes": DEFAULT_CAPACITY_BYTES, "stake": 0},
+}
+
+
+@dataclass(frozen=True)
+class MinerSettings:
+    chain_url: str
+    key_path: Path
+    listen: str
+    data_dir: Path
+    public_url: str = ""
+    capacity_bytes: int = DEFAULT_CAPACITY_BYTES
+    stake: int = 0  # 0: the chain's required stake for capacity_bytes
+
+    @property
+    def fragments_dir(self) -> Path:
+        return self.data_dir / "fragments"
+
+    @property
+    def cursor_path(self) -> Path:
+        return self.data_dir / "cursor"
+
+    @property
+    def addr_path(self) -> Path:
+        return self.data_dir / "addr"
+
+
+def load_settings(config_path: Path) -> MinerSettings:
+    """Read and check the miner's config file (and DEOSS_* environment overrides).
+
+    Raises:
+        ConfigError: a missing file, bad TOML, an unknown key or a bad value (named).
+    """
+    config = load_config(config_path, DEFAULTS)
+    service, miner = config["service"], config["miner"]
+    try:
+        listen_address(service["listen"])
+    except ValueError as exc:
+        raise ConfigError(f"service.listen: {exc}") from exc
+    if not service["chain"].startswith(("http://", "https://")):
+        raise ConfigError(f"service.chain must be an http(s) URL, got {service['chain']!r}")
+    if service["public_url"] and not service["public_url"].startswith(("http://", "https://")):
+        raise ConfigError(
+            f"service.public_url must be an http(s) URL, got {service['public_url']!r}"
+        )
+    if miner["capacity_bytes"] <= 0:
+        raise ConfigError(f"miner.capacity_bytes must be positive, got {miner['capacity_bytes']}")
+    if miner["stake"] < 0:
+        raise ConfigError(
+            f"miner.stake must be 0 (the chain's minimum) or more, got {miner['stake']}"
+        )
+    return MinerSettings(
+        chain_url=service["chain"],
+        key_path=resolve(config_path, service["key"]).absolute(),
+        listen=service["listen"],
+        data_dir=resolve(config_path, service["data_dir"]).absolute(),
+        public_url=service["public_url"].rstrip("/"),
+        capacity_bytes=miner["capacity_bytes"],
+        stake=miner["stake"],
+    )
