@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from deoss.cli.commands.node_miner import miner_command
 from deoss.cli.output import fail
 from deoss.node.devnode import NodeError
 from deoss.node.home import HomeError
@@ -36,3 +37,6 @@ def chain_command(
         fail(str(exc))
     except OSError as exc:
         fail(f"cannot start the chain node: {exc.strerror or exc}")
+
+
+app.command("miner")(miner_command)

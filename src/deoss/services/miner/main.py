@@ -1,0 +1,70 @@
+"""The ``deoss node miner`` process: load settings and key, bind, register on chain, serve,
+follow the chain, stop cleanly on SIGINT/SIGTERM (docs/services.md, "Common to every service").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import sys
+from pathlib import Path
+
+from deoss.client.chain import ChainClient
+from deoss.core.keys import KeyPair
+from deoss.keyfile import read_key_file
+from deoss.services.common.runner import bind, listen_address, serve_app
+from deoss.services.miner.app import create_app
+from deoss.services.miner.follower import ChainFollower
+from deoss.services.miner.service import MinerService, ensure_registered
+from deoss.services.miner.settings import MinerSettings, load_settings
+from deoss.services.miner.store import FragmentStore
+
+__all__ = ["run_miner"]
+
+
+def run_miner(config_path: Path) -> None:
+    """Run a miner until SIGINT or SIGTERM.
+
+    Raises:
+        ConfigError, InvalidKey, OSError: it cannot start. ClientError, ServiceError: the
+            chain refused its registration or could not be reached at start.
+    """
+    settings = load_settings(config_path)
+    key = read_key_file(settings.key_path)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("deoss").setLevel(logging.INFO)  # our JSON lines; not httpx's per request
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    host, port = listen_address(settings.listen)
+    sock = bind(host, port)
+    store = FragmentStore(settings.fragments_dir)
+    try:
+        asyncio.run(_serve(settings, key, store, sock))
+    finally:
+        store.close()
+        sock.close()
+
+
+async def _serve(
+    settings: MinerSettings, key: KeyPair, store: FragmentStore, sock: socket.socket
+) -> None:
+    async with ChainClient(settings.chain_url) as chain:
+        app = create_app(settings, chain=chain, store=store, key=key)
+        service: MinerService = app.state.miner
+        follower = ChainFollower(service, settings.cursor_path)
+
+        async def on_started(url: str) -> None:
+            await follower.ensure_cursor()  # before registering: no event of ours is missed
+            await ensure_registered(chain, key, settings, url)
+            line = {"event": "miner_listening", "url": url, "address": key.address}
+            sys.stdout.write(json.dumps(line) + "\n")
+            sys.stdout.flush()
+
+        await serve_app(
+            app,
+            sock,
+            settings.addr_path,
+            on_started=on_started,
+            background=[follower.run],
+        )
