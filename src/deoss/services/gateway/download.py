@@ -1,0 +1,448 @@
+"""Downloads: the segments covering a byte range, rebuilt from miners' fragments, streamed.
+
+For each needed segment the gateway fetches fragments ``GET {miner}/fragments/{hash}`` (signed
+by the gateway's key), data fragments first since the code is systematic: with all k of them
+the segment is their concatenation and nothing is decoded. Invariants:
+
+* Every fragment is checked (size and SHA-256 against the file record on chain) before it is
+  used; a bad one counts as a failure and another fragment is fetched instead.
+* A fetch that fails, or that is slower than ``hedge_after_s``, makes the race start another
+  one (the next candidate), never more than ``max_in_flight`` at once. The first k good
+  fragments win; the rest are cancelled.
+* Miners that failed recently are tried last (``MinerBook``), so a dead miner costs one
+  failure per ``SUSPECT_S``, not one per segment.
+* At most two segments are in memory per download: the one being sent and the next one,
+  fetched meanwhile. The first segment is fetched before the response starts, so a file that
+  cannot be read gives an error status rather than a cut body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from prometheus_client import CollectorRegistry, Counter
+
+from deoss.chain.modules.files import FileRecord
+from deoss.chain.modules.miners import MinerEntry
+from deoss.chain.query import QueryArgs
+from deoss.client.chain import ChainClient
+from deoss.core.errors import DataPathError, NotEnoughFragments
+from deoss.core.keys import address_of, parse_address
+from deoss.core.layout import (
+    LayoutParams,
+    SegmentPlan,
+    decode_segment,
+    segment_span,
+    segments_for_range,
+)
+from deoss.services.common.errors import RangeNotSatisfiable
+
+__all__ = [
+    "ByteRange",
+    "Download",
+    "DownloadMetrics",
+    "MinerBook",
+    "SegmentReader",
+    "UnsatisfiableRange",
+    "open_download",
+    "parse_range",
+]
+
+CHUNK_BYTES = 1024 * 1024
+HASH_IN_THREAD_BYTES = 256 * 1024
+REFRESH_S = 10.0  # miner endpoints are read again after this long
+MIN_REFRESH_S = 1.0  # ...or when an unknown miner shows up, at most this often
+SUSPECT_S = 30.0  # a miner that failed is tried last for this long
+
+
+class UnsatisfiableRange(RangeNotSatisfiable):
+    """A Range header this object cannot satisfy; the answer carries ``bytes */size``."""
+
+    def __init__(self, message: str, size: int) -> None:
+        super().__init__(message)
+        self.size = size
+
+
+class FragmentError(Exception):
+    """One fragment could not be had from its miner; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class ByteRange:
+    start: int
+    end: int  # inclusive
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start + 1
+
+
+def parse_range(header: str | None, size: int) -> ByteRange | None:
+    """The single byte range of a Range header (None: the whole object).
+
+    Raises:
+        UnsatisfiableRange: another unit, several ranges, a malformed one, or one that does
+            not overlap the object.
+    """
+    if header is None:
+        return None
+    unit, _, spec = header.strip().partition("=")
+    if unit.strip().lower() != "bytes" or not spec.strip():
+        raise UnsatisfiableRange(f"Range {header!r}: expected bytes=START-END", size)
+    if "," in spec:
+        raise UnsatisfiableRange(f"Range {header!r}: only a single range is supported", size)
+    first, dash, last = (part.strip() for part in spec.partition("-"))
+    if not dash or not (first.isdigit() or first == "") or not (last.isdigit() or last == ""):
+        raise UnsatisfiableRange(f"Range {header!r}: expected bytes=START-END", size)
+    if first == "":
+        if last == "" or int(last) == 0 or size == 0:
+            raise UnsatisfiableRange(
+                f"Range {header!r}: empty suffix of a {size}-byte object", size
+            )
+        return ByteRange(max(0, size - int(last)), size - 1)
+    start = int(first)
+    end = int(last) if last else size - 1
+    if start > end or start >= size:
+        raise UnsatisfiableRange(
+            f"Range {header!r} does not overlap the object's {size} bytes", size
+        )
+    return ByteRange(start, min(end, size - 1))
+
+
+class DownloadMetrics:
+    """Counters of the download path, in the app's registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.bytes_sent = Counter(
+            "deoss_gateway_download_bytes_total", "Object bytes streamed", registry=registry
+        )
+        self.fragment_failures = Counter(
+            "deoss_gateway_fragment_failures_total",
+            "Fragment fetches that failed or did not match their hash",
+            registry=registry,
+        )
+        self.hedges = Counter(
+            "deoss_gateway_fragment_hedges_total",
+            "Extra fragment fetches started because one was slow",
+            registry=registry,
+        )
+        self.decodes = Counter(
+            "deoss_gateway_segment_decodes_total",
+            "Segments rebuilt from parity because a data fragment was missing",
+            registry=registry,
+        )
+
+
+class MinerBook:
+    """Miner endpoints (``/miners/list``, cached) and which miners failed recently."""
+
+    def __init__(self, chain: ChainClient) -> None:
+        self._chain = chain
+        self._endpoints: dict[bytes, str] = {}
+        self._loaded_at = float("-inf")
+        self._failed_at: dict[bytes, float] = {}
+        self._lock = asyncio.Lock()
+
+    async def endpoints(self, miners: list[bytes]) -> dict[bytes, str]:
+        """The endpoints of ``miners`` that are known (read from the chain when stale)."""
+        age = time.monotonic() - self._loaded_at
+        unknown = any(m not in self._endpoints for m in miners)
+        if age > REFRESH_S or (unknown and age > MIN_REFRESH_S):
+            await self._refresh()
+        return {m: self._endpoints[m] for m in miners if m in self._endpoints}
+
+    async def _refresh(self) -> None:
+        async with self._lock:
+            if time.monotonic() - self._loaded_at <= MIN_REFRESH_S:
+                return  # someone else just did
+            entries = await self._chain.query("/miners/list", QueryArgs(), list[MinerEntry])
+            self._endpoints = {
+                parse_address(e.address): e.miner.endpoint.rstrip("/") for e in entries
+            }
+            self._loaded_at = time.monotonic()
+
+    def mark_failed(self, miner: bytes) -> None:
+        self._failed_at[miner] = time.monotonic()
+
+    def mark_ok(self, miner: bytes) -> None:
+        self._failed_at.pop(miner, None)
+
+    def is_suspect(self, miner: bytes) -> bool:
+        failed = self._failed_at.get(miner)
+        return failed is not None and time.monotonic() - failed < SUSPECT_S
+
+
+class _FragmentRace:
+    """Fetch fragments until ``needed`` good ones are in, hedging slow and failed fetches."""
+
+    def __init__(
+        self,
+        fetch: Callable[[int], Coroutine[Any, Any, bytes]],
+        order: list[int],
+        needed: int,
+        hedge_after_s: float,
+        max_in_flight: int,
+        metrics: DownloadMetrics,
+    ) -> None:
+        self._fetch = fetch
+        self._order = deque(order)
+        self._needed = needed
+        self._hedge_after_s = hedge_after_s
+        self._max_in_flight = max(max_in_flight, needed)
+        self._metrics = metrics
+        self._pending: dict[asyncio.Task[bytes], tuple[int, float]] = {}  # -> (index, hedge at)
+        self._hedged: set[asyncio.Task[bytes]] = set()
+        self.got: dict[int, bytes] = {}
+        self.errors: list[str] = []
+
+    async def run(self) -> dict[int, bytes]:
+        try:
+            self._top_up()
+            while len(self.got) < self._needed:
+                if not self._pending:
+                    raise NotEnoughFragments(
+                        f"{len(self.got)} good fragments, {self._needed} needed: "
+                        + "; ".join(self.errors)
+                    )
+                done, _ = await asyncio.wait(
+                    self._pending,
+                    timeout=self._next_hedge_in(),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                self._collect(done)
+                self._hedge_slow()
+                self._top_up()
+            return self.got
+        finally:
+            await self._cancel_rest()
+
+    def _top_up(self) -> None:
+        """Keep enough fetches that are not (yet) slow running to complete the set."""
+        live = len(self._pending) - len(self._hedged)
+        while (
+            live < self._needed - len(self.got)
+            and self._order
+            and len(self._pending) < self._max_in_flight
+        ):
+            index = self._order.popleft()
+            task = asyncio.create_task(self._fetch(index))
+            self._pending[task] = (index, time.monotonic() + self._hedge_after_s)
+            live += 1
+
+    def _next_hedge_in(self) -> float | None:
+        times = [at for task, (_, at) in self._pending.items() if task not in self._hedged]
+        if not times or not self._order:
+            return None  # nothing to hedge with: wait for any fetch to end
+        return max(0.0, min(times) - time.monotonic())
+
+    def _collect(self, done: set[asyncio.Task[bytes]]) -> None:
+        for task in done:
+            index, _ = self._pending.pop(task)
+            self._hedged.discard(task)
+            try:
+                self.got[index] = task.result()
+            except FragmentError as exc:
+                self.errors.append(str(exc))
+
+    def _hedge_slow(self) -> None:
+        now = time.monotonic()
+        for task, (_, at) in self._pending.items():
+            if task not in self._hedged and at <= now and self._order:
+                self._hedged.add(task)
+                self._metrics.hedges.inc()
+
+    async def _cancel_rest(self) -> None:
+        for task in self._pending:
+            task.cancel()
+        await asyncio.gather(*self._pending, return_exceptions=True)
+        self._pending.clear()
+
+
+class SegmentReader:
+    """Reads padded segments of stored files from the miners holding their fragments."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        miners: MinerBook,
+        layout: LayoutParams,
+        *,
+        hedge_after_s: float,
+        max_in_flight: int,
+        timeout_s: float,
+        metrics: DownloadMetrics,
+    ) -> None:
+        self._http = http
+        self._miners = miners
+        self.layout = layout
+        self._hedge_after_s = hedge_after_s
+        self._max_in_flight = max_in_flight
+        self._timeout_s = timeout_s
+        self._metrics = metrics
+
+    async def read_segment(self, segment: SegmentPlan, holders: list[bytes]) -> bytes:
+        """The padded segment, from any k good fragments (decoding only when needed).
+
+        Raises:
+            NotEnoughFragments: fewer than k fragments could be had; the message lists why.
+        """
+        k = self.layout.data_shards
+        endpoints = await self._miners.endpoints(holders)  # before the hedge clocks start
+
+        async def fetch(index: int) -> bytes:
+            return await self._fetch(segment, index, holders[index], endpoints.get(holders[index]))
+
+        race = _FragmentRace(
+            fetch,
+            self._candidates(holders),
+            k,
+            self._hedge_after_s,
+            self._max_in_flight,
+            self._metrics,
+        )
+        try:
+            fragments = await race.run()
+        except NotEnoughFragments as exc:
+            raise NotEnoughFragments(f"segment {segment.index}: {exc}") from exc
+        if all(i in fragments for i in range(k)):
+            return b"".join(fragments[i] for i in range(k))
+        self._metrics.decodes.inc()
+        return await asyncio.to_thread(decode_segment, fragments, segment, self.layout)
+
+    def _candidates(self, holders: list[bytes]) -> list[int]:
+        """Fragment indices in the order to try: data first, recently failed miners last."""
+        k = self.layout.data_shards
+        return sorted(
+            range(len(holders)), key=lambda i: (self._miners.is_suspect(holders[i]), i >= k, i)
+        )
+
+    async def _fetch(
+        self, segment: SegmentPlan, index: int, miner: bytes, endpoint: str | None
+    ) -> bytes:
+        try:
+            data = await self._fetch_checked(segment, index, miner, endpoint)
+        except FragmentError:
+            self._miners.mark_failed(miner)
+            self._metrics.fragment_failures.inc()
+            raise
+        self._miners.mark_ok(miner)
+        return data
+
+    async def _fetch_checked(
+        self, segment: SegmentPlan, index: int, miner: bytes, endpoint: str | None
+    ) -> bytes:
+        what = f"fragment {index} from {address_of(miner)}"
+        if endpoint is None:
+            raise FragmentError(f"{what}: the miner has no endpoint on chain")
+        expected_hash = segment.fragment_hashes[index]
+        size = self.layout.fragment_size(segment)
+        url = f"{endpoint}/fragments/{expected_hash.hex()}"
+        try:
+            async with self._http.stream("GET", url, timeout=self._timeout_s) as response:
+                if response.status_code != 200:
+                    raise FragmentError(f"{what}: HTTP {response.status_code}")
+                data = bytearray()
+                async for chunk in response.aiter_bytes():
+                    data += chunk
+                    if len(data) > size:
+                        raise FragmentError(f"{what}: longer than {size} bytes")
+        except httpx.HTTPError as exc:
+            raise FragmentError(f"{what}: {type(exc).__name__}: {exc}") from exc
+        if len(data) != size:
+            raise FragmentError(f"{what}: {len(data)} bytes, {size} expected")
+        if len(data) > HASH_IN_THREAD_BYTES:
+            digest = await asyncio.to_thread(_sha256, data)
+        else:
+            digest = _sha256(data)
+        if digest != expected_hash:
+            raise FragmentError(f"{what}: SHA-256 does not match the file record")
+        return bytes(data)
+
+
+def _sha256(data: bytes | bytearray) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+@dataclass(frozen=True)
+class Download:
+    """What a GET answers: the object's fid and size, the range served, and the bytes."""
+
+    fid: str
+    size: int
+    byte_range: ByteRange | None
+    body: AsyncIterator[bytes]
+
+    @property
+    def length(self) -> int:
+        return self.byte_range.length if self.byte_range else self.size
+
+
+async def open_download(
+    reader: SegmentReader, record: FileRecord, size: int, byte_range: ByteRange | None
+) -> Download:
+    """Start streaming ``byte_range`` (or all) of a ``size``-byte object stored as ``record``.
+
+    The first needed segment is read here, so a file that cannot be read raises before any
+    byte is sent (NotEnoughFragments: HTTP 503).
+    """
+    if size == 0:
+        return Download(record.fid, 0, None, _empty())
+    start, end = (byte_range.start, byte_range.end) if byte_range else (0, size - 1)
+    indices = list(segments_for_range(start, end, size, reader.layout))
+    first = await reader.read_segment(record.segments[indices[0]], record.holders[indices[0]])
+    body = _stream(reader, record, size, indices, ByteRange(start, end), first)
+    return Download(record.fid, size, byte_range, body)
+
+
+async def _empty() -> AsyncIterator[bytes]:
+    return
+    yield b""  # pragma: no cover - makes this an async generator
+
+
+async def _stream(
+    reader: SegmentReader,
+    record: FileRecord,
+    size: int,
+    indices: list[int],
+    wanted: ByteRange,
+    first: bytes,
+) -> AsyncIterator[bytes]:
+    """Yield the wanted bytes segment by segment, reading the next segment meanwhile."""
+    upcoming: asyncio.Task[bytes] | None = None
+    try:
+        data = first
+        for position, index in enumerate(indices):
+            if position + 1 < len(indices):
+                after = indices[position + 1]
+                upcoming = asyncio.create_task(
+                    reader.read_segment(record.segments[after], record.holders[after])
+                )
+            for chunk in _cut(data, index, size, wanted, reader.layout):
+                yield chunk
+            if upcoming is not None:
+                data, upcoming = await upcoming, None
+    finally:
+        if upcoming is not None:
+            upcoming.cancel()
+            with contextlib.suppress(asyncio.CancelledError, DataPathError):
+                await upcoming
+
+
+def _cut(
+    segment: bytes, index: int, size: int, wanted: ByteRange, layout: LayoutParams
+) -> Iterator[bytes]:
+    """The part of padded segment ``index`` inside ``wanted``, in chunks of at most 1 MiB."""
+    offset, held = segment_span(index, size, layout)
+    low = max(wanted.start, offset) - offset
+    high = min(wanted.end + 1, offset + held) - offset
+    view = memoryview(segment)
+    for at in range(low, high, CHUNK_BYTES):
+        yield bytes(view[at : min(at + CHUNK_BYTES, high)])

@@ -1,0 +1,487 @@
+"""The gateway's operations, one function per route, over the chain, schedulers and miners.
+
+``Gateway`` holds what every request needs (the chain client, the gateway's key, one HTTP
+client to schedulers and miners, the request verifier, caches) and implements the REST API of
+docs/api.md without HTTP concepts: routes parse, call one method, shape the answer. Invariants:
+
+* Every method acts for a user whose signature was verified and who authorized this gateway
+  on chain (``require_authorized``, cached for ``auth_cache_ms``); whatever it submits names
+  that user as the owner, so the chain checks the authorization again.
+* Chain refusals propagate as ``deoss.client.errors`` (the app maps their codes to statuses);
+  refusals found before anything is submitted are ``ServiceError``s with a message that says
+  what to do.
+* Uploads are checked (name, bucket, object, space, size) before the body is read, so a
+  refused upload spools nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+import httpx
+from prometheus_client import CollectorRegistry
+
+from deoss.chain.errors import NotFound as ChainNotFound
+from deoss.chain.errors import TxError
+from deoss.chain.modules.buckets import Bucket, BucketEntry, CreateBucket, DeleteBucket
+from deoss.chain.modules.deals import Deal
+from deoss.chain.modules.files import (
+    DeleteObject,
+    FileRecord,
+    ObjectEntry,
+    ObjectRecord,
+    check_object_name,
+)
+from deoss.chain.modules.gateways import Gateway as GatewayRecord
+from deoss.chain.modules.gateways import RegisterGateway
+from deoss.chain.modules.space import Lease, LeaseState
+from deoss.chain.query import QueryArgs
+from deoss.client.chain import ChainClient
+from deoss.client.errors import QueryFailed
+from deoss.core.keys import KeyPair, address_of
+from deoss.core.layout import padded_size, segment_count, segment_span
+from deoss.services.common.auth import RequestVerifier
+from deoss.services.common.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    PayloadTooLarge,
+    ServiceError,
+)
+from deoss.services.common.signing import Signer, SigningAuth
+from deoss.services.gateway.download import (
+    Download,
+    DownloadMetrics,
+    MinerBook,
+    SegmentReader,
+    open_download,
+    parse_range,
+)
+from deoss.services.gateway.settings import GatewaySettings
+from deoss.services.gateway.upload import (
+    Uplink,
+    UploadMetrics,
+    UploadTasks,
+    declare_upload,
+    drive_deal,
+    read_deal,
+    spool_body,
+    sweep_spool,
+)
+
+__all__ = [
+    "BucketChange",
+    "BucketInfo",
+    "DealStatus",
+    "FileStatus",
+    "Gateway",
+    "InsufficientStorage",
+    "ObjectDeleted",
+    "ObjectInfo",
+    "ObjectPage",
+    "UploadResult",
+    "register_gateway",
+]
+
+MAX_AUTH_CACHE = 10_000
+
+
+class InsufficientStorage(ServiceError):
+    status, code = 507, "insufficient_space"
+
+
+# --- what the API answers -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BucketInfo:
+    name: str
+    created_at: int  # block height
+    object_count: int
+
+
+@dataclass(frozen=True)
+class BucketChange:
+    bucket: str
+    height: int  # the block the change is in
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    bucket: str
+    name: str
+    fid: str
+    size: int
+    created_at: int
+
+
+@dataclass(frozen=True)
+class ObjectPage:
+    bucket: str
+    prefix: str
+    objects: list[ObjectInfo]
+    next_start_after: str | None  # pass as start_after for the next page; None: last page
+
+
+@dataclass(frozen=True)
+class ObjectDeleted:
+    bucket: str
+    name: str
+    height: int
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    bucket: str
+    name: str
+    fid: str
+    size: int
+    deal_id: int | None  # None when deduplicated: the fid was stored already
+    state: str  # OPEN, ASSIGNED (?wait=false) or SUCCESS
+    deduplicated: bool
+
+
+@dataclass(frozen=True)
+class FragmentStatus:
+    index: int
+    hash: str
+    holder: str
+
+
+@dataclass(frozen=True)
+class SegmentStatus:
+    index: int
+    size: int
+    padded_size: int
+    hash: str
+    fragments: list[FragmentStatus]
+
+
+@dataclass(frozen=True)
+class FileStatus:
+    fid: str
+    size: int  # the object size of the first declaration
+    owners: int
+    created_at: int
+    reporter: str  # the scheduler that placed it
+    tagger: str
+    tagged: bool
+    tag_deadline: int
+    segments: list[SegmentStatus]
+
+
+@dataclass(frozen=True)
+class DealStatus:
+    id: int
+    state: str
+    owner: str
+    declarer: str
+    bucket: str
+    name: str
+    size: int
+    fid: str
+    segments: int
+    scheduler: str | None
+    attempts: int
+    deadline: int
+    created_at: int
+    reason: str
+
+
+def _deal_status(deal: Deal) -> DealStatus:
+    return DealStatus(
+        id=deal.id,
+        state=deal.state.name,
+        owner=address_of(deal.owner),
+        declarer=address_of(deal.declarer),
+        bucket=deal.bucket,
+        name=deal.name,
+        size=deal.size,
+        fid=deal.fid,
+        segments=len(deal.segments),
+        scheduler=address_of(deal.scheduler) if deal.scheduler else None,
+        attempts=deal.attempts,
+        deadline=deal.deadline,
+        created_at=deal.created_at,
+        reason=deal.reason,
+    )
+
+
+def _file_status(record: FileRecord) -> FileStatus:
+    segments = [
+        SegmentStatus(
+            index=segment.index,
+            size=segment.size,
+            padded_size=segment.padded_size,
+            hash=segment.hash.hex(),
+            fragments=[
+                FragmentStatus(index=i, hash=h.hex(), holder=address_of(holder))
+                for i, (h, holder) in enumerate(zip(segment.fragment_hashes, row, strict=True))
+            ],
+        )
+        for segment, row in zip(record.segments, record.holders, strict=True)
+    ]
+    return FileStatus(
+        fid=record.fid,
+        size=sum(s.size for s in record.segments),
+        owners=record.owners,
+        created_at=record.created_at,
+        reporter=address_of(record.reporter),
+        tagger=address_of(record.tagger),
+        tagged=record.tagged,
+        tag_deadline=record.tag_deadline,
+        segments=segments,
+    )
+
+
+# --- the gateway --------------------------------------------------------------------------
+
+
+class Gateway:
+    """The state of one gateway process and the operations of its API."""
+
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        *,
+        chain: ChainClient,
+        key: KeyPair,
+        transport: httpx.AsyncBaseTransport | None = None,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.layout = settings.layout
+        self.chain = chain
+        self.key = key
+        self.verifier = RequestVerifier()
+        self.http = httpx.AsyncClient(auth=SigningAuth(key), transport=transport)
+        self._authorized: dict[str, tuple[float, bool]] = {}
+        self.uploads = UploadTasks()
+        self.uplink = Uplink(chain, key, self.http, settings, UploadMetrics(registry))
+        self.download_metrics = DownloadMetrics(registry)
+        self.reader = SegmentReader(
+            self.http,
+            MinerBook(chain),
+            settings.layout,
+            hedge_after_s=settings.hedge_after_ms / 1000,
+            max_in_flight=settings.fragment_parallelism,
+            timeout_s=settings.miner_timeout_s,
+            metrics=self.download_metrics,
+        )
+        sweep_spool(settings.spool_path)
+
+    @property
+    def address(self) -> str:
+        return self.key.address
+
+    async def aclose(self) -> None:
+        await self.uploads.cancel_all()
+        await self.http.aclose()
+
+    async def health(self) -> dict[str, Any]:
+        return {"address": self.address, "uploads_in_progress": len(self.uploads)}
+
+    async def require_authorized(self, user: str) -> None:
+        """Raises Forbidden unless ``user`` authorized this gateway on chain (cached briefly)."""
+        now = time.monotonic()
+        cached = self._authorized.get(user)
+        if cached is not None and cached[0] > now:
+            allowed = cached[1]
+        else:
+            gateways = await self.chain.query(
+                "/gateways/authorized", QueryArgs(address=user), list[str]
+            )
+            allowed = self.address in gateways
+            if len(self._authorized) >= MAX_AUTH_CACHE:
+                self._authorized = {u: v for u, v in self._authorized.items() if v[0] > now}
+            self._authorized[user] = (now + self.settings.auth_cache_ms / 1000, allowed)
+        if not allowed:
+            raise Forbidden(
+                f"{user} has not authorized this gateway; run: deoss gateway authorize "
+                f"{self.address}"
+            )
+
+    # --- buckets ----------------------------------------------------------------------------
+
+    async def list_buckets(self, user: Signer) -> list[BucketInfo]:
+        entries = await self.chain.query(
+            "/buckets/list", QueryArgs(owner=user.address), list[BucketEntry]
+        )
+        return [BucketInfo(e.name, e.created_at, e.object_count) for e in entries]
+
+    async def create_bucket(self, user: Signer, bucket: str) -> BucketChange:
+        outcome = await self.chain.submit(self.key, CreateBucket(name=bucket, owner=user.address))
+        return BucketChange(bucket=bucket, height=outcome.height or 0)
+
+    async def delete_bucket(self, user: Signer, bucket: str) -> BucketChange:
+        outcome = await self.chain.submit(self.key, DeleteBucket(name=bucket, owner=user.address))
+        return BucketChange(bucket=bucket, height=outcome.height or 0)
+
+    # --- objects ----------------------------------------------------------------------------
+
+    async def list_objects(
+        self, user: Signer, bucket: str, prefix: str, start_after: str, limit: int
+    ) -> ObjectPage:
+        await self._bucket(user, bucket)
+        args = QueryArgs(
+            owner=user.address, bucket=bucket, prefix=prefix, start_after=start_after, limit=limit
+        )
+        entries = await self.chain.query("/files/objects", args, list[ObjectEntry])
+        objects = [ObjectInfo(bucket, e.name, e.fid, e.size, e.created_at) for e in entries]
+        more = objects[-1].name if len(objects) == limit else None
+        return ObjectPage(bucket=bucket, prefix=prefix, objects=objects, next_start_after=more)
+
+    async def stat_object(self, user: Signer, bucket: str, name: str) -> ObjectInfo:
+        args = QueryArgs(owner=user.address, bucket=bucket, name=name)
+        record = await self.chain.query("/files/object", args, ObjectRecord)
+        return ObjectInfo(bucket, name, record.fid, record.size, record.created_at)
+
+    async def delete_object(self, user: Signer, bucket: str, name: str) -> ObjectDeleted:
+        call = DeleteObject(bucket=bucket, name=name, owner=user.address)
+        outcome = await self.chain.submit(self.key, call)
+        return ObjectDeleted(bucket=bucket, name=name, height=outcome.height or 0)
+
+    async def open_object(
+        self, user: Signer, bucket: str, name: str, range_header: str | None
+    ) -> Download:
+        info = await self.stat_object(user, bucket, name)
+        record = await self.chain.query("/files/file", QueryArgs(fid=info.fid), FileRecord)
+        byte_range = parse_range(range_header, info.size)
+        return await open_download(self.reader, record, info.size, byte_range)
+
+    async def open_file(self, fid: str, size: int | None, range_header: str | None) -> Download:
+        record = await self.chain.query("/files/file", QueryArgs(fid=fid), FileRecord)
+        size = self._object_size(record, size)
+        return await open_download(self.reader, record, size, parse_range(range_header, size))
+
+    def _object_size(self, record: FileRecord, size: int | None) -> int:
+        """``size`` if an object of that size has this file's segments (default: the first)."""
+        if size is None:
+            return sum(s.size for s in record.segments)
+        last = record.segments[-1]
+        fits = (
+            size >= 0
+            and segment_count(size, self.layout) == len(record.segments)
+            and padded_size(segment_span(last.index, size, self.layout)[1], self.layout)
+            == last.padded_size
+        )
+        if not fits:
+            raise BadRequest(f"file {record.fid} cannot hold an object of {size} bytes")
+        return size
+
+    async def file_status(self, fid: str) -> FileStatus:
+        return _file_status(await self.chain.query("/files/file", QueryArgs(fid=fid), FileRecord))
+
+    async def deal_status(self, deal_id: int) -> DealStatus:
+        return _deal_status(await read_deal(self.chain, deal_id))
+
+    # --- uploads ----------------------------------------------------------------------------
+
+    async def check_upload(
+        self, user: Signer, bucket: str, name: str, declared_bytes: int | None
+    ) -> None:
+        """Refuse before reading the body what the chain would refuse after it.
+
+        Raises:
+            BadRequest, PayloadTooLarge, Conflict, InsufficientStorage, QueryFailed (404).
+        """
+        try:
+            check_object_name(name)
+        except TxError as exc:
+            raise BadRequest(str(exc)) from exc
+        limit = self.settings.max_object_bytes
+        if declared_bytes is not None and declared_bytes > limit:
+            raise PayloadTooLarge(f"{declared_bytes} bytes declared, this gateway takes {limit}")
+        _, existing, lease = await asyncio.gather(
+            self._bucket(user, bucket),
+            self._optional_object(user, bucket, name),
+            self._lease(user),
+        )
+        if existing is not None:
+            raise Conflict(f"object {name!r} exists in bucket {bucket!r}; delete it first")
+        if lease is None:
+            raise InsufficientStorage(f"{user.address} has bought no space; run: deoss space buy")
+        if lease.state != LeaseState.ACTIVE:
+            state = lease.state.name.lower()
+            raise InsufficientStorage(f"the space of {user.address} is {state}; renew it")
+        if declared_bytes is not None and declared_bytes > lease.free_bytes:
+            raise InsufficientStorage(
+                f"{declared_bytes} bytes declared, {lease.free_bytes} bytes of space free"
+            )
+
+    async def put_object(
+        self,
+        user: Signer,
+        bucket: str,
+        name: str,
+        body: AsyncIterator[bytes],
+        declared_bytes: int | None,
+        *,
+        wait: bool,
+    ) -> UploadResult:
+        """Check, spool, declare and deliver an object (see upload.py). With ``wait`` False,
+        answer once declared; the delivery goes on in the background."""
+        await self.check_upload(user, bucket, name, declared_bytes)
+        spooled = await spool_body(body, self.settings.spool_path, self.layout)
+        self.uplink.metrics.bytes_received.inc(spooled.size)
+        try:
+            declared = await declare_upload(self.uplink, user.address, bucket, name, spooled)
+        except BaseException:
+            spooled.path.unlink(missing_ok=True)
+            raise
+        result = UploadResult(bucket, name, spooled.fid, spooled.size, declared.deal_id, "", False)
+        if declared.deal_id is None:
+            spooled.path.unlink(missing_ok=True)
+            return replace(result, state="SUCCESS", deduplicated=True)
+        work = drive_deal(self.uplink, declared.deal_id, spooled.path, declared.segments)
+        task = self.uploads.start(work, spooled.path, declared.deal_id)
+        if not wait:
+            deal = await read_deal(self.chain, declared.deal_id)
+            return replace(result, state=deal.state.name)
+        deal = await asyncio.shield(task)  # a client that goes away does not stop the deal
+        return replace(result, state=deal.state.name)
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    async def _bucket(self, user: Signer, bucket: str) -> Bucket:
+        return await self.chain.query(
+            "/buckets/bucket", QueryArgs(owner=user.address, name=bucket), Bucket
+        )
+
+    async def _optional_object(self, user: Signer, bucket: str, name: str) -> ObjectRecord | None:
+        args = QueryArgs(owner=user.address, bucket=bucket, name=name)
+        try:
+            return await self.chain.query("/files/object", args, ObjectRecord)
+        except QueryFailed as exc:
+            if exc.code == ChainNotFound.code:
+                return None
+            raise
+
+    async def _lease(self, user: Signer) -> Lease | None:
+        try:
+            return await self.chain.query("/space/lease", QueryArgs(address=user.address), Lease)
+        except QueryFailed as exc:
+            if exc.code == ChainNotFound.code:
+                return None
+            raise
+
+
+async def register_gateway(chain: ChainClient, key: KeyPair, endpoint: str) -> bool:
+    """Register ``key`` as a gateway at ``endpoint`` unless it is already; True if submitted."""
+    try:
+        current = await chain.query(
+            "/gateways/gateway", QueryArgs(address=key.address), GatewayRecord
+        )
+    except QueryFailed as exc:
+        if exc.code != ChainNotFound.code:
+            raise
+    else:
+        if current.endpoint == endpoint:
+            return False
+    await chain.submit(key, RegisterGateway(endpoint=endpoint))
+    return True

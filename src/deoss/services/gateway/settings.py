@@ -1,0 +1,166 @@
+"""The gateway's settings: the ``[service]`` and ``[gateway]`` sections of its TOML file.
+
+    [service]
+    chain = "http://127.0.0.1:26657"
+    key = "key.toml"              # the gateway's account key (mode 0600)
+    listen = "127.0.0.1:8080"
+    data_dir = "gateway"          # addr, spool/
+    public_url = ""               # registered on chain; default http://<bound host:port>
+
+    [gateway]
+    max_object_bytes = 1099511627776   # 1 TiB: larger bodies are refused with 413
+    spool_dir = ""                     # default <data_dir>/spool
+    hedge_after_ms = 500               # a fragment slower than this: fetch another one too
+    fragment_parallelism = 12          # fragment requests in flight per segment, at most
+    segment_size = 33554432            # the layout: must be the chain's (genesis params.layout)
+    data_shards = 4
+    parity_shards = 8
+    poll_interval_ms = 100             # how often a deal's state is read while waiting
+    deal_wait_s = 900                  # give up waiting for a deal after this long (504)
+    scheduler_timeout_s = 120          # one segment PUT to a scheduler
+    miner_timeout_s = 30               # one fragment GET from a miner
+    auth_cache_ms = 1000               # how long "user X authorized this gateway" is trusted
+
+Invariants: paths are absolute once loaded (relative ones are relative to the config file);
+every value has been checked, so a bad file stops the process naming the key. The layout is
+not read from the chain (no query serves the parameters): a layout other than the chain's makes
+every declaration fail with the chain's InvalidArgument, which names the expected values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from deoss.core.errors import DataPathError
+from deoss.core.layout import DEFAULT_PARAMS, LayoutParams
+from deoss.services.common.config import ConfigError, load_config, resolve
+from deoss.services.common.runner import listen_address
+
+__all__ = ["DEFAULT_MAX_OBJECT_BYTES", "GatewaySettings", "load_settings"]
+
+DEFAULT_MAX_OBJECT_BYTES = 1024**4
+DEFAULT_LISTEN = "127.0.0.1:8080"
+
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "service": {
+        "chain": "http://127.0.0.1:26657",
+        "key": "key.toml",
+        "listen": DEFAULT_LISTEN,
+        "data_dir": "gateway",
+        "public_url": "",
+    },
+    "gateway": {
+        "max_object_bytes": DEFAULT_MAX_OBJECT_BYTES,
+        "spool_dir": "",
+        "hedge_after_ms": 500,
+        "fragment_parallelism": 12,
+        "segment_size": DEFAULT_PARAMS.segment_size,
+        "data_shards": DEFAULT_PARAMS.data_shards,
+        "parity_shards": DEFAULT_PARAMS.parity_shards,
+        "poll_interval_ms": 100,
+        "deal_wait_s": 900,
+        "scheduler_timeout_s": 120,
+        "miner_timeout_s": 30,
+        "auth_cache_ms": 1000,
+    },
+}
+
+_POSITIVE = (
+    "max_object_bytes",
+    "hedge_after_ms",
+    "fragment_parallelism",
+    "poll_interval_ms",
+    "deal_wait_s",
+    "scheduler_timeout_s",
+    "miner_timeout_s",
+)
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    chain_url: str
+    key_path: Path
+    data_dir: Path
+    listen: str = DEFAULT_LISTEN
+    public_url: str = ""
+    max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES
+    spool_dir: Path | None = None  # None: <data_dir>/spool
+    hedge_after_ms: int = 500
+    fragment_parallelism: int = 12
+    layout: LayoutParams = DEFAULT_PARAMS
+    poll_interval_ms: int = 100
+    deal_wait_s: int = 900
+    scheduler_timeout_s: int = 120
+    miner_timeout_s: int = 30
+    auth_cache_ms: int = 1000
+
+    @property
+    def spool_path(self) -> Path:
+        return self.spool_dir or self.data_dir / "spool"
+
+    @property
+    def addr_path(self) -> Path:
+        return self.data_dir / "addr"
+
+
+def _check_service(service: dict[str, Any]) -> None:
+    try:
+        listen_address(service["listen"])
+    except ValueError as exc:
+        raise ConfigError(f"service.listen: {exc}") from exc
+    if not service["chain"].startswith(("http://", "https://")):
+        raise ConfigError(f"service.chain must be an http(s) URL, got {service['chain']!r}")
+    public = service["public_url"]
+    if public and not public.startswith(("http://", "https://")):
+        raise ConfigError(f"service.public_url must be an http(s) URL, got {public!r}")
+
+
+def _check_gateway(gateway: dict[str, Any]) -> LayoutParams:
+    for name in _POSITIVE:
+        if gateway[name] <= 0:
+            raise ConfigError(f"gateway.{name} must be positive, got {gateway[name]}")
+    if gateway["auth_cache_ms"] < 0:
+        value = gateway["auth_cache_ms"]
+        raise ConfigError(f"gateway.auth_cache_ms must be 0 or more, got {value}")
+    try:
+        return LayoutParams(
+            segment_size=gateway["segment_size"],
+            data_shards=gateway["data_shards"],
+            parity_shards=gateway["parity_shards"],
+        )
+    except DataPathError as exc:
+        raise ConfigError(
+            f"gateway layout (segment_size, data_shards, parity_shards): {exc}"
+        ) from exc
+
+
+def load_settings(config_path: Path) -> GatewaySettings:
+    """Read and check the gateway's config file (and DEOSS_* environment overrides).
+
+    Raises:
+        ConfigError: a missing file, bad TOML, an unknown key or a bad value (named).
+    """
+    config = load_config(config_path, DEFAULTS)
+    service, gateway = config["service"], config["gateway"]
+    _check_service(service)
+    layout = _check_gateway(gateway)
+    spool = gateway["spool_dir"]
+    return GatewaySettings(
+        chain_url=service["chain"],
+        key_path=resolve(config_path, service["key"]).absolute(),
+        data_dir=resolve(config_path, service["data_dir"]).absolute(),
+        listen=service["listen"],
+        public_url=service["public_url"].rstrip("/"),
+        max_object_bytes=gateway["max_object_bytes"],
+        spool_dir=resolve(config_path, spool).absolute() if spool else None,
+        hedge_after_ms=gateway["hedge_after_ms"],
+        fragment_parallelism=gateway["fragment_parallelism"],
+        layout=layout,
+        poll_interval_ms=gateway["poll_interval_ms"],
+        deal_wait_s=gateway["deal_wait_s"],
+        scheduler_timeout_s=gateway["scheduler_timeout_s"],
+        miner_timeout_s=gateway["miner_timeout_s"],
+        auth_cache_ms=gateway["auth_cache_ms"],
+    )

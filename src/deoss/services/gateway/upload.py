@@ -1,0 +1,455 @@
+"""Uploads: spool the body, plan it, declare the deal for the user, deliver the segments.
+
+    body --(checked against the signed SHA-256, at most the limit)--> spool file
+         --(segment hashes while spooling: the fid)--> stored already? reuse its plan
+                                                       else plan_object (erasure-codes)
+         --> deals.declare (owner = the user) --> ASSIGNED --> PUT each padded segment to the
+             scheduler --> SUCCESS (or FAILED)
+
+Invariants:
+
+* Nothing is declared before the whole body is spooled and matches the SHA-256 the user
+  signed; a spool file never holds more than the limit and is deleted however the upload ends
+  (and at startup, for files left by a crash: ``sweep_spool``).
+* A fid already stored is declared at once and the chain deduplicates it (no deal, no bytes
+  sent). Its fragment hashes are taken from the file record: no erasure coding.
+* While sending, one padded segment is in memory at a time, read from the spool file.
+* A deal is driven until SUCCESS or FAILED: whenever its (scheduler, attempt) changes, every
+  segment is sent again to the new scheduler. A scheduler that cannot be reached (connection
+  error, timeout, 5xx) is replaced with ``deals.reassign``; the chain bounds the attempts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import tempfile
+import time
+from collections.abc import AsyncIterator, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from msgspec.structs import replace
+from prometheus_client import CollectorRegistry, Counter
+
+from deoss.chain.errors import InvalidTransition, NotFound
+from deoss.chain.modules.deals import Deal, DealState, DeclareDeal, ReassignDeal
+from deoss.chain.modules.files import FileRecord
+from deoss.chain.modules.schedulers import Scheduler
+from deoss.chain.query import QueryArgs
+from deoss.client.chain import ChainClient
+from deoss.client.errors import BadResponse, NodeUnavailable, QueryFailed, TxRefused
+from deoss.core.keys import KeyPair, address_of
+from deoss.core.layout import LayoutParams, SegmentPlan, padded_size, plan_object, segment_span
+from deoss.core.merkle import compute_fid
+from deoss.services.common.app import log_event
+from deoss.services.common.auth import HEADER_BODY
+from deoss.services.common.errors import ServiceError, UpstreamFailed
+from deoss.services.gateway.settings import GatewaySettings
+
+__all__ = [
+    "Declared",
+    "GatewayTimeout",
+    "SegmentHasher",
+    "Spooled",
+    "UploadMetrics",
+    "UploadTasks",
+    "Uplink",
+    "declare_upload",
+    "drive_deal",
+    "read_deal",
+    "spool_body",
+    "sweep_spool",
+]
+
+FLUSH_BYTES = 4 * 1024 * 1024
+SPOOL_PREFIX = "upload-"
+SPOOL_SUFFIX = ".spool"
+MAX_REFUSALS = 10  # 404/409 answers for one assignment before asking for another scheduler
+
+
+class GatewayTimeout(ServiceError):
+    status, code = 504, "timeout"
+
+
+class UploadMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.bytes_received = Counter(
+            "deoss_gateway_upload_bytes_total", "Object bytes spooled", registry=registry
+        )
+        self.segments_sent = Counter(
+            "deoss_gateway_segments_sent_total", "Segments sent to schedulers", registry=registry
+        )
+        self.reassigns = Counter(
+            "deoss_gateway_reassigns_total",
+            "Deals reassigned because the scheduler was unreachable",
+            registry=registry,
+        )
+        self.deduplicated = Counter(
+            "deoss_gateway_deduplicated_total", "Uploads of a stored fid", registry=registry
+        )
+
+
+@dataclass(frozen=True)
+class Uplink:
+    """What an upload needs: the chain, the gateway's key, HTTP to schedulers, settings."""
+
+    chain: ChainClient
+    key: KeyPair
+    http: httpx.AsyncClient
+    settings: GatewaySettings
+    metrics: UploadMetrics
+
+
+# --- spooling -----------------------------------------------------------------------------
+
+
+class SegmentHasher:
+    """SHA-256 of each padded segment of a stream as it passes: the fid without a second read."""
+
+    def __init__(self, layout: LayoutParams) -> None:
+        self._layout = layout
+        self._current = hashlib.sha256()
+        self._held = 0
+        self.hashes: list[bytes] = []
+
+    def update(self, chunk: bytes) -> None:
+        view = memoryview(chunk)
+        while view:
+            part = view[: self._layout.segment_size - self._held]
+            self._current.update(part)
+            self._held += len(part)
+            view = view[len(part) :]
+            if self._held == self._layout.segment_size:
+                self.hashes.append(self._current.digest())
+                self._current, self._held = hashlib.sha256(), 0
+
+    def finish(self) -> list[bytes]:
+        """The segment hashes; the last (or only, for an empty object) segment is padded."""
+        if self._held or not self.hashes:
+            self._current.update(bytes(padded_size(self._held, self._layout) - self._held))
+            self.hashes.append(self._current.digest())
+            self._current, self._held = hashlib.sha256(), 0
+        return self.hashes
+
+
+@dataclass(frozen=True)
+class Spooled:
+    path: Path
+    size: int
+    fid: str
+
+
+def sweep_spool(directory: Path) -> int:
+    """Create the spool directory; delete spool files a crash left behind. Returns how many."""
+    directory.mkdir(parents=True, exist_ok=True)
+    removed = 0
+    for leftover in directory.glob(f"{SPOOL_PREFIX}*{SPOOL_SUFFIX}"):
+        leftover.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+def _write(handle: Any, hasher: SegmentHasher, chunks: list[bytes]) -> None:
+    for chunk in chunks:
+        handle.write(chunk)
+        hasher.update(chunk)
+
+
+async def spool_body(
+    chunks: AsyncIterator[bytes], directory: Path, layout: LayoutParams
+) -> Spooled:
+    """Write the body to a new spool file (hashing its segments in the same pass).
+
+    Whatever ``chunks`` raises (too large, hash mismatch, client gone) deletes the file.
+    """
+    fd, name = tempfile.mkstemp(dir=directory, prefix=SPOOL_PREFIX, suffix=SPOOL_SUFFIX)
+    path = Path(name)
+    hasher = SegmentHasher(layout)
+    size = 0
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            batch: list[bytes] = []
+            batched = 0
+            async for chunk in chunks:
+                batch.append(chunk)
+                batched += len(chunk)
+                if batched >= FLUSH_BYTES:
+                    await asyncio.to_thread(_write, handle, hasher, batch)
+                    size, batch, batched = size + batched, [], 0
+            await asyncio.to_thread(_write, handle, hasher, batch)
+            size += batched
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return Spooled(path=path, size=size, fid=compute_fid(hasher.finish()))
+
+
+# --- declaring ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Declared:
+    deal_id: int | None  # None: deduplicated, the object exists already
+    segments: list[SegmentPlan]
+
+
+async def find_file(chain: ChainClient, fid: str) -> FileRecord | None:
+    try:
+        return await chain.query("/files/file", QueryArgs(fid=fid), FileRecord)
+    except QueryFailed as exc:
+        if exc.code == NotFound.code:
+            return None
+        raise
+
+
+def _plan_file(path: Path, layout: LayoutParams) -> list[SegmentPlan]:
+    with open(path, "rb") as handle:
+        return plan_object(handle, layout).segments
+
+
+async def plan_segments(uplink: Uplink, spooled: Spooled) -> list[SegmentPlan]:
+    """The segments to declare: from the stored file of the same fid, else by erasure coding."""
+    layout = uplink.settings.layout
+    record = await find_file(uplink.chain, spooled.fid)
+    if record is not None:
+        return [
+            replace(s, size=segment_span(s.index, spooled.size, layout)[1]) for s in record.segments
+        ]
+    segments = await asyncio.to_thread(_plan_file, spooled.path, layout)
+    if compute_fid([s.hash for s in segments]) != spooled.fid:
+        raise RuntimeError(f"spool file {spooled.path} changed while it was planned")
+    return segments
+
+
+async def declare_upload(
+    uplink: Uplink, owner: str, bucket: str, name: str, spooled: Spooled
+) -> Declared:
+    """Declare the deal for ``owner``; the chain deduplicates a stored fid at once.
+
+    Raises:
+        TxRefused: the chain refused the declaration (space, bucket, name taken, ...).
+    """
+    segments = await plan_segments(uplink, spooled)
+    call = DeclareDeal(
+        bucket=bucket,
+        name=name,
+        size=spooled.size,
+        fid=spooled.fid,
+        segments=segments,
+        owner=owner,
+    )
+    outcome = await uplink.chain.submit(uplink.key, call)
+    for event in outcome.result.events:
+        if event.type == "deal.deduplicated":
+            uplink.metrics.deduplicated.inc()
+            return Declared(deal_id=None, segments=segments)
+        if event.type == "deal.declared":
+            return Declared(deal_id=int(event.get("id") or 0), segments=segments)
+    raise BadResponse("deals.declare was accepted without a deal.declared or deduplicated event")
+
+
+# --- delivering ---------------------------------------------------------------------------
+
+
+class SchedulerUnreachable(Exception):
+    """The scheduler could not be reached or failed (connection, timeout, 5xx)."""
+
+
+class NotAssignedThere(Exception):
+    """The scheduler does not (yet) see the deal as assigned to it (404 or 409)."""
+
+
+async def read_deal(chain: ChainClient, deal_id: int) -> Deal:
+    return await chain.query("/deals/deal", QueryArgs(id=deal_id), Deal)
+
+
+def _read_segment(path: Path, segment: SegmentPlan, layout: LayoutParams) -> bytes:
+    with open(path, "rb") as handle:
+        handle.seek(segment.index * layout.segment_size)
+        data = handle.read(segment.size)
+    if len(data) != segment.size:
+        raise RuntimeError(f"spool file {path} is shorter than its plan")
+    return data + bytes(segment.padded_size - segment.size)
+
+
+async def _scheduler_endpoint(chain: ChainClient, scheduler: bytes) -> str:
+    try:
+        record = await chain.query(
+            "/schedulers/scheduler", QueryArgs(address=address_of(scheduler)), Scheduler
+        )
+    except QueryFailed as exc:
+        raise SchedulerUnreachable(f"scheduler {address_of(scheduler)}: {exc}") from exc
+    return record.endpoint.rstrip("/")
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        return str(response.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return response.text[:200]
+
+
+async def send_segments(
+    uplink: Uplink, deal: Deal, spool: Path, segments: list[SegmentPlan]
+) -> None:
+    """PUT every padded segment to the deal's scheduler, in order, one in memory at a time.
+
+    Raises:
+        SchedulerUnreachable, NotAssignedThere, UpstreamFailed (any other refusal).
+    """
+    endpoint = await _scheduler_endpoint(uplink.chain, deal.scheduler)
+    timeout_s = uplink.settings.scheduler_timeout_s
+    for segment in segments:
+        data = await asyncio.to_thread(_read_segment, spool, segment, uplink.settings.layout)
+        url = f"{endpoint}/deals/{deal.id}/segments/{segment.index}"
+        try:
+            response = await uplink.http.put(
+                url, content=data, headers={HEADER_BODY: segment.hash.hex()}, timeout=timeout_s
+            )
+        except httpx.TransportError as exc:
+            raise SchedulerUnreachable(f"{url}: {type(exc).__name__}: {exc}") from exc
+        del data
+        if response.status_code >= 500:
+            raise SchedulerUnreachable(f"{url}: HTTP {response.status_code}")
+        if response.status_code in (404, 409):
+            message = _error_message(response)
+            raise NotAssignedThere(f"{url}: HTTP {response.status_code}: {message}")
+        if response.status_code != 200:
+            raise UpstreamFailed(
+                f"scheduler {endpoint} refused segment {segment.index} of deal {deal.id}: "
+                f"HTTP {response.status_code}: {_error_message(response)}"
+            )
+        uplink.metrics.segments_sent.inc()
+
+
+async def _reassign(uplink: Uplink, deal: Deal, why: str) -> None:
+    log_event("gateway", "deal.reassign", deal=deal.id, attempt=deal.attempts, why=why)
+    uplink.metrics.reassigns.inc()
+    try:
+        await uplink.chain.submit(uplink.key, ReassignDeal(deal_id=deal.id))
+    except TxRefused as exc:
+        if exc.code != InvalidTransition.code:  # no longer ASSIGNED: read it again
+            raise
+
+
+class _Driver:
+    """One deal, driven until SUCCESS or FAILED (see the module docstring)."""
+
+    def __init__(
+        self, uplink: Uplink, deal_id: int, spool: Path, segments: list[SegmentPlan]
+    ) -> None:
+        self.uplink = uplink
+        self.deal_id = deal_id
+        self.spool = spool
+        self.segments = segments
+        self.delivered: tuple[bytes, int] | None = None  # (scheduler, attempt) holding it all
+        self.refusals = 0
+        self.poll_s = uplink.settings.poll_interval_ms / 1000
+        self.deadline = time.monotonic() + uplink.settings.deal_wait_s
+
+    async def run(self) -> Deal:
+        while True:
+            deal = await self._read()
+            if deal.state == DealState.SUCCESS:
+                return deal
+            if deal.state == DealState.FAILED:
+                raise UpstreamFailed(f"deal {deal.id} failed: {deal.reason}")
+            assignment = (deal.scheduler, deal.attempts)
+            if deal.state == DealState.ASSIGNED and assignment != self.delivered:
+                if await self._deliver(deal):
+                    continue
+            if time.monotonic() > self.deadline:
+                raise GatewayTimeout(
+                    f"deal {deal.id} is still {deal.state.name} after "
+                    f"{self.uplink.settings.deal_wait_s} s; follow it with GET /deals/{deal.id}"
+                )
+            await asyncio.sleep(self.poll_s)
+
+    async def _read(self) -> Deal:
+        while True:
+            try:
+                return await read_deal(self.uplink.chain, self.deal_id)
+            except NodeUnavailable:
+                if time.monotonic() > self.deadline:
+                    raise
+                await asyncio.sleep(self.poll_s)  # the node may be restarting
+
+    async def _deliver(self, deal: Deal) -> bool:
+        """Send everything to the deal's scheduler; True if the deal should be read again now."""
+        try:
+            await send_segments(self.uplink, deal, self.spool, self.segments)
+        except SchedulerUnreachable as exc:
+            await _reassign(self.uplink, deal, str(exc))
+            return True
+        except NotAssignedThere as exc:
+            self.refusals += 1
+            if self.refusals >= MAX_REFUSALS:
+                self.refusals = 0
+                await _reassign(self.uplink, deal, str(exc))
+                return True
+            return False  # its view of the chain may lag: wait a poll interval
+        self.delivered = (deal.scheduler, deal.attempts)
+        self.refusals = 0
+        log_event("gateway", "deal.delivered", deal=deal.id, attempt=deal.attempts)
+        return False
+
+
+async def drive_deal(
+    uplink: Uplink, deal_id: int, spool: Path, segments: list[SegmentPlan]
+) -> Deal:
+    """Deliver the segments until the deal is SUCCESS (returned).
+
+    Raises:
+        UpstreamFailed: the deal FAILED, or a scheduler refused a segment outright.
+        GatewayTimeout: still not done after ``deal_wait_s``.
+    """
+    return await _Driver(uplink, deal_id, spool, segments).run()
+
+
+# --- background uploads -------------------------------------------------------------------
+
+
+class UploadTasks:
+    """Deal deliveries running in the background; each deletes its spool file when it ends."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[Deal]] = set()
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def start(
+        self, work: Coroutine[Any, Any, Deal], spool: Path, deal_id: int
+    ) -> asyncio.Task[Deal]:
+        async def run() -> Deal:
+            try:
+                return await work
+            finally:
+                spool.unlink(missing_ok=True)
+
+        task = asyncio.create_task(run(), name=f"deal-{deal_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+        return task
+
+    def _finished(self, task: asyncio.Task[Deal]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        error = task.exception()  # retrieved here, so a background failure is never unseen
+        if error is not None:
+            log_event("gateway", "deal.failed", task=task.get_name(), error=str(error))
+        else:
+            log_event("gateway", "deal.success", task=task.get_name())
+
+    async def cancel_all(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(BaseException):
+                await task
