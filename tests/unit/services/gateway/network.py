@@ -248,6 +248,19 @@ class FakeScheduler:
         return _response(200, segment=index, miners=[m.key.address for m in self.miners])
 
 
+class Switch(httpx.AsyncBaseTransport):
+    """A transport that refuses connections while ``down`` is set (the chain node gone)."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.down = False
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self.down:
+            raise httpx.ConnectError("connection refused", request=request)
+        return await self.inner.handle_async_request(request)
+
+
 class Network(httpx.AsyncBaseTransport):
     """Routes requests to the fake services by host; hosts in ``down`` refuse connections.
     With ``fail_first_scheduler`` the first scheduler contacted goes down for good."""
@@ -273,6 +286,7 @@ class Network(httpx.AsyncBaseTransport):
 class Net:
     node: DevNode
     chain: ChainClient
+    rpc: Switch
     network: Network
     schedulers: list[FakeScheduler]
     miners: list[FakeMiner]
@@ -323,7 +337,7 @@ async def running_network(tmp_path: Path, **settings: object) -> AsyncIterator[N
     node = start_node(tmp_path / "chain.sqlite", chain_params())
     stop = asyncio.Event()
     producer = asyncio.create_task(node.run(stop))
-    rpc = httpx.ASGITransport(app=create_rpc_app(node))
+    rpc = Switch(httpx.ASGITransport(app=create_rpc_app(node)))
     chain = ChainClient("http://node", transport=rpc, poll_interval_s=0.01)
     network = Network()
     miners = [FakeMiner(name) for name in MINERS]
@@ -333,7 +347,9 @@ async def running_network(tmp_path: Path, **settings: object) -> AsyncIterator[N
     config = gateway_settings(tmp_path, **settings)
     app = create_app(config, chain=chain, key=key(GATEWAY), transport=network)
     try:
-        yield Net(node, chain, network, schedulers, miners, config, httpx.ASGITransport(app=app))
+        yield Net(
+            node, chain, rpc, network, schedulers, miners, config, httpx.ASGITransport(app=app)
+        )
     finally:
         await app.state.gateway.aclose()
         await chain.aclose()

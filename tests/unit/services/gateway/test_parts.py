@@ -1,0 +1,109 @@
+"""The gateway's pure parts: settings, Range parsing, the segment hasher used while spooling."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from deoss.core.layout import LayoutParams, plan_object
+from deoss.core.merkle import compute_fid
+from deoss.services.common.config import ConfigError
+from deoss.services.gateway.download import ByteRange, UnsatisfiableRange, parse_range
+from deoss.services.gateway.settings import DEFAULT_MAX_OBJECT_BYTES, load_settings
+from deoss.services.gateway.upload import SegmentHasher
+
+SMALL = LayoutParams(segment_size=64, data_shards=4, parity_shards=2)
+
+
+def test_settings_defaults_and_relative_paths(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text('[service]\nkey = "keys/gw.toml"\ndata_dir = "gw"\n')
+    settings = load_settings(config)
+    assert (tmp_path / "keys" / "gw.toml", tmp_path / "gw") == (
+        settings.key_path,
+        settings.data_dir,
+    )
+    assert (tmp_path / "gw" / "spool", tmp_path / "gw" / "addr") == (
+        settings.spool_path,
+        settings.addr_path,
+    )
+    assert (DEFAULT_MAX_OBJECT_BYTES, 500, 12, "127.0.0.1:8080") == (
+        settings.max_object_bytes,
+        settings.hedge_after_ms,
+        settings.fragment_parallelism,
+        settings.listen,
+    )
+
+
+def test_settings_gateway_section_and_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        '[gateway]\nspool_dir = "/var/spool/deoss"\nsegment_size = 4096\nhedge_after_ms = 20\n'
+    )
+    monkeypatch.setenv("DEOSS_GATEWAY_MAX_OBJECT_BYTES", "1000")
+    settings = load_settings(config)
+    assert (Path("/var/spool/deoss"), 4096, 20, 1000) == (
+        settings.spool_path,
+        settings.layout.segment_size,
+        settings.hedge_after_ms,
+        settings.max_object_bytes,
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("[gateway]\nhedge_after_ms = 0\n", "gateway.hedge_after_ms"),
+        ("[gateway]\nsegment_size = 4095\n", "gateway layout"),
+        ("[gateway]\nmax_objet_bytes = 1\n", "gateway.max_objet_bytes"),
+        ('[service]\nchain = "ftp://x"\n', "service.chain"),
+        ('[service]\nlisten = "nowhere"\n', "service.listen"),
+    ],
+)
+def test_bad_settings_name_the_key(tmp_path: Path, text: str, named: str) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text(text)
+    with pytest.raises(ConfigError, match=named):
+        load_settings(config)
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (None, None),
+        ("bytes=0-0", ByteRange(0, 0)),
+        ("bytes=10-", ByteRange(10, 99)),
+        ("bytes=-5", ByteRange(95, 99)),
+        ("bytes=-500", ByteRange(0, 99)),
+        ("bytes=90-1000", ByteRange(90, 99)),
+        ("Bytes = 1-2", ByteRange(1, 2)),
+    ],
+)
+def test_ranges_that_fit_a_100_byte_object(header: str | None, expected: ByteRange | None) -> None:
+    assert expected == parse_range(header, 100)
+
+
+@pytest.mark.parametrize(
+    "header", ["bytes=100-", "bytes=5-4", "bytes=-0", "bytes=a-b", "bytes=1-2,4-5", "lines=1-2", ""]
+)
+def test_ranges_that_do_not(header: str) -> None:
+    with pytest.raises(UnsatisfiableRange) as refused:
+        parse_range(header, 100)
+    assert 100 == refused.value.size
+
+
+@given(st.binary(max_size=400), st.integers(min_value=1, max_value=97))
+def test_segment_hasher_agrees_with_the_plan(data: bytes, chunk: int) -> None:
+    """Hashing chunks as they are spooled gives the fid that planning the file gives."""
+    hasher = SegmentHasher(SMALL)
+    for at in range(0, len(data), chunk):
+        hasher.update(data[at : at + chunk])
+    plan = plan_object(io.BytesIO(data), SMALL)
+    assert [s.hash for s in plan.segments] == hasher.finish()
+    assert plan.fid == compute_fid(hasher.hashes)
