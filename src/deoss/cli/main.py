@@ -4,7 +4,20 @@ from __future__ import annotations
 
 import typer
 
-from deoss.cli.commands import account, chain, data, devnet, keys, node
+from deoss.cli.commands import (
+    account,
+    bucket,
+    chain,
+    data,
+    devnet,
+    files,
+    gateway,
+    keys,
+    node,
+    objects,
+    space,
+    status,
+)
 from deoss.runtime import tune_allocator
 
 app = typer.Typer(
@@ -22,6 +35,15 @@ app.add_typer(node.app, name="node")
 app.add_typer(account.app, name="account")
 app.command("up")(devnet.up_command)
 app.command("down")(devnet.down_command)
+app.command("status")(status.status_command)
+app.command("put")(objects.put_command)
+app.command("get")(objects.get_command)
+app.command("ls")(objects.ls_command)
+app.command("rm")(objects.rm_command)
+app.add_typer(space.app, name="space")
+app.add_typer(bucket.app, name="bucket")
+app.add_typer(gateway.app, name="gateway")
+app.add_typer(files.app, name="file")
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from deoss.cli.commands.node_gateway import gateway_command
 from deoss.cli.commands.node_miner import miner_command
 from deoss.cli.output import fail
 from deoss.node.devnode import NodeError
@@ -40,3 +41,4 @@ def chain_command(
 
 
 app.command("miner")(miner_command)
+app.command("gateway")(gateway_command)
