@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import sys
 from pathlib import Path
 
 from deoss.client.chain import ChainClient
@@ -27,6 +29,8 @@ def run_gateway(config_path: Path) -> None:
     """
     settings = load_settings(config_path)
     key = read_key_file(settings.key_path)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("deoss").setLevel(logging.INFO)  # our JSON lines; not httpx's per request
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     asyncio.run(_serve(settings, key))
 
