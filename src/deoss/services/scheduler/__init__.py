@@ -1,0 +1,1 @@
+"""The scheduler service: checks, codes, places and tags uploads (docs/services.md)."""
