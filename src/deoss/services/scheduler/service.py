@@ -1,0 +1,462 @@
+"""The scheduler's work on an upload: admit a segment, check it, code it, place it, report the deal.
+
+Flow of ``PUT /deals/{id}/segments/{i}`` (docs/services.md, DESIGN 2 steps 5 and 7):
+
+1. ``admit_segment``: the deal exists, the signer is its declarer (else 403), it is ASSIGNED to
+   this scheduler (else 409), and the body's signed SHA-256 is the declared segment hash (else
+   422, before a byte of the body is read).
+2. ``place_segment``: size and SHA-256 of the bytes against the declaration, erasure coding off
+   the event loop, every fragment hash against the declaration (a wrong declaration is 422 and
+   nothing reaches a miner); the fragments are kept on disk for tagging; ``placement`` picks
+   k + m distinct accepting miners and ``sending`` puts the fragments on them, replacing those
+   that fail. The receipts are persisted before the answer.
+3. Once every segment has receipts, ``deals.report`` is submitted in the background, retrying
+   what may pass later (an unreachable node, a transaction not seen in time).
+
+Invariants: a placed segment is never placed twice (per-segment lock, answered again from
+disk); a restart loses no placed segment and resumes the report; the deal state kept here is
+dropped when the deal fails, goes to another scheduler, or its file is tagged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from dataclasses import dataclass
+
+import httpx
+
+from deoss.chain.errors import InvalidTransition
+from deoss.chain.errors import NotFound as ChainNotFound
+from deoss.chain.genesis import ChainParams
+from deoss.chain.modules.deals import Deal, DealState, Receipt, ReportDeal
+from deoss.chain.modules.miners import MinerEntry
+from deoss.chain.modules.schedulers import RegisterScheduler, Scheduler, UpdateScheduler
+from deoss.chain.query import QueryArgs
+from deoss.client.chain import ChainClient
+from deoss.client.errors import ClientError, QueryFailed, TxRefused
+from deoss.core.errors import HashMismatch
+from deoss.core.keys import KeyPair, address_of
+from deoss.core.layout import SegmentPlan, encode_segment
+from deoss.keyfile import read_key_file
+from deoss.services.common.app import log_event
+from deoss.services.common.auth import RequestVerifier
+from deoss.services.common.errors import Conflict, Forbidden, NotFound, ServiceUnavailable
+from deoss.services.common.signing import Signer, SigningAuth
+from deoss.services.scheduler.enclave import Enclave
+from deoss.services.scheduler.placement import (
+    Candidate,
+    NotEnoughMiners,
+    accepting_candidates,
+    choose_miners,
+)
+from deoss.services.scheduler.sending import DealWork, FragmentSender
+from deoss.services.scheduler.settings import SchedulerSettings
+from deoss.services.scheduler.store import DealStore
+from deoss.services.scheduler.tagging import Tagger
+
+__all__ = [
+    "Admission",
+    "DealProgress",
+    "SchedulerError",
+    "SchedulerService",
+    "SegmentPlacement",
+]
+
+ROLE = "scheduler"
+MAX_RETRY_DELAY_S = 5.0
+
+
+class SchedulerError(Exception):
+    """The scheduler cannot start or go on; the message says why."""
+
+
+@dataclass(frozen=True)
+class Admission:
+    """A segment admitted for placement: its deal and its declared plan."""
+
+    deal: Deal
+    plan: SegmentPlan
+
+
+@dataclass(frozen=True)
+class SegmentPlacement:
+    segment: int
+    miners: list[str]
+
+
+@dataclass(frozen=True)
+class DealProgress:
+    deal: int
+    state: str
+    segments: int
+    placed: list[int]
+    reported: bool
+    error: str
+
+
+# --- the service -------------------------------------------------------------------------
+
+
+class SchedulerService:
+    """One scheduler: its account, tag enclave, chain client, miner client and deal state."""
+
+    def __init__(
+        self,
+        settings: SchedulerSettings,
+        key: KeyPair,
+        chain: ChainClient,
+        chain_id: str,
+        params: ChainParams,
+        enclave: Enclave,
+        *,
+        miner_transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.settings = settings
+        self.key = key
+        self.chain = chain
+        self.params = params
+        self.enclave = enclave
+        self.verifier = RequestVerifier()
+        self.store = DealStore(settings.data_dir / "deals")
+        self.http = httpx.AsyncClient(
+            auth=SigningAuth(key), transport=miner_transport, timeout=settings.miner_timeout_s
+        )
+        self.sender = FragmentSender(self.http, chain_id, settings.miner_timeout_s)
+        self.tagger = Tagger(
+            chain=chain,
+            key=key,
+            enclave=enclave,
+            http=self.http,
+            read_local=self.store.read_fragment,
+            forget_deal=self.forget_deal,
+            jobs_dir=settings.data_dir / "tagging",
+            workers=settings.tag_workers,
+            timeout_s=settings.miner_timeout_s,
+            retry_delay_s=settings.retry_delay_s,
+        )
+        self.registered = False
+        self._work: dict[int, DealWork] = {}
+        self._reports: dict[int, asyncio.Task[None]] = {}
+
+    @classmethod
+    async def open(
+        cls,
+        settings: SchedulerSettings,
+        chain: ChainClient,
+        *,
+        miner_transport: httpx.AsyncBaseTransport | None = None,
+    ) -> SchedulerService:
+        """Load the account key, read the chain's parameters, unseal (or create) the tag key.
+
+        Raises:
+            SchedulerError: the chain cannot be read. InvalidKey / EnclaveError: a bad key file.
+        """
+        key = read_key_file(settings.key_file)
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            chain_id = await chain.chain_id()
+            params = await chain.query("/chain/params", QueryArgs(), ChainParams)
+        except ClientError as exc:
+            raise SchedulerError(
+                f"cannot read the chain parameters from {chain.url}: {exc}"
+            ) from exc
+        enclave = await asyncio.to_thread(
+            Enclave.open, settings.tag_key_file, params.podr2.sectors_per_block
+        )
+        return cls(settings, key, chain, chain_id, params, enclave, miner_transport=miner_transport)
+
+    @property
+    def address(self) -> str:
+        return self.key.address
+
+    async def aclose(self) -> None:
+        for task in self._reports.values():
+            task.cancel()
+        await asyncio.gather(*self._reports.values(), return_exceptions=True)
+        await self.tagger.aclose()
+        await self.http.aclose()
+
+    async def health(self) -> dict[str, object]:
+        return {
+            "address": self.address,
+            "registered": self.registered,
+            "tag_key_id": self.enclave.key_id.hex(),
+            "deals": len(self._work),
+            "tag_jobs": self.tagger.pending(),
+        }
+
+    # --- registration and restart ----------------------------------------------------------
+
+    async def register(self, endpoint: str) -> None:
+        """Register on chain with the enclave's public key, or update a changed endpoint.
+
+        Raises:
+            SchedulerError: the chain holds another tag key for this account, or refused.
+        """
+        endpoint = self.settings.public_url or endpoint
+        current = await self._registered_record()
+        try:
+            if current is None:
+                stake = self.settings.stake or self.params.scheduler_min_stake
+                call = RegisterScheduler(
+                    endpoint=endpoint, stake=stake, tag_key=self.enclave.public_key
+                )
+                await self.chain.submit(self.key, call)
+                log_event(ROLE, "registered", address=self.address, endpoint=endpoint, stake=stake)
+            elif current.endpoint != endpoint:
+                await self.chain.submit(self.key, UpdateScheduler(endpoint=endpoint))
+                log_event(ROLE, "endpoint_updated", address=self.address, endpoint=endpoint)
+        except ClientError as exc:
+            raise SchedulerError(f"cannot register scheduler {self.address}: {exc}") from exc
+        self.registered = True
+
+    async def _registered_record(self) -> Scheduler | None:
+        args = QueryArgs(address=self.address)
+        try:
+            current = await self.chain.query("/schedulers/scheduler", args, Scheduler)
+        except QueryFailed as exc:
+            if exc.code == ChainNotFound.code:
+                return None
+            raise SchedulerError(f"cannot read scheduler {self.address}: {exc}") from exc
+        except ClientError as exc:
+            raise SchedulerError(f"cannot read scheduler {self.address}: {exc}") from exc
+        if current.tag_key.key_id != self.enclave.key_id:
+            raise SchedulerError(
+                f"scheduler {self.address} is registered with tag key "
+                f"{current.tag_key.key_id.hex()}, but {self.settings.tag_key_file} holds "
+                f"{self.enclave.key_id.hex()}; restore the original tag key file"
+            )
+        return current
+
+    async def resume(self) -> None:
+        """After a restart: report deals whose segments were all placed; resume tag jobs."""
+        for deal_id in await asyncio.to_thread(self.store.deal_ids):
+            if not await asyncio.to_thread(self.store.is_reported, deal_id):
+                deal = await self._deal_or_none(deal_id)
+                if deal is None or not self._is_mine(deal):
+                    continue
+                await self._report_if_complete(deal)
+        self.tagger.resume()
+
+    # --- intake ----------------------------------------------------------------------------
+
+    async def admit_segment(self, deal_id: int, index: int, signer: Signer) -> Admission:
+        """Check who sends which segment of which deal, before the body is read.
+
+        Raises:
+            NotFound, Forbidden (not the declarer), Conflict (not ASSIGNED to this scheduler),
+            HashMismatch (the signed body hash is not the declared segment hash).
+        """
+        deal = await self._deal(deal_id)
+        if signer.public_key != deal.declarer:
+            raise Forbidden(
+                f"deal {deal_id} was declared by {address_of(deal.declarer)}; "
+                f"{signer.address} may not send its segments"
+            )
+        if deal.state != DealState.ASSIGNED:
+            raise Conflict(f"deal {deal_id} is {deal.state.name}, not ASSIGNED")
+        if deal.scheduler != self.key.public_key:
+            raise Conflict(
+                f"deal {deal_id} is assigned to scheduler {address_of(deal.scheduler)}, "
+                f"not to {self.address}"
+            )
+        if not 0 <= index < len(deal.segments):
+            raise NotFound(f"deal {deal_id} has {len(deal.segments)} segments, no segment {index}")
+        plan = deal.segments[index]
+        if signer.body_sha256 != plan.hash.hex():
+            raise HashMismatch(
+                f"deal {deal_id} segment {index}: the body's SHA-256 {signer.body_sha256} is not "
+                f"the declared segment hash {plan.hash.hex()}"
+            )
+        return Admission(deal, plan)
+
+    async def place_segment(self, admission: Admission, data: bytes) -> SegmentPlacement:
+        """Check, code and place one segment; answer a placed segment again from disk.
+
+        Raises:
+            HashMismatch: the bytes or a declared fragment hash do not match.
+            ServiceUnavailable: not enough miners could store the fragments, or no chain.
+        """
+        deal, plan = admission.deal, admission.plan
+        work = self._work_on(deal)
+        lock = work.locks.setdefault(plan.index, asyncio.Lock())
+        async with lock:
+            placed = (await asyncio.to_thread(self.store.placements, deal.id)).get(plan.index)
+            if placed is None:
+                fragments = await asyncio.to_thread(self._code_and_keep, deal.id, plan, data)
+                placed = await self._place_on_miners(work, deal, plan, fragments)
+                await asyncio.to_thread(self.store.save_placement, deal.id, plan.index, placed)
+                log_event(
+                    ROLE,
+                    "segment_placed",
+                    deal=deal.id,
+                    segment=plan.index,
+                    miners=[address_of(r.miner) for r in placed],
+                )
+        await self._report_if_complete(deal)
+        return SegmentPlacement(segment=plan.index, miners=[address_of(r.miner) for r in placed])
+
+    def _code_and_keep(self, deal_id: int, plan: SegmentPlan, data: bytes) -> list[bytes]:
+        """Blocking: check the segment, erasure-code it, check every fragment, keep them."""
+        what = f"deal {deal_id} segment {plan.index}"
+        if len(data) != plan.padded_size:
+            raise HashMismatch(f"{what}: {len(data)} bytes, {plan.padded_size} declared")
+        actual = hashlib.sha256(data).digest()
+        if actual != plan.hash:
+            raise HashMismatch(f"{what}: SHA-256 {actual.hex()} != declared {plan.hash.hex()}")
+        fragments = [bytes(f) for f in encode_segment(data, self.params.layout)]
+        for index, (fragment, declared) in enumerate(
+            zip(fragments, plan.fragment_hashes, strict=True)
+        ):
+            digest = hashlib.sha256(fragment).digest()
+            if digest != declared:
+                raise HashMismatch(
+                    f"{what} fragment {index}: the declaration says {declared.hex()}, but the "
+                    f"segment codes to {digest.hex()}; the deal was declared wrong"
+                )
+        self.store.save_fragments(deal_id, plan, fragments)
+        return fragments
+
+    # --- placing on miners -----------------------------------------------------------------
+
+    async def _place_on_miners(
+        self, work: DealWork, deal: Deal, plan: SegmentPlan, fragments: list[bytes]
+    ) -> list[Receipt]:
+        try:
+            chosen, spares = choose_miners(
+                await self._accepting_miners(),
+                deal_id=deal.id,
+                segment=plan.index,
+                count=self.params.layout.total_shards,
+                fragment_size=self.params.layout.fragment_size(plan),
+                exclude=work.failed,
+                reserved=work.reserved,
+            )
+            return await self.sender.place(work, deal, plan, fragments, chosen, spares)
+        except NotEnoughMiners as exc:
+            raise ServiceUnavailable(str(exc)) from exc
+
+    # --- reporting -------------------------------------------------------------------------
+
+    async def _report_if_complete(self, deal: Deal) -> None:
+        if deal.id in self._reports and not self._reports[deal.id].done():
+            return
+        placements = await asyncio.to_thread(self.store.placements, deal.id)
+        if len(placements) < len(deal.segments):
+            return
+        if await asyncio.to_thread(self.store.is_reported, deal.id):
+            return
+        running = self._reports.get(deal.id)
+        if running is None or running.done():  # checked again: another segment may have won
+            ordered = [placements[i] for i in range(len(deal.segments))]
+            self._reports[deal.id] = asyncio.create_task(self._submit_report(deal.id, ordered))
+
+    async def _submit_report(self, deal_id: int, placements: list[list[Receipt]]) -> None:
+        """Submit deals.report; retry what may pass later, stop on a final refusal."""
+        call = ReportDeal(deal_id=deal_id, placements=placements)
+        delay_s = self.settings.retry_delay_s
+        for attempt in range(1, self.settings.report_attempts + 1):
+            try:
+                outcome = await self.chain.submit(self.key, call)
+            except ClientError as exc:
+                if await self._report_settled(deal_id, exc):
+                    return
+                log_event(ROLE, "report_retry", deal=deal_id, attempt=attempt, why=str(exc))
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, MAX_RETRY_DELAY_S)
+                continue
+            await asyncio.to_thread(self.store.mark_reported, deal_id, outcome.height or 0)
+            log_event(ROLE, "deal_reported", deal=deal_id, height=outcome.height)
+            return
+        self._work_error(deal_id, f"deals.report not accepted after {attempt} attempts")
+
+    async def _report_settled(self, deal_id: int, exc: ClientError) -> bool:
+        """After a failed report: is there nothing left to retry?"""
+        try:
+            deal = await self._deal_or_none(deal_id)
+        except ServiceUnavailable:
+            return False  # the chain cannot be read now: try again later
+        if (
+            deal is not None
+            and deal.state == DealState.SUCCESS
+            and deal.scheduler == self.key.public_key
+        ):
+            await asyncio.to_thread(self.store.mark_reported, deal_id, 0)  # an earlier try landed
+            return True
+        if deal is None or not self._is_mine(deal):
+            self._work_error(deal_id, f"deal is no longer assigned here: {exc}")
+            return True
+        if isinstance(exc, TxRefused) and exc.code != InvalidTransition.code:
+            self._work_error(deal_id, f"deals.report refused: {exc}")
+            return True  # the chain refused these receipts: retrying the same call cannot help
+        return False
+
+    def _work_error(self, deal_id: int, message: str) -> None:
+        self._work.setdefault(deal_id, DealWork()).report_error = message
+        log_event(ROLE, "report_failed", deal=deal_id, why=message)
+
+    # --- reading deals ---------------------------------------------------------------------
+
+    async def deal_progress(self, deal_id: int) -> DealProgress:
+        """What this scheduler did for a deal so far."""
+        deal = await self._deal(deal_id)
+        placements = await asyncio.to_thread(self.store.placements, deal_id)
+        reported = await asyncio.to_thread(self.store.is_reported, deal_id)
+        work = self._work.get(deal_id)
+        return DealProgress(
+            deal=deal_id,
+            state=deal.state.name,
+            segments=len(deal.segments),
+            placed=sorted(placements),
+            reported=reported or deal.state == DealState.SUCCESS,
+            error=work.report_error if work else "",
+        )
+
+    async def forget_deal(self, deal_id: int) -> None:
+        """Drop a deal's local state: it failed, went to another scheduler, or is tagged."""
+        self._work.pop(deal_id, None)
+        task = self._reports.pop(deal_id, None)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+        await asyncio.to_thread(self.store.drop, deal_id)
+
+    def has_deal(self, deal_id: int) -> bool:
+        return deal_id in self._work or self.store.has(deal_id)
+
+    def _is_mine(self, deal: Deal) -> bool:
+        return deal.state == DealState.ASSIGNED and deal.scheduler == self.key.public_key
+
+    def _work_on(self, deal: Deal) -> DealWork:
+        """The deal's in-memory work, rebuilt from its receipts on disk after a restart."""
+        work = self._work.get(deal.id)
+        if work is None:
+            work = self._work[deal.id] = DealWork()
+            for index, receipts in self.store.placements(deal.id).items():
+                size = self.params.layout.fragment_size(deal.segments[index])
+                for receipt in receipts:
+                    work.reserve(receipt.miner, size)
+        return work
+
+    async def _deal(self, deal_id: int) -> Deal:
+        deal = await self._deal_or_none(deal_id)
+        if deal is None:
+            raise NotFound(f"no deal {deal_id} on chain")
+        return deal
+
+    async def _deal_or_none(self, deal_id: int) -> Deal | None:
+        try:
+            return await self.chain.query("/deals/deal", QueryArgs(id=deal_id), Deal)
+        except QueryFailed as exc:
+            if exc.code == ChainNotFound.code:
+                return None
+            raise ServiceUnavailable(f"cannot read deal {deal_id}: {exc}") from exc
+        except ClientError as exc:
+            raise ServiceUnavailable(f"cannot read deal {deal_id}: {exc}") from exc
+
+    async def _accepting_miners(self) -> list[Candidate]:
+        try:
+            entries = await self.chain.query("/miners/list", QueryArgs(), list[MinerEntry])
+        except ClientError as exc:
+            raise ServiceUnavailable(f"cannot read the miners from the chain: {exc}") from exc
+        return accepting_candidates(entries, self.params)

@@ -1,0 +1,270 @@
+"""Tagging a stored file (DESIGN 2 step 9), off the path that the user waits on.
+
+A tag job names a fid this scheduler must tag: one it reported (after ``deal.success``) or one
+the chain reassigned to it (``file.tag_reassigned``). For every fragment of the file: take the
+local copy kept since placement, or fetch it from its holder (``GET /fragments/{hash}``),
+check its hash, compute its PoDR² tags in the enclave on a thread pool, and ``PUT
+/tags/{hash}?fid=`` them to the holder; then submit ``files.tagged`` and delete the local copies.
+
+Invariants:
+
+* A job is written to ``<data_dir>/tagging/<fid>`` (fsynced) before the follower's cursor moves
+  past the event that created it, and removed only when the job is finished, so a restart
+  resumes every unfinished job.
+* A job retries with backoff until the file is tagged, deleted, or given to another tagger;
+  fragments already delivered are not tagged again within the process.
+* Only the enclave sees the tag secret; this module sees tags.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from deoss.chain.errors import InvalidTransition, Unauthorized
+from deoss.chain.errors import NotFound as ChainNotFound
+from deoss.chain.modules.files import FileRecord, ReportTagged
+from deoss.chain.modules.miners import MinerEntry
+from deoss.chain.query import QueryArgs
+from deoss.client.chain import ChainClient
+from deoss.client.errors import ClientError, QueryFailed, TxRefused
+from deoss.core.errors import DataPathError
+from deoss.core.keys import KeyPair, address_of, parse_address
+from deoss.core.layout import SegmentPlan
+from deoss.services.common.app import log_event
+from deoss.services.scheduler.enclave import Enclave
+
+__all__ = ["Tagger", "TaggingError"]
+
+ROLE = "scheduler"
+MAX_RETRY_DELAY_S = 30.0
+NO_DEAL = "-"
+
+ReadLocal = Callable[[int, bytes], bytes | None]
+ForgetDeal = Callable[[int], Awaitable[None]]
+
+
+class TaggingError(Exception):
+    """A step of a tag job that failed and may pass on a later try; the message says which."""
+
+
+@dataclass
+class _Job:
+    fid: str
+    deal_id: int | None  # the deal this scheduler reported (local copies), or None
+    delivered: set[tuple[bytes, bytes]] = field(default_factory=set)  # (holder, fragment hash)
+
+
+class Tagger:
+    """Runs tag jobs as background tasks; one task per fid."""
+
+    def __init__(
+        self,
+        *,
+        chain: ChainClient,
+        key: KeyPair,
+        enclave: Enclave,
+        http: httpx.AsyncClient,
+        read_local: ReadLocal,
+        forget_deal: ForgetDeal,
+        jobs_dir: Path,
+        workers: int,
+        timeout_s: float,
+        retry_delay_s: float,
+    ) -> None:
+        self.chain = chain
+        self.key = key
+        self.enclave = enclave
+        self.http = http
+        self.read_local = read_local
+        self.forget_deal = forget_deal
+        self.jobs_dir = Path(jobs_dir)
+        self.jobs_dir.mkdir(parents=True, exist_ok=True)
+        self.workers = workers
+        self.timeout_s = timeout_s
+        self.retry_delay_s = retry_delay_s
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="deoss-tag")
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    def jobs(self) -> set[str]:
+        """The fids with an unfinished job on disk."""
+        return {p.name for p in self.jobs_dir.iterdir() if not p.name.startswith(".")}
+
+    def pending(self) -> int:
+        return sum(1 for task in self._tasks.values() if not task.done())
+
+    def _job_path(self, fid: str) -> Path:
+        if len(fid) != 64 or any(c not in "0123456789abcdef" for c in fid):
+            raise TaggingError(f"fid {fid[:80]!r} is not 64 lowercase hex digits")
+        return self.jobs_dir / fid
+
+    async def enqueue(self, fid: str, deal_id: int | None) -> None:
+        """Record the job durably, then start it (if it is not running already)."""
+        text = f"{NO_DEAL if deal_id is None else deal_id}\n"
+        await asyncio.to_thread(_write_durably, self._job_path(fid), text)
+        self._start(_Job(fid, deal_id))
+
+    def resume(self) -> None:
+        """Start every job left on disk by an earlier run."""
+        for path in sorted(self.jobs_dir.iterdir()):
+            if not path.name.startswith("."):
+                self._start(_Job(path.name, _read_job(path)))
+
+    async def cancel(self, fid: str) -> None:
+        """Stop and forget a job and its deal's local copies (the file was deleted)."""
+        path = self._job_path(fid)
+        task = self._tasks.pop(fid, None)
+        if task is not None:
+            task.cancel()
+        if path.exists():
+            deal_id = _read_job(path)
+            path.unlink(missing_ok=True)
+            if deal_id is not None:
+                await self.forget_deal(deal_id)
+
+    async def aclose(self) -> None:
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _start(self, job: _Job) -> None:
+        running = self._tasks.get(job.fid)
+        if running is None or running.done():
+            self._tasks[job.fid] = asyncio.create_task(self._run(job))
+
+    async def _run(self, job: _Job) -> None:
+        delay_s = self.retry_delay_s
+        while True:
+            try:
+                await self.tag_file(job)
+                break
+            except (TaggingError, ClientError, DataPathError, OSError) as exc:
+                log_event(ROLE, "tagging_retry", fid=job.fid, why=f"{type(exc).__name__}: {exc}")
+            await asyncio.sleep(delay_s)
+            delay_s = min(delay_s * 2, MAX_RETRY_DELAY_S)
+        self._job_path(job.fid).unlink(missing_ok=True)
+        if job.deal_id is not None:
+            await self.forget_deal(job.deal_id)
+        self._tasks.pop(job.fid, None)
+
+    # --- one attempt -----------------------------------------------------------------------
+
+    async def tag_file(self, job: _Job) -> None:
+        """Tag every fragment of the file, deliver the tags, report the file tagged.
+
+        Raises:
+            TaggingError, ClientError: a step that may pass on a later try.
+        """
+        record = await self._file(job.fid)
+        if record is None or record.tagged or record.tagger != self.key.public_key:
+            log_event(ROLE, "tagging_skipped", fid=job.fid, why="deleted, tagged or not mine")
+            return
+        endpoints = await self._endpoints()
+        slots = asyncio.Semaphore(self.workers)
+        try:
+            async with asyncio.TaskGroup() as group:
+                for plan, holders in zip(record.segments, record.holders, strict=True):
+                    for index, holder in enumerate(holders):
+                        if (holder, plan.fragment_hashes[index]) not in job.delivered:
+                            group.create_task(
+                                self._tag_one(job, slots, plan, index, holder, endpoints)
+                            )
+        except ExceptionGroup as failures:
+            reasons = "; ".join(str(e) for e in failures.exceptions[:3])
+            raise TaggingError(
+                f"{len(failures.exceptions)} fragment(s) failed: {reasons}"
+            ) from None
+        await self._report_tagged(job.fid)
+
+    async def _tag_one(
+        self,
+        job: _Job,
+        slots: asyncio.Semaphore,
+        plan: SegmentPlan,
+        index: int,
+        holder: bytes,
+        endpoints: dict[bytes, str],
+    ) -> None:
+        digest = plan.fragment_hashes[index]
+        endpoint = endpoints.get(holder)
+        if endpoint is None:
+            raise TaggingError(f"holder {address_of(holder)} is not a registered miner")
+        async with slots:
+            data = await self._fragment(job.deal_id, digest, endpoint)
+            tags = await asyncio.to_thread(self.enclave.tag_fragment, data, digest, self._pool)
+        await self._put_tags(endpoint, job.fid, digest, tags)
+        job.delivered.add((holder, digest))
+
+    async def _fragment(self, deal_id: int | None, digest: bytes, endpoint: str) -> bytes:
+        """The local copy of a fragment, else the holder's (hash-checked)."""
+        if deal_id is not None:
+            local = await asyncio.to_thread(self.read_local, deal_id, digest)
+            if local is not None:
+                return local
+        url = f"{endpoint}/fragments/{digest.hex()}"
+        response = await self._request("GET", url)
+        if response.status_code != 200:
+            raise TaggingError(f"GET {url}: HTTP {response.status_code} {response.text[:200]!r}")
+        if hashlib.sha256(response.content).digest() != digest:
+            raise TaggingError(f"GET {url}: the bytes do not hash to {digest.hex()}")
+        return response.content
+
+    async def _put_tags(self, endpoint: str, fid: str, digest: bytes, tags: bytes) -> None:
+        url = f"{endpoint}/tags/{digest.hex()}"
+        response = await self._request("PUT", url, params={"fid": fid}, content=tags)
+        if not 200 <= response.status_code < 300:
+            raise TaggingError(f"PUT {url}: HTTP {response.status_code} {response.text[:200]!r}")
+
+    async def _request(self, method: str, url: str, **options: object) -> httpx.Response:
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                return await self.http.request(method, url, **options)  # type: ignore[arg-type]
+        except TimeoutError as exc:
+            raise TaggingError(f"{method} {url}: no answer in {self.timeout_s:g} s") from exc
+        except httpx.HTTPError as exc:
+            raise TaggingError(f"{method} {url}: {exc!r}") from exc
+
+    async def _report_tagged(self, fid: str) -> None:
+        try:
+            await self.chain.submit(self.key, ReportTagged(fid=fid))
+        except TxRefused as exc:
+            if exc.code not in (InvalidTransition.code, Unauthorized.code):
+                raise
+            log_event(ROLE, "tagged_report_refused", fid=fid, why=str(exc))  # done or not mine
+            return
+        log_event(ROLE, "file_tagged", fid=fid)
+
+    async def _file(self, fid: str) -> FileRecord | None:
+        try:
+            return await self.chain.query("/files/file", QueryArgs(fid=fid), FileRecord)
+        except QueryFailed as exc:
+            if exc.code == ChainNotFound.code:
+                return None
+            raise
+
+    async def _endpoints(self) -> dict[bytes, str]:
+        entries = await self.chain.query("/miners/list", QueryArgs(), list[MinerEntry])
+        return {parse_address(e.address): e.miner.endpoint.rstrip("/") for e in entries}
+
+
+def _write_durably(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(temporary, "w", encoding="ascii") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def _read_job(path: Path) -> int | None:
+    text = path.read_text().strip()
+    return None if text == NO_DEAL else int(text)

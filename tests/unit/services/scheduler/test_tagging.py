@@ -1,0 +1,147 @@
+"""Tagging after SUCCESS (and after a reassignment): tags reach the holders, verify, and the
+chain shows the file tagged; the follower's cursor and the local copies are kept right."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tomllib
+from pathlib import Path
+
+import pytest
+from msgspec.structs import replace
+
+from deoss.chain.modules.deals import DealState, ReassignDeal, Receipt, ReportDeal, receipt_message
+from deoss.chain.modules.files import FileRecord
+from deoss.chain.modules.schedulers import RegisterScheduler
+from deoss.chain.query import QueryArgs
+from deoss.core.errors import BadProof
+from deoss.core.podr2 import (
+    TAG_BYTES,
+    FragmentRef,
+    TagKey,
+    TagPublicKey,
+    block_count,
+    block_span,
+    derive_challenge,
+    prove,
+    verify_proof,
+)
+from deoss.services.scheduler.follower import read_cursor
+from tests.unit.services.scheduler.harness import (
+    ALICE,
+    CHAIN_ID,
+    OTHER_SCHEDULER,
+    PARAMS,
+    SECTORS,
+    FakeMiner,
+    Network,
+    running_network,
+    wait_for,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+async def tagged_file(net: Network, fid: str) -> FileRecord:
+    async def probe() -> FileRecord | None:
+        record = await net.chain.query("/files/file", QueryArgs(fid=fid), FileRecord)
+        return record if record.tagged else None
+
+    return await wait_for(probe, 15, f"file {fid} to be tagged")
+
+
+def check_miner_proves(miner: FakeMiner, record: FileRecord, public: TagPublicKey) -> int:
+    """The miner's tags have the right length, and a challenge over all its fragments of the
+    file is answered with a proof that verifies. Returns the number of fragments checked."""
+    refs = []
+    for plan, holders in zip(record.segments, record.holders, strict=True):
+        for index, holder in enumerate(holders):
+            if holder == miner.key.public_key:
+                digest = plan.fragment_hashes[index]
+                size = len(miner.fragments[digest])
+                assert block_count(size, SECTORS) * TAG_BYTES == len(miner.tags[digest])
+                refs.append(FragmentRef(hash=digest, size=size))
+
+    def read(digest: bytes, index: int) -> tuple[bytes, bytes]:
+        fragment = miner.fragments[digest]
+        offset, length = block_span(index, len(fragment), SECTORS)
+        tag = miner.tags[digest][TAG_BYTES * index : TAG_BYTES * (index + 1)]
+        return fragment[offset : offset + length], tag
+
+    seed = hashlib.sha256(b"round" + miner.key.public_key).digest()
+    items = derive_challenge(seed, refs, PARAMS.podr2)
+    verify_proof(public, items, prove(items, read, SECTORS))
+    return len(refs)
+
+
+async def test_after_success_every_holder_gets_tags_that_verify(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Tags of the right length for every fragment, proofs that verify (and fail on a changed
+    fragment); the file is tagged with this key; local copies go; the secret is never logged."""
+    caplog.set_level(logging.DEBUG)
+    async with running_network(tmp_path, follow=True) as net:
+        deal_id, segments = await net.declare(os.urandom(20_000))
+        for segment in segments:
+            assert 200 == (await net.put_segment(deal_id, segment)).status_code
+        deal = await net.wait_for_state(deal_id, DealState.SUCCESS)
+        record = await tagged_file(net, deal.fid)
+        assert net.service.enclave.key_id == record.tag_key_id
+        public = net.service.enclave.public_key
+        checked = sum(check_miner_proves(m, record, public) for m in net.miners.values() if m.tags)
+        assert 24 == checked
+        assert 0 == sum(m.fragment_gets for m in net.miners.values())  # local copies used
+        tampered = next(m for m in net.miners.values() if m.tags)
+        digest = next(iter(tampered.tags))
+        tampered.fragments[digest] = bytes(len(tampered.fragments[digest]))
+        with pytest.raises(BadProof, match="does not verify"):
+            check_miner_proves(tampered, record, public)
+
+        await wait_for(
+            lambda: _gone(net, deal_id), 5, "the local copies to be deleted after tagging"
+        )
+        assert (read_cursor(net.service.settings.cursor_file) or 0) > 1
+        secret = tomllib.loads(net.service.settings.tag_key_file.read_text())["secret"]
+        assert "file_tagged" in caplog.text
+        assert secret not in caplog.text
+
+
+async def _gone(net: Network, deal_id: int) -> bool:
+    return not net.service.store.has(deal_id) and not net.service.tagger.jobs()
+
+
+async def test_a_file_reassigned_for_tagging_is_fetched_from_its_holders(tmp_path: Path) -> None:
+    """Another scheduler reports the deal but never tags; at the deadline the chain names this
+    scheduler, which fetches every fragment from its holder, tags it, and reports the file."""
+    params = replace(PARAMS, tag_timeout_blocks=10)
+    async with running_network(tmp_path, follow=True, params=params) as net:
+        other = TagKey.generate(SECTORS)
+        await net.submit(
+            OTHER_SCHEDULER,
+            RegisterScheduler(
+                endpoint="http://other.test", stake=PARAMS.scheduler_min_stake, tag_key=other.public
+            ),
+        )
+        deal_id, segments = await net.declare(os.urandom(3000))
+        if (await net.deal(deal_id)).scheduler == net.service.key.public_key:
+            await net.submit(ALICE, ReassignDeal(deal_id=deal_id))
+        deal = await net.deal(deal_id)
+        miners = list(net.miners.values())[:12]
+        row = []
+        for index, miner in enumerate(miners):
+            fragment = bytes(segments[0].fragments[index])
+            digest = segments[0].plan.fragment_hashes[index]
+            miner.fragments[digest] = fragment
+            message = receipt_message(CHAIN_ID, deal.fid, 0, index, digest, miner.key.public_key)
+            row.append(Receipt(miner=miner.key.public_key, signature=miner.key.sign(message)))
+        await net.submit(OTHER_SCHEDULER, ReportDeal(deal_id=deal_id, placements=[row]))
+
+        record = await tagged_file(net, deal.fid)
+        assert net.service.key.public_key == record.tagger
+        assert net.service.enclave.key_id == record.tag_key_id
+        public = net.service.enclave.public_key
+        assert 12 == sum(check_miner_proves(m, record, public) for m in miners)
+        assert [1] * 12 == [m.fragment_gets for m in miners]
+        assert not net.service.store.has(deal_id)
