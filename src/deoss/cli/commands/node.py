@@ -9,6 +9,7 @@ import typer
 
 from deoss.cli.commands.node_gateway import gateway_command
 from deoss.cli.commands.node_miner import miner_command
+from deoss.cli.commands.node_scheduler import scheduler_command
 from deoss.cli.output import fail
 from deoss.node.devnode import NodeError
 from deoss.node.home import HomeError
@@ -41,4 +42,5 @@ def chain_command(
 
 
 app.command("miner")(miner_command)
+app.command("scheduler")(scheduler_command)
 app.command("gateway")(gateway_command)
