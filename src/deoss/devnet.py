@@ -37,6 +37,7 @@ from deoss.chain.modules.space import BuySpace, Lease
 from deoss.chain.query import QueryArgs
 from deoss.client.chain import ChainClient
 from deoss.client.errors import QueryFailed
+from deoss.core.layout import LayoutParams
 from deoss.keyfile import read_key_file
 from deoss.node.home import init_home
 
@@ -61,6 +62,7 @@ class DevnetSpec:
     chain_port: int = 26657
     gateway_port: int = 8080
     miner_capacity_bytes: int = 64 * GiB
+    segment_size: int = 32 * 1024 * 1024
 
     @property
     def chain_home(self) -> Path:
@@ -77,9 +79,10 @@ class DevnetSpec:
         return out
 
 
-def devnet_params(block_ms: int) -> ChainParams:
+def devnet_params(block_ms: int, segment_size: int) -> ChainParams:
     """Chain parameters for a local network: short deadlines so that repair is watchable."""
     return ChainParams(
+        layout=LayoutParams(segment_size=segment_size),
         block_interval_ms=block_ms,
         deal_timeout_blocks=40,
         challenge_interval_blocks=60,
@@ -115,7 +118,7 @@ def create(spec: DevnetSpec) -> bool:
         chain_id="deoss-devnet",
         dev_accounts=accounts,
         block_ms=spec.block_ms,
-        params=devnet_params(spec.block_ms),
+        params=devnet_params(spec.block_ms, spec.segment_size),
     )
     for name, role, key_index in spec.services():
         directory = spec.home / name
