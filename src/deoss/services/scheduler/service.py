@@ -230,12 +230,19 @@ class SchedulerService:
         return current
 
     async def resume(self) -> None:
-        """After a restart: report deals whose segments were all placed; resume tag jobs."""
+        """After a restart: report deals whose segments were all placed; resume tag jobs.
+
+        Raises:
+            SchedulerError: the chain cannot be read.
+        """
         for deal_id in await asyncio.to_thread(self.store.deal_ids):
-            if not await asyncio.to_thread(self.store.is_reported, deal_id):
+            if await asyncio.to_thread(self.store.is_reported, deal_id):
+                continue
+            try:
                 deal = await self._deal_or_none(deal_id)
-                if deal is None or not self._is_mine(deal):
-                    continue
+            except ServiceUnavailable as exc:
+                raise SchedulerError(f"cannot resume deal {deal_id}: {exc}") from exc
+            if deal is not None and self._is_mine(deal):
                 await self._report_if_complete(deal)
         self.tagger.resume()
 

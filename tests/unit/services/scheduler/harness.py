@@ -217,7 +217,7 @@ async def wait_for(probe: Callable[[], Awaitable[T | None]], timeout_s: float, w
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         value = await probe()
-        if value is not None and value is not False:
+        if value:
             return value
         await asyncio.sleep(0.02)
     raise AssertionError(f"timed out waiting for {what}")

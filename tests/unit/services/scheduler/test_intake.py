@@ -31,6 +31,7 @@ from tests.unit.services.scheduler.harness import (
     open_scheduler,
     running_network,
     scheduler_settings,
+    wait_for,
 )
 
 pytestmark = pytest.mark.anyio
@@ -276,3 +277,37 @@ async def test_the_report_is_retried_while_the_node_refuses_it(tmp_path: Path) -
             assert 200 == response.status_code, response.text
             await net.wait_for_state(deal_id, DealState.SUCCESS)
             assert 0 == rpc.times
+
+
+async def test_a_report_that_did_not_go_out_is_submitted_after_a_restart(tmp_path: Path) -> None:
+    """Every segment placed but the node refused the report; the restarted scheduler
+    finds the complete placement on disk and reports it."""
+    async with running_network(tmp_path) as net:
+        rpc = RefuseBroadcasts(httpx.ASGITransport(app=create_rpc_app(net.node)), times=1)
+        settings = scheduler_settings(
+            tmp_path,
+            data_dir=tmp_path / "restarted",
+            tag_key_path=net.service.settings.tag_key_file,
+            report_attempts=1,
+        )
+        deal_id, segments = await net.declare(os.urandom(3000))
+        async with (
+            ChainClient("http://node", transport=rpc, poll_interval_s=0.01) as chain,
+            open_scheduler(chain, fake_miner_transport(net.miners), settings) as (service, client),
+        ):
+            response = await client.put(
+                f"/deals/{deal_id}/segments/0", content=segments[0].data, auth=SigningAuth(ALICE)
+            )
+            assert 200 == response.status_code, response.text
+
+            async def gave_up() -> str:
+                return (await service.deal_progress(deal_id)).error
+
+            assert "after 1 attempts" in await wait_for(gave_up, 5, "the report to give up")
+        assert DealState.ASSIGNED == (await net.deal(deal_id)).state
+        async with open_scheduler(net.chain, fake_miner_transport(net.miners), settings) as (
+            service,
+            _,
+        ):
+            await service.resume()
+            await net.wait_for_state(deal_id, DealState.SUCCESS)
