@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry
 
 from deoss.chain.errors import NotFound as ChainNotFound
 from deoss.chain.errors import TxError
+from deoss.chain.genesis import ChainParams
 from deoss.chain.modules.buckets import Bucket, BucketEntry, CreateBucket, DeleteBucket
 from deoss.chain.modules.deals import Deal
 from deoss.chain.modules.files import (
@@ -43,7 +44,7 @@ from deoss.chain.query import QueryArgs
 from deoss.client.chain import ChainClient
 from deoss.client.errors import QueryFailed
 from deoss.core.keys import KeyPair, address_of
-from deoss.core.layout import padded_size, segment_count, segment_span
+from deoss.core.layout import LayoutParams, padded_size, segment_count, segment_span
 from deoss.services.common.auth import RequestVerifier
 from deoss.services.common.errors import (
     BadRequest,
@@ -192,6 +193,21 @@ class DealStatus:
     reason: str
 
 
+def _object_size(record: FileRecord, size: int | None, layout: LayoutParams) -> int:
+    """``size`` if an object of that size has this file's segments (default: the first)."""
+    if size is None:
+        return sum(s.size for s in record.segments)
+    last = record.segments[-1]
+    fits = (
+        size >= 0
+        and segment_count(size, layout) == len(record.segments)
+        and padded_size(segment_span(last.index, size, layout)[1], layout) == last.padded_size
+    )
+    if not fits:
+        raise BadRequest(f"file {record.fid} cannot hold an object of {size} bytes")
+    return size
+
+
 def _deal_status(deal: Deal) -> DealStatus:
     return DealStatus(
         id=deal.id,
@@ -255,25 +271,45 @@ class Gateway:
     ) -> None:
         self.settings = settings
         self.registry = registry
-        self.layout = settings.layout
         self.chain = chain
         self.key = key
         self.verifier = RequestVerifier()
         self.http = httpx.AsyncClient(auth=SigningAuth(key), transport=transport)
         self._authorized: dict[str, tuple[float, bool]] = {}
         self.uploads = UploadTasks()
-        self.uplink = Uplink(chain, key, self.http, settings, UploadMetrics(registry))
+        self.miners = MinerBook(chain)
+        self.upload_metrics = UploadMetrics(registry)
         self.download_metrics = DownloadMetrics(registry)
-        self.reader = SegmentReader(
+        self._layout: LayoutParams | None = None
+        sweep_spool(settings.spool_path)
+
+    async def layout(self) -> LayoutParams:
+        """The chain's layout, read once: genesis parameters never change."""
+        if self._layout is None:
+            params = await self.chain.query("/chain/params", QueryArgs(), ChainParams)
+            self._layout = params.layout
+        return self._layout
+
+    async def _reader(self) -> SegmentReader:
+        return SegmentReader(
             self.http,
-            MinerBook(chain),
-            settings.layout,
-            hedge_after_s=settings.hedge_after_ms / 1000,
-            max_in_flight=settings.fragment_parallelism,
-            timeout_s=settings.miner_timeout_s,
+            self.miners,
+            await self.layout(),
+            hedge_after_s=self.settings.hedge_after_ms / 1000,
+            max_in_flight=self.settings.fragment_parallelism,
+            timeout_s=self.settings.miner_timeout_s,
             metrics=self.download_metrics,
         )
-        sweep_spool(settings.spool_path)
+
+    async def _uplink(self) -> Uplink:
+        return Uplink(
+            self.chain,
+            await self.layout(),
+            self.key,
+            self.http,
+            self.settings,
+            self.upload_metrics,
+        )
 
     @property
     def address(self) -> str:
@@ -352,27 +388,13 @@ class Gateway:
         info = await self.stat_object(user, bucket, name)
         record = await self.chain.query("/files/file", QueryArgs(fid=info.fid), FileRecord)
         byte_range = parse_range(range_header, info.size)
-        return await open_download(self.reader, record, info.size, byte_range)
+        return await open_download(await self._reader(), record, info.size, byte_range)
 
     async def open_file(self, fid: str, size: int | None, range_header: str | None) -> Download:
         record = await self.chain.query("/files/file", QueryArgs(fid=fid), FileRecord)
-        size = self._object_size(record, size)
-        return await open_download(self.reader, record, size, parse_range(range_header, size))
-
-    def _object_size(self, record: FileRecord, size: int | None) -> int:
-        """``size`` if an object of that size has this file's segments (default: the first)."""
-        if size is None:
-            return sum(s.size for s in record.segments)
-        last = record.segments[-1]
-        fits = (
-            size >= 0
-            and segment_count(size, self.layout) == len(record.segments)
-            and padded_size(segment_span(last.index, size, self.layout)[1], self.layout)
-            == last.padded_size
-        )
-        if not fits:
-            raise BadRequest(f"file {record.fid} cannot hold an object of {size} bytes")
-        return size
+        reader = await self._reader()
+        size = _object_size(record, size, reader.layout)
+        return await open_download(reader, record, size, parse_range(range_header, size))
 
     async def file_status(self, fid: str) -> FileStatus:
         return _file_status(await self.chain.query("/files/file", QueryArgs(fid=fid), FileRecord))
@@ -427,10 +449,11 @@ class Gateway:
         """Check, spool, declare and deliver an object (see upload.py). With ``wait`` False,
         answer once declared; the delivery goes on in the background."""
         await self.check_upload(user, bucket, name, declared_bytes)
-        spooled = await spool_body(body, self.settings.spool_path, self.layout)
-        self.uplink.metrics.bytes_received.inc(spooled.size)
+        uplink = await self._uplink()
+        spooled = await spool_body(body, self.settings.spool_path, uplink.layout)
+        self.upload_metrics.bytes_received.inc(spooled.size)
         try:
-            declared = await declare_upload(self.uplink, user.address, bucket, name, spooled)
+            declared = await declare_upload(uplink, user.address, bucket, name, spooled)
         except BaseException:
             spooled.path.unlink(missing_ok=True)
             raise
@@ -438,7 +461,7 @@ class Gateway:
         if declared.deal_id is None:
             spooled.path.unlink(missing_ok=True)
             return replace(result, state="SUCCESS", deduplicated=True)
-        work = drive_deal(self.uplink, declared.deal_id, spooled.path, declared.segments)
+        work = drive_deal(uplink, declared.deal_id, spooled.path, declared.segments)
         task = self.uploads.start(work, spooled.path, declared.deal_id)
         if not wait:
             deal = await read_deal(self.chain, declared.deal_id)

@@ -12,9 +12,6 @@
     spool_dir = ""                     # default <data_dir>/spool
     hedge_after_ms = 500               # a fragment slower than this: fetch another one too
     fragment_parallelism = 12          # fragment requests in flight per segment, at most
-    segment_size = 33554432            # the layout: must be the chain's (genesis params.layout)
-    data_shards = 4
-    parity_shards = 8
     poll_interval_ms = 100             # how often a deal's state is read while waiting
     deal_wait_s = 900                  # give up waiting for a deal after this long (504)
     scheduler_timeout_s = 120          # one segment PUT to a scheduler
@@ -22,9 +19,8 @@
     auth_cache_ms = 1000               # how long "user X authorized this gateway" is trusted
 
 Invariants: paths are absolute once loaded (relative ones are relative to the config file);
-every value has been checked, so a bad file stops the process naming the key. The layout is
-not read from the chain (no query serves the parameters): a layout other than the chain's makes
-every declaration fail with the chain's InvalidArgument, which names the expected values.
+every value has been checked, so a bad file stops the process naming the key. The layout
+(segment size, k, m) is not a setting: the gateway reads the chain's (``/chain/params``).
 """
 
 from __future__ import annotations
@@ -33,8 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deoss.core.errors import DataPathError
-from deoss.core.layout import DEFAULT_PARAMS, LayoutParams
 from deoss.services.common.config import ConfigError, load_config, resolve
 from deoss.services.common.runner import listen_address
 
@@ -56,9 +50,6 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "spool_dir": "",
         "hedge_after_ms": 500,
         "fragment_parallelism": 12,
-        "segment_size": DEFAULT_PARAMS.segment_size,
-        "data_shards": DEFAULT_PARAMS.data_shards,
-        "parity_shards": DEFAULT_PARAMS.parity_shards,
         "poll_interval_ms": 100,
         "deal_wait_s": 900,
         "scheduler_timeout_s": 120,
@@ -89,7 +80,6 @@ class GatewaySettings:
     spool_dir: Path | None = None  # None: <data_dir>/spool
     hedge_after_ms: int = 500
     fragment_parallelism: int = 12
-    layout: LayoutParams = DEFAULT_PARAMS
     poll_interval_ms: int = 100
     deal_wait_s: int = 900
     scheduler_timeout_s: int = 120
@@ -117,23 +107,13 @@ def _check_service(service: dict[str, Any]) -> None:
         raise ConfigError(f"service.public_url must be an http(s) URL, got {public!r}")
 
 
-def _check_gateway(gateway: dict[str, Any]) -> LayoutParams:
+def _check_gateway(gateway: dict[str, Any]) -> None:
     for name in _POSITIVE:
         if gateway[name] <= 0:
             raise ConfigError(f"gateway.{name} must be positive, got {gateway[name]}")
     if gateway["auth_cache_ms"] < 0:
         value = gateway["auth_cache_ms"]
         raise ConfigError(f"gateway.auth_cache_ms must be 0 or more, got {value}")
-    try:
-        return LayoutParams(
-            segment_size=gateway["segment_size"],
-            data_shards=gateway["data_shards"],
-            parity_shards=gateway["parity_shards"],
-        )
-    except DataPathError as exc:
-        raise ConfigError(
-            f"gateway layout (segment_size, data_shards, parity_shards): {exc}"
-        ) from exc
 
 
 def load_settings(config_path: Path) -> GatewaySettings:
@@ -145,7 +125,7 @@ def load_settings(config_path: Path) -> GatewaySettings:
     config = load_config(config_path, DEFAULTS)
     service, gateway = config["service"], config["gateway"]
     _check_service(service)
-    layout = _check_gateway(gateway)
+    _check_gateway(gateway)
     spool = gateway["spool_dir"]
     return GatewaySettings(
         chain_url=service["chain"],
@@ -157,7 +137,6 @@ def load_settings(config_path: Path) -> GatewaySettings:
         spool_dir=resolve(config_path, spool).absolute() if spool else None,
         hedge_after_ms=gateway["hedge_after_ms"],
         fragment_parallelism=gateway["fragment_parallelism"],
-        layout=layout,
         poll_interval_ms=gateway["poll_interval_ms"],
         deal_wait_s=gateway["deal_wait_s"],
         scheduler_timeout_s=gateway["scheduler_timeout_s"],

@@ -96,9 +96,10 @@ class UploadMetrics:
 
 @dataclass(frozen=True)
 class Uplink:
-    """What an upload needs: the chain, the gateway's key, HTTP to schedulers, settings."""
+    """What an upload needs: the chain and its layout, the gateway's key, HTTP to schedulers."""
 
     chain: ChainClient
+    layout: LayoutParams
     key: KeyPair
     http: httpx.AsyncClient
     settings: GatewaySettings
@@ -214,7 +215,7 @@ def _plan_file(path: Path, layout: LayoutParams) -> list[SegmentPlan]:
 
 async def plan_segments(uplink: Uplink, spooled: Spooled) -> list[SegmentPlan]:
     """The segments to declare: from the stored file of the same fid, else by erasure coding."""
-    layout = uplink.settings.layout
+    layout = uplink.layout
     record = await find_file(uplink.chain, spooled.fid)
     if record is not None:
         return [
@@ -305,7 +306,7 @@ async def send_segments(
     endpoint = await _scheduler_endpoint(uplink.chain, deal.scheduler)
     timeout_s = uplink.settings.scheduler_timeout_s
     for segment in segments:
-        data = await asyncio.to_thread(_read_segment, spool, segment, uplink.settings.layout)
+        data = await asyncio.to_thread(_read_segment, spool, segment, uplink.layout)
         url = f"{endpoint}/deals/{deal.id}/segments/{segment.index}"
         try:
             response = await uplink.http.put(

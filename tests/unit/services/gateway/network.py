@@ -321,7 +321,6 @@ def gateway_settings(tmp_path: Path, **overrides: object) -> GatewaySettings:
         "data_dir": tmp_path / "gateway",
         "max_object_bytes": MAX_OBJECT_BYTES,
         "hedge_after_ms": 50,
-        "layout": LAYOUT,
         "poll_interval_ms": 10,
         "deal_wait_s": 20,
         "scheduler_timeout_s": 2,

@@ -43,14 +43,11 @@ def test_settings_gateway_section_and_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = tmp_path / "gateway.toml"
-    config.write_text(
-        '[gateway]\nspool_dir = "/var/spool/deoss"\nsegment_size = 4096\nhedge_after_ms = 20\n'
-    )
+    config.write_text('[gateway]\nspool_dir = "/var/spool/deoss"\nhedge_after_ms = 20\n')
     monkeypatch.setenv("DEOSS_GATEWAY_MAX_OBJECT_BYTES", "1000")
     settings = load_settings(config)
-    assert (Path("/var/spool/deoss"), 4096, 20, 1000) == (
+    assert (Path("/var/spool/deoss"), 20, 1000) == (
         settings.spool_path,
-        settings.layout.segment_size,
         settings.hedge_after_ms,
         settings.max_object_bytes,
     )
@@ -60,7 +57,7 @@ def test_settings_gateway_section_and_environment(
     ("text", "named"),
     [
         ("[gateway]\nhedge_after_ms = 0\n", "gateway.hedge_after_ms"),
-        ("[gateway]\nsegment_size = 4095\n", "gateway layout"),
+        ("[gateway]\nsegment_size = 4096\n", "gateway.segment_size"),
         ("[gateway]\nmax_objet_bytes = 1\n", "gateway.max_objet_bytes"),
         ('[service]\nchain = "ftp://x"\n', "service.chain"),
         ('[service]\nlisten = "nowhere"\n', "service.listen"),
