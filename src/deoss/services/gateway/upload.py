@@ -316,7 +316,8 @@ async def send_segments(
             raise SchedulerUnreachable(f"{url}: {type(exc).__name__}: {exc}") from exc
         del data
         if response.status_code >= 500:
-            raise SchedulerUnreachable(f"{url}: HTTP {response.status_code}")
+            message = _error_message(response)
+            raise SchedulerUnreachable(f"{url}: HTTP {response.status_code}: {message}")
         if response.status_code in (404, 409):
             message = _error_message(response)
             raise NotAssignedThere(f"{url}: HTTP {response.status_code}: {message}")
@@ -350,6 +351,7 @@ class _Driver:
         self.segments = segments
         self.delivered: tuple[bytes, int] | None = None  # (scheduler, attempt) holding it all
         self.refusals = 0
+        self.last_problem = ""  # the last scheduler failure, for the reason of a FAILED deal
         self.poll_s = uplink.settings.poll_interval_ms / 1000
         self.deadline = time.monotonic() + uplink.settings.deal_wait_s
 
@@ -359,7 +361,8 @@ class _Driver:
             if deal.state == DealState.SUCCESS:
                 return deal
             if deal.state == DealState.FAILED:
-                raise UpstreamFailed(f"deal {deal.id} failed: {deal.reason}")
+                why = f" (last scheduler failure: {self.last_problem})" if self.last_problem else ""
+                raise UpstreamFailed(f"deal {deal.id} failed: {deal.reason}{why}")
             assignment = (deal.scheduler, deal.attempts)
             if deal.state == DealState.ASSIGNED and assignment != self.delivered:
                 if await self._deliver(deal):
@@ -385,9 +388,11 @@ class _Driver:
         try:
             await send_segments(self.uplink, deal, self.spool, self.segments)
         except SchedulerUnreachable as exc:
+            self.last_problem = str(exc)
             await _reassign(self.uplink, deal, str(exc))
             return True
         except NotAssignedThere as exc:
+            self.last_problem = str(exc)
             self.refusals += 1
             if self.refusals >= MAX_REFUSALS:
                 self.refusals = 0

@@ -263,22 +263,27 @@ class Switch(httpx.AsyncBaseTransport):
 
 class Network(httpx.AsyncBaseTransport):
     """Routes requests to the fake services by host; hosts in ``down`` refuse connections.
-    With ``fail_first_scheduler`` the first scheduler contacted goes down for good."""
+
+    ``fail_first_scheduler`` ("refuse", "timeout" or "503") makes the first scheduler
+    contacted fail that way, for good."""
 
     def __init__(self) -> None:
         self.handlers: dict[str, Handler] = {}
         self.down: set[str] = set()
-        self.fail_first_scheduler = False
-        self.refused: list[str] = []
+        self.fail_first_scheduler = ""
+        self.failing: dict[str, str] = {}
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         host = request.url.host
         if self.fail_first_scheduler and host.startswith("sched"):
-            self.fail_first_scheduler = False
-            self.down.add(host)
-        if host in self.down or host not in self.handlers:
-            self.refused.append(host)
+            self.failing[host] = self.fail_first_scheduler
+            self.fail_first_scheduler = ""
+        if host in self.down or host not in self.handlers or self.failing.get(host) == "refuse":
             raise httpx.ConnectError(f"connection to {host} refused", request=request)
+        if self.failing.get(host) == "timeout":
+            raise httpx.ReadTimeout(f"{host} did not answer in time", request=request)
+        if self.failing.get(host) == "503":
+            return _error(503, "not enough miners")
         return await self.handlers[host](request)
 
 
