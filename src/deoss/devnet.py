@@ -85,7 +85,9 @@ def devnet_params(block_ms: int, segment_size: int) -> ChainParams:
         layout=LayoutParams(segment_size=segment_size),
         block_interval_ms=block_ms,
         deal_timeout_blocks=40,
-        challenge_interval_blocks=60,
+        # Miners do not answer challenges yet (the proving issue): until they do, the devnet
+        # opens no audit round, or every miner would be slashed for missed proofs.
+        challenge_interval_blocks=10**9,
         proof_deadline_blocks=30,
         tag_timeout_blocks=1200,
         restoral_deadline_blocks=120,
