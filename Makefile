@@ -24,9 +24,7 @@ bench: $(STAMP)
 	$(VENV)/bin/python bench/core.py
 
 up: $(STAMP)
-	@echo "make up: the local network (chain, schedulers, miners, gateway) is not built yet;"
-	@echo "it arrives with the services issue. See README.md, 'What works today'."
-	@exit 2
+	$(VENV)/bin/deoss up
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis
