@@ -146,6 +146,7 @@ class Devnet:
     spec: DevnetSpec
     detach: bool = False
     processes: list[Process] = field(default_factory=list)
+    _env: dict[str, str] = field(default_factory=dict)
 
     def _spawn(self, process: Process, env: dict[str, str]) -> None:
         log = open(self.spec.home / "logs" / f"{process.name}.log", "ab")  # noqa: SIM115
@@ -160,7 +161,6 @@ class Devnet:
             cwd=self.spec.home,
         )
         log.close()
-        self.processes.append(process)
 
     def _wait_for_addr(self, process: Process, deadline: float) -> str:
         while time.monotonic() < deadline:
@@ -198,7 +198,9 @@ class Devnet:
             self.spec.chain_home / "rpc.addr",
         )
         self._spawn(chain, env)
+        self.processes.append(chain)
         env["DEOSS_SERVICE_CHAIN"] = self._wait_for_addr(chain, deadline)
+        self._env = env
         started = []
         for name, role, _ in self.spec.services():
             directory = self.spec.home / name
@@ -208,10 +210,29 @@ class Devnet:
                 directory / "data" / "addr",
             )
             self._spawn(process, env)
+            self.processes.append(process)
             started.append(process)
         for process in started:
             self._wait_for_addr(process, deadline)
         self._write_state()
+
+    def process(self, name: str) -> Process:
+        return next(p for p in self.processes if p.name == name)
+
+    def restart(self, name: str) -> str:
+        """Start a stopped (or killed) process again; the chain keeps its RPC port, so the
+        services find it where they left it. Returns its URL."""
+        process = self.process(name)
+        if process.popen is not None and process.popen.poll() is None:
+            raise DevnetError(f"{name} is still running")
+        if name == "chain":
+            port = process.url.rsplit(":", 1)[1]
+            index = process.argv.index("--rpc") + 1
+            process.argv[index] = f"127.0.0.1:{port}"
+        self._spawn(process, self._env)
+        url = self._wait_for_addr(process, time.monotonic() + READY_TIMEOUT_S)
+        self._write_state()
+        return url
 
     def _write_state(self) -> None:
         state = {
