@@ -41,8 +41,12 @@ class Signer:
 
 
 def request_target(request: Request) -> str:
-    query = request.url.query
-    return request.url.path + (f"?{query}" if query else "")
+    """The request target as the client sent and signed it: the raw (percent-encoded) path and
+    query, so names with spaces or escaped characters verify exactly as signed."""
+    raw: bytes = request.scope.get("raw_path") or request.scope["path"].encode()
+    query: bytes = request.scope.get("query_string", b"")
+    target = raw.decode("latin-1")
+    return f"{target}?{query.decode('latin-1')}" if query else target
 
 
 def verify_request(request: Request, verifier: RequestVerifier) -> Signer:

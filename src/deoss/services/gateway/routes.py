@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
-from deoss.services.common.signing import Signer, iter_checked_body, now_ms
+from deoss.services.common.signing import Signer, iter_checked_body, now_ms, request_target
 from deoss.services.gateway.download import Download
 from deoss.services.gateway.service import (
     BucketChange,
@@ -27,7 +27,7 @@ from deoss.services.gateway.service import (
     UploadResult,
 )
 
-__all__ = ["router", "signed_target"]
+__all__ = ["router"]
 
 
 class ErrorDetail(BaseModel):
@@ -70,18 +70,10 @@ def get_gateway(request: Request) -> Gateway:
 GatewayDep = Annotated[Gateway, Depends(get_gateway)]
 
 
-def signed_target(request: Request) -> str:
-    """The request target as the client sent and signed it: raw path and query."""
-    raw: bytes = request.scope.get("raw_path") or request.scope["path"].encode()
-    query: bytes = request.scope.get("query_string", b"")
-    target = raw.decode("latin-1")
-    return f"{target}?{query.decode('latin-1')}" if query else target
-
-
 async def signed_user(request: Request, gateway: GatewayDep) -> Signer:
     """The verified signer of the request, who must have authorized this gateway."""
     public_key, body_sha256 = gateway.verifier.verify(
-        request.method, signed_target(request), dict(request.headers), now_ms()
+        request.method, request_target(request), dict(request.headers), now_ms()
     )
     signer = Signer(public_key, body_sha256)
     await gateway.require_authorized(signer.address)

@@ -231,7 +231,8 @@ def scheduler_settings(tmp_path: Path, **overrides: Any) -> SchedulerSettings:
         "chain_url": "http://node",
         "key_file": key_file,
         "data_dir": tmp_path / "scheduler",
-        "miner_timeout_s": 0.5,
+        # generous: a loaded 2-core machine can be slow; tests of timeouts set their own
+        "miner_timeout_s": 10.0,
         "retry_delay_s": 0.05,
         **overrides,
     }
