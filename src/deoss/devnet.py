@@ -85,6 +85,7 @@ def devnet_params(block_ms: int, segment_size: int) -> ChainParams:
         layout=LayoutParams(segment_size=segment_size),
         block_interval_ms=block_ms,
         deal_timeout_blocks=40,
+        deal_blocks_per_segment=10,
         # Miners do not answer challenges yet (the proving issue): until they do, the devnet
         # opens no audit round, or every miner would be slashed for missed proofs.
         challenge_interval_blocks=10**9,

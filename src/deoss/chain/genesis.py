@@ -29,6 +29,7 @@ class ChainParams(Record):
     expiry_removals_per_block: int = 16
     # deals and files
     deal_timeout_blocks: int = 30
+    deal_blocks_per_segment: int = 2
     max_deal_attempts: int = 3
     tag_timeout_blocks: int = 600
     late_tag_penalty: int = 1_000_000
@@ -90,6 +91,7 @@ def validate_genesis(genesis: Genesis) -> None:
             raise GenesisError(f"params.{name} must be positive, got {value}")
     for name, value in {
         "tx_fee": p.tx_fee,
+        "deal_blocks_per_segment": p.deal_blocks_per_segment,
         "space_grace_blocks": p.space_grace_blocks,
         "late_tag_penalty": p.late_tag_penalty,
         "stake_per_tib": p.stake_per_tib,

@@ -54,6 +54,7 @@ def chain_params(**overrides: Any) -> ChainParams:
         "blocks_per_day": 100,
         "space_grace_blocks": 50,
         "deal_timeout_blocks": 5,
+        "deal_blocks_per_segment": 0,
         "max_deal_attempts": 3,
         "tag_timeout_blocks": 10,
         "challenge_interval_blocks": 10,

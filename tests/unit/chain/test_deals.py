@@ -335,3 +335,10 @@ def test_late_tagging_is_penalised_and_handed_to_another_scheduler(chain: Chain)
     )
     chain.run(late, ReportTagged(fid=p.fid), valid=False, code=errors.Unauthorized.code)
     chain.run(other, ReportTagged(fid=p.fid))
+
+
+def test_deadline_grows_with_the_number_of_segments() -> None:
+    chain = Chain(deal_blocks_per_segment=3)
+    setup_network(chain)
+    deal = declare(chain)  # two segments
+    assert chain.height + chain.params.deal_timeout_blocks + 2 * 3 == deal.deadline

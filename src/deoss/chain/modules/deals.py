@@ -149,6 +149,12 @@ def _transition(state: State, deal: Deal, new: DealState, **changes: object) -> 
     return updated
 
 
+def deal_timeout(params: ChainParams, segments: int) -> int:
+    """Blocks a scheduler has for a deal: a base plus a share per segment, so that a large
+    object is not timed out by a deadline sized for a small one."""
+    return params.deal_timeout_blocks + segments * params.deal_blocks_per_segment
+
+
 def name_key(owner: bytes, bucket: str, name: str) -> bytes:
     return BY_NAME + owner + bucket.encode() + b"\x00" + name.encode()
 
@@ -250,7 +256,7 @@ def apply_declare(state: State, ctx: TxContext, call: DeclareDeal) -> None:
     buckets.adjust(state, owner, call.bucket, pending=1)
     deal_id = int.from_bytes(state.get(SEQUENCE) or b"\x00", "big")
     state.put(SEQUENCE, (deal_id + 1).to_bytes(8, "big"))
-    deadline = ctx.block.height + params.deal_timeout_blocks
+    deadline = ctx.block.height + deal_timeout(params, len(call.segments))
     deal = Deal(
         id=deal_id,
         owner=owner,
@@ -298,7 +304,7 @@ def _assign(
     if scheduler is None:
         return False
     state.delete(DEADLINE + deal.deadline.to_bytes(8, "big") + _id_key(deal.id))
-    deadline = ctx.height + params.deal_timeout_blocks
+    deadline = ctx.height + deal_timeout(params, len(deal.segments))
     deal = _transition(
         state,
         deal,
