@@ -19,8 +19,10 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
+import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -49,6 +51,9 @@ NO_DEAL = "-"
 
 ReadLocal = Callable[[int, bytes], bytes | None]
 ForgetDeal = Callable[[int], Awaitable[None]]
+
+
+TAGGING_NICE = 15
 
 
 class TaggingError(Exception):
@@ -90,7 +95,9 @@ class Tagger:
         self.workers = workers
         self.timeout_s = timeout_s
         self.retry_delay_s = retry_delay_s
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="deoss-tag")
+        self._pool = ThreadPoolExecutor(
+            workers, thread_name_prefix="deoss-tag", initializer=_lower_priority
+        )
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
     def jobs(self) -> set[str]:
@@ -254,6 +261,13 @@ class Tagger:
     async def _endpoints(self) -> dict[bytes, str]:
         entries = await self.chain.query("/miners/list", QueryArgs(), list[MinerEntry])
         return {parse_address(e.address): e.miner.endpoint.rstrip("/") for e in entries}
+
+
+def _lower_priority() -> None:
+    """Tagging runs off the user's wait: its threads yield the CPU to uploads and downloads
+    (Linux applies a nice value to the calling thread only)."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), TAGGING_NICE)
 
 
 def _write_durably(path: Path, text: str) -> None:
