@@ -13,7 +13,7 @@ Invariants:
   (and at startup, for files left by a crash: ``sweep_spool``).
 * A fid already stored is declared at once and the chain deduplicates it (no deal, no bytes
   sent). Its fragment hashes are taken from the file record: no erasure coding.
-* While sending, one padded segment is in memory at a time, read from the spool file.
+* While sending, at most two padded segments are in memory, read from the spool file.
 * A deal is driven until SUCCESS or FAILED: whenever its (scheduler, attempt) changes, every
   segment is sent again to the new scheduler. A scheduler that cannot be reached (connection
   error, timeout, 5xx) is replaced with ``deals.reassign``; the chain bounds the attempts.
@@ -295,38 +295,58 @@ def _error_message(response: httpx.Response) -> str:
         return response.text[:200]
 
 
+SEGMENTS_IN_FLIGHT = 2  # while the scheduler places one segment, the next one travels
+
+
 async def send_segments(
     uplink: Uplink, deal: Deal, spool: Path, segments: list[SegmentPlan]
 ) -> None:
-    """PUT every padded segment to the deal's scheduler, in order, one in memory at a time.
+    """PUT every padded segment to the deal's scheduler, two at a time (so at most two are in
+    memory): sending the next segment overlaps the scheduler's coding and placement.
 
     Raises:
-        SchedulerUnreachable, NotAssignedThere, UpstreamFailed (any other refusal).
+        SchedulerUnreachable, NotAssignedThere, UpstreamFailed (any other refusal), the first
+        in segment order when several fail.
     """
     endpoint = await _scheduler_endpoint(uplink.chain, deal.scheduler)
-    timeout_s = uplink.settings.scheduler_timeout_s
-    for segment in segments:
-        data = await asyncio.to_thread(_read_segment, spool, segment, uplink.layout)
-        url = f"{endpoint}/deals/{deal.id}/segments/{segment.index}"
-        try:
-            response = await uplink.http.put(
-                url, content=data, headers={HEADER_BODY: segment.hash.hex()}, timeout=timeout_s
-            )
-        except httpx.TransportError as exc:
-            raise SchedulerUnreachable(f"{url}: {type(exc).__name__}: {exc}") from exc
-        del data
-        if response.status_code >= 500:
-            message = _error_message(response)
-            raise SchedulerUnreachable(f"{url}: HTTP {response.status_code}: {message}")
-        if response.status_code in (404, 409):
-            message = _error_message(response)
-            raise NotAssignedThere(f"{url}: HTTP {response.status_code}: {message}")
-        if response.status_code != 200:
-            raise UpstreamFailed(
-                f"scheduler {endpoint} refused segment {segment.index} of deal {deal.id}: "
-                f"HTTP {response.status_code}: {_error_message(response)}"
-            )
-        uplink.metrics.segments_sent.inc()
+    for first in range(0, len(segments), SEGMENTS_IN_FLIGHT):
+        window = segments[first : first + SEGMENTS_IN_FLIGHT]
+        results = await asyncio.gather(
+            *(_send_segment(uplink, deal, endpoint, spool, s) for s in window),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+
+async def _send_segment(
+    uplink: Uplink, deal: Deal, endpoint: str, spool: Path, segment: SegmentPlan
+) -> None:
+    data = await asyncio.to_thread(_read_segment, spool, segment, uplink.layout)
+    url = f"{endpoint}/deals/{deal.id}/segments/{segment.index}"
+    try:
+        response = await uplink.http.put(
+            url,
+            content=data,
+            headers={HEADER_BODY: segment.hash.hex()},
+            timeout=uplink.settings.scheduler_timeout_s,
+        )
+    except httpx.TransportError as exc:
+        raise SchedulerUnreachable(f"{url}: {type(exc).__name__}: {exc}") from exc
+    del data
+    if response.status_code >= 500:
+        message = _error_message(response)
+        raise SchedulerUnreachable(f"{url}: HTTP {response.status_code}: {message}")
+    if response.status_code in (404, 409):
+        message = _error_message(response)
+        raise NotAssignedThere(f"{url}: HTTP {response.status_code}: {message}")
+    if response.status_code != 200:
+        raise UpstreamFailed(
+            f"scheduler {endpoint} refused segment {segment.index} of deal {deal.id}: "
+            f"HTTP {response.status_code}: {_error_message(response)}"
+        )
+    uplink.metrics.segments_sent.inc()
 
 
 async def _reassign(uplink: Uplink, deal: Deal, why: str) -> None:
