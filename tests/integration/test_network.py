@@ -19,7 +19,8 @@ import pytest
 from deoss.core.keys import KeyPair
 from deoss.devnet import DEV_BUCKET, Devnet, DevnetSpec, up
 from deoss.keyfile import read_key_file
-from deoss.services.common.signing import SigningAuth
+from deoss.services.common.auth import sign_request
+from deoss.services.common.signing import SigningAuth, now_ms
 
 pytestmark = pytest.mark.integration
 
@@ -110,6 +111,28 @@ def test_refusals_change_nothing(network: Network) -> None:
     assert 403 == response.status_code
     assert 404 == network.get("unsigned").status_code
     assert 404 == network.get("nope").status_code
+
+
+def test_expired_and_replayed_requests_are_refused(network: Network) -> None:
+    target = f"/objects/{DEV_BUCKET}/replayed"
+    body = b"replayed body"
+    digest = hashlib.sha256(body).hexdigest()
+    stale = sign_request(network.user, "PUT", target, now_ms() - 5 * 60_000, digest)
+    fresh = sign_request(network.user, "PUT", target, now_ms(), digest)
+    with httpx.Client(base_url=network.net.gateway_url, timeout=60) as client:
+        assert 401 == client.put(target, content=body, headers=stale).status_code
+        assert 201 == client.put(target, content=body, headers=fresh).status_code
+        assert 401 == client.put(target, content=body, headers=fresh).status_code
+
+
+@pytest.mark.slow
+def test_100_mib_round_trip(network: Network) -> None:
+    data = content(100 * MiB, seed=100)
+    response = network.put("big", data)
+    assert 201 == response.status_code, response.text
+    got = network.get("big")
+    assert 200 == got.status_code
+    assert hashlib.sha256(data).digest() == hashlib.sha256(got.content).digest()
 
 
 def test_download_survives_8_of_12_miners_down(network: Network) -> None:
