@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint bench up clean
+.PHONY: test lint bench up down clean
 
 $(STAMP): pyproject.toml
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -22,9 +22,14 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/python bench/core.py
+	$(VENV)/bin/python bench/chain.py
+	$(VENV)/bin/python bench/e2e.py
 
 up: $(STAMP)
 	$(VENV)/bin/deoss up
+
+down: $(STAMP)
+	$(VENV)/bin/deoss down
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis
