@@ -6,6 +6,7 @@ One network for the module (chain, 2 schedulers, 12 miners, gateway on 127.0.0.1
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import signal
@@ -16,6 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from deoss.chain.modules.buckets import CreateBucket
+from deoss.client.chain import ChainClient
 from deoss.core.keys import KeyPair
 from deoss.devnet import DEV_BUCKET, Devnet, DevnetSpec, up
 from deoss.keyfile import read_key_file
@@ -111,6 +114,20 @@ def test_refusals_change_nothing(network: Network) -> None:
     assert 403 == response.status_code
     assert 404 == network.get("unsigned").status_code
     assert 404 == network.get("nope").status_code
+
+
+def test_another_users_bucket_is_refused(network: Network) -> None:
+    other = read_key_file(network.spec.key_path(2))
+
+    async def create() -> None:
+        async with ChainClient(network.net.chain_url) as chain:
+            await chain.submit(other, CreateBucket(name="not-yours"))
+
+    asyncio.run(create())
+    with network.client() as client:
+        assert 404 == client.put("/objects/not-yours/x", content=b"data").status_code
+        assert 404 == client.get("/objects/not-yours/x").status_code
+        assert 404 == client.delete("/buckets/not-yours").status_code
 
 
 def test_expired_and_replayed_requests_are_refused(network: Network) -> None:
