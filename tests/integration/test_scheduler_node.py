@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -20,53 +18,11 @@ from deoss.client.chain import ChainClient
 from deoss.client.errors import ClientError
 from deoss.keyfile import read_key_file
 from deoss.node.home import dev_key_path, init_home, rpc_addr_path
+from tests.integration.conftest import Launcher
 
 pytestmark = pytest.mark.integration
 
 BLOCK_MS = 50
-
-
-class Launcher:
-    """Starts ``deoss`` processes with their output in log files; kills what is left."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.tmp_path = tmp_path
-        self.started: list[tuple[subprocess.Popen[bytes], Path]] = []
-
-    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        log_path = self.tmp_path / f"{name}-{len(self.started)}.log"
-        with open(log_path, "wb") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "deoss", *args], stdout=log, stderr=subprocess.STDOUT
-            )
-        self.started.append((process, log_path))
-        return process
-
-    def wait_for_file(self, path: Path, process: subprocess.Popen[bytes]) -> str:
-        deadline = time.monotonic() + 30
-        while not path.exists():
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{path} never appeared (exit {process.poll()}):\n{self.logs()}")
-            time.sleep(0.05)
-        return path.read_text().strip()
-
-    def logs(self) -> str:
-        return "\n".join(f"--- {log}\n{log.read_text()}" for _, log in self.started)
-
-    def kill_all(self) -> None:
-        for process, _ in self.started:
-            if process.poll() is None:
-                process.kill()
-            process.wait(10)
-
-
-@pytest.fixture
-def launcher(tmp_path: Path) -> Iterator[Launcher]:
-    started = Launcher(tmp_path)
-    try:
-        yield started
-    finally:
-        started.kill_all()
 
 
 async def scheduler_record(chain_url: str, address: str, endpoint: str) -> Scheduler:
@@ -83,6 +39,17 @@ async def scheduler_record(chain_url: str, address: str, endpoint: str) -> Sched
                 pass
             await asyncio.sleep(0.05)
     raise AssertionError(f"{address} never registered {endpoint}")
+
+
+def registered_health(url: str) -> dict[str, object]:
+    """/healthz once the scheduler has seen its own registration land (the chain may show it
+    a moment before the scheduler's submit returns)."""
+    deadline = time.monotonic() + 15
+    while True:
+        health: dict[str, object] = httpx.get(f"{url}/healthz", timeout=10).json()
+        if health["registered"] or time.monotonic() > deadline:
+            return health
+        time.sleep(0.05)
 
 
 def stop(process: subprocess.Popen[bytes], launcher: Launcher) -> None:
@@ -112,7 +79,7 @@ def test_scheduler_process_registers_itself_and_answers_healthz(
         scheduler = launcher.start("scheduler", "node", "scheduler", "--config", str(config))
         listen = launcher.wait_for_file(addr_file, scheduler)
         record = asyncio.run(scheduler_record(chain_url, address, f"http://{listen}"))
-        health = httpx.get(f"http://{listen}/healthz", timeout=10).json()
+        health = registered_health(f"http://{listen}")
         assert ("ok", "scheduler", address) == (health["status"], health["role"], health["address"])
         assert health["registered"], launcher.logs()
         assert record.tag_key.key_id.hex() == health["tag_key_id"]
