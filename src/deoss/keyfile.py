@@ -12,7 +12,7 @@ from pathlib import Path
 from deoss.core.errors import InvalidKey
 from deoss.core.keys import KeyPair, parse_key_file, render_key_file
 
-__all__ = ["default_key_path", "read_key_file", "write_key_file"]
+__all__ = ["default_key_path", "read_key_file", "write_key_file", "write_private_file"]
 
 MAX_KEY_FILE_BYTES = 4096
 
@@ -29,19 +29,28 @@ def write_key_file(path: Path, key: KeyPair, *, overwrite: bool = False) -> None
     Raises:
         FileExistsError: the file exists and ``overwrite`` is false.
     """
-    path = Path(path)
+    write_private_file(Path(path), render_key_file(key), overwrite=overwrite)
+
+
+def write_private_file(path: Path, text: str, *, overwrite: bool = False) -> None:
+    """Write a secret's text with mode 0600: temporary file, fsync, link or rename, fsync the
+    directory. A crash leaves the old file or the new one, never a partial one.
+
+    Raises:
+        FileExistsError: the file exists and ``overwrite`` is false (never clobber a secret).
+    """
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "w", encoding="ascii") as handle:
-            handle.write(render_key_file(key))
+            handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         if overwrite:
             os.replace(temporary, path)
         else:
-            os.link(temporary, path)  # fails if the file exists: never clobber a key by accident
+            os.link(temporary, path)  # fails if the file exists
     finally:
         temporary.unlink(missing_ok=True)
     directory = os.open(path.parent, os.O_RDONLY)

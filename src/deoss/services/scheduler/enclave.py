@@ -27,6 +27,7 @@ from pathlib import Path
 
 from deoss.core.errors import DataPathError
 from deoss.core.podr2 import TagKey, TagPublicKey
+from deoss.keyfile import write_private_file
 
 __all__ = ["Enclave", "EnclaveError"]
 
@@ -101,23 +102,8 @@ class Enclave:
 
 def _seal(path: Path, key: TagKey) -> None:
     """Write ``key`` to ``path`` (mode 0600), atomically; FileExistsError if it exists."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     text = f'{_HEADER}version = {FORMAT_VERSION}\nsecret = "{key.export_secret().hex()}"\n'
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.link(temporary, path)  # fails if the file exists: never replace a sealed key
-    finally:
-        temporary.unlink(missing_ok=True)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    write_private_file(path, text)
 
 
 def _unseal(path: Path, sectors_per_block: int) -> TagKey:
