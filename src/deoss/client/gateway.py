@@ -29,6 +29,16 @@ import httpx
 import msgspec
 
 from deoss.client.errors import ClientError
+from deoss.client.gateway_types import (
+    BucketChange,
+    BucketInfo,
+    DealStatus,
+    FileStatus,
+    ObjectDeleted,
+    ObjectInfo,
+    ObjectPage,
+    UploadResult,
+)
 from deoss.core.keys import KeyPair
 from deoss.services.common.auth import HEADER_BODY
 from deoss.services.common.signing import SigningAuth
@@ -163,91 +173,6 @@ async def _raise_for(response: httpx.Response) -> None:
 
 
 # --- what the gateway answers -------------------------------------------------------------
-
-
-class BucketInfo(msgspec.Struct, frozen=True):
-    name: str
-    created_at: int
-    object_count: int
-
-
-class BucketChange(msgspec.Struct, frozen=True):
-    bucket: str
-    height: int
-
-
-class ObjectInfo(msgspec.Struct, frozen=True):
-    bucket: str
-    name: str
-    fid: str
-    size: int
-    created_at: int
-
-
-class ObjectPage(msgspec.Struct, frozen=True):
-    bucket: str
-    prefix: str
-    objects: list[ObjectInfo]
-    next_start_after: str | None
-
-
-class ObjectDeleted(msgspec.Struct, frozen=True):
-    bucket: str
-    name: str
-    height: int
-
-
-class UploadResult(msgspec.Struct, frozen=True):
-    bucket: str
-    name: str
-    fid: str
-    size: int
-    deal_id: int | None
-    state: str
-    deduplicated: bool
-
-
-class FragmentStatus(msgspec.Struct, frozen=True):
-    index: int
-    hash: str
-    holder: str
-
-
-class SegmentStatus(msgspec.Struct, frozen=True):
-    index: int
-    size: int
-    padded_size: int
-    hash: str
-    fragments: list[FragmentStatus]
-
-
-class FileStatus(msgspec.Struct, frozen=True):
-    fid: str
-    size: int
-    owners: int
-    created_at: int
-    reporter: str
-    tagger: str
-    tagged: bool
-    tag_deadline: int
-    segments: list[SegmentStatus]
-
-
-class DealStatus(msgspec.Struct, frozen=True):
-    id: int
-    state: str
-    owner: str
-    declarer: str
-    bucket: str
-    name: str
-    size: int
-    fid: str
-    segments: int
-    scheduler: str | None
-    attempts: int
-    deadline: int
-    created_at: int
-    reason: str
 
 
 class Downloaded(msgspec.Struct, frozen=True):

@@ -10,6 +10,7 @@ Requests are signed with ``--key`` (default ``$DEOSS_KEY`` or ~/.deoss/key.toml)
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import sys
@@ -168,7 +169,7 @@ def put_command(
     async def put(client: GatewayClient) -> dict[str, Any]:
         with transfer_bar(f"put {name}", size, as_json) as progress:
             result = await client.put_object(bucket, name, file, wait=wait, progress=progress)
-        return msgspec.structs.asdict(result)
+        return dataclasses.asdict(result)
 
     stored = with_gateway(gateway, key, put, as_json)
     if as_json:
