@@ -40,7 +40,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,7 @@ from deoss.keyfile import read_key_file
 from deoss.node.devnode import DevNode
 from deoss.node.home import init_home, rpc_addr_path
 from deoss.node.store import open_store
+from machine import cpu_model  # bench/machine.py, beside this script
 
 CHAIN_ID = "bench"
 RECIPIENT = KeyPair.from_seed(b"\x42" * 32).address
@@ -271,13 +272,7 @@ def bench_rpc(directory: Path, senders: int, per_key: int, batch: int) -> dict[s
 
 
 def machine_description() -> dict[str, Any]:
-    model = platform.processor() or "unknown"
-    with suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version()}
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()}
 
 
 def report(results: dict[str, Any]) -> str:

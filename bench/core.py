@@ -68,6 +68,7 @@ from deoss.core.podr2 import (
     verify_proof,
 )
 from deoss.runtime import tune_allocator
+from machine import cpu_model  # bench/machine.py, beside this script
 
 T = TypeVar("T")
 Result = dict[str, Any]
@@ -170,17 +171,6 @@ def clear_verifier_caches() -> None:
 
 
 # --- machine -----------------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def machine_info(settings: Settings) -> Result:

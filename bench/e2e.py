@@ -67,6 +67,7 @@ from deoss.devnet import DEV_BUCKET, Devnet, DevnetSpec, devnet_params, up
 from deoss.keyfile import read_key_file
 from deoss.services.common.auth import HEADER_BODY
 from deoss.services.common.signing import SigningAuth
+from machine import cpu_model  # bench/machine.py, beside this script
 
 Result = dict[str, Any]
 
@@ -152,17 +153,6 @@ def object_path(name: str) -> str:
 
 
 # --- machine -----------------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def machine_info(settings: Settings) -> Result:
