@@ -138,9 +138,6 @@ class StateMachine:
             hook = getattr(module, "end_block", None)
             if hook is not None:
                 hook(self.state, context, self.params, outcome.events)
-        put_record(
-            self.state, META_KEY, Meta(height=header.height, app_hash=b"", chain_id=self.chain_id)
-        )
         outcome.app_hash = self._next_app_hash(header.height)
         put_record(
             self.state,
