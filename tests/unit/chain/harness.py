@@ -126,12 +126,8 @@ class Chain:
             if code is not None:
                 assert code == result.code, result.log
             allowed = {META_KEY, accounts.PREFIX + signer.public_key}
-            assert set() == self.last_writes - allowed - self.hook_writes()
+            assert set() == self.last_writes - allowed
         return result
-
-    def hook_writes(self) -> set[bytes]:
-        """Keys a quiet block's hooks may write (deadline bookkeeping); tests keep blocks quiet."""
-        return set()
 
     def query(self, path: str, type_: type[R], **args: Any) -> R:
         result = self.machine.query(path, codec.encode(QueryArgs(**args)))
