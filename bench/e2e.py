@@ -827,9 +827,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "miners": spec.miners,
             "block_ms": spec.block_ms,
             "segment_bytes": spec.segment_size,
-            "tag_timeout_s": devnet_params(spec.block_ms, spec.segment_size).tag_timeout_blocks
-            * spec.block_ms
-            / 1e3,
+            "tag_timeout_s": devnet_params(spec).tag_timeout_blocks * spec.block_ms / 1e3,
         },
     }
     failed: BaseException | None = None

@@ -63,6 +63,12 @@ class DevnetSpec:
     gateway_port: int = 8080
     miner_capacity_bytes: int = 64 * GiB
     segment_size: int = 32 * 1024 * 1024
+    # audit: a round every 20 s at 500 ms blocks, answered within 10 s
+    challenge_interval_blocks: int = 40
+    proof_deadline_blocks: int = 20
+    max_consecutive_faults: int = 3
+    restoral_deadline_blocks: int = 120
+    miner_options: dict[str, int | float] = field(default_factory=dict)  # more [miner] keys
 
     @property
     def chain_home(self) -> Path:
@@ -79,20 +85,19 @@ class DevnetSpec:
         return out
 
 
-def devnet_params(block_ms: int, segment_size: int) -> ChainParams:
+def devnet_params(spec: DevnetSpec) -> ChainParams:
     """Chain parameters for a local network: short deadlines so that repair is watchable."""
     return ChainParams(
-        layout=LayoutParams(segment_size=segment_size),
-        block_interval_ms=block_ms,
+        layout=LayoutParams(segment_size=spec.segment_size),
+        block_interval_ms=spec.block_ms,
         deal_timeout_blocks=40,
         deal_blocks_per_segment=10,
-        # Miners do not answer challenges yet (the proving issue): until they do, the devnet
-        # opens no audit round, or every miner would be slashed for missed proofs.
-        challenge_interval_blocks=10**9,
-        proof_deadline_blocks=30,
+        challenge_interval_blocks=spec.challenge_interval_blocks,
+        proof_deadline_blocks=spec.proof_deadline_blocks,
+        max_consecutive_faults=spec.max_consecutive_faults,
         tag_timeout_blocks=1200,
-        restoral_deadline_blocks=120,
-        blocks_per_day=86_400_000 // block_ms,
+        restoral_deadline_blocks=spec.restoral_deadline_blocks,
+        blocks_per_day=86_400_000 // spec.block_ms,
     )
 
 
@@ -108,6 +113,7 @@ def _service_config(spec: DevnetSpec, name: str, role: str, key_index: int) -> s
     ]
     if role == "miner":
         lines += ["", "[miner]", f"capacity_bytes = {spec.miner_capacity_bytes}"]
+        lines += [f"{key} = {value!r}" for key, value in sorted(spec.miner_options.items())]
     return "\n".join(lines) + "\n"
 
 
@@ -121,7 +127,7 @@ def create(spec: DevnetSpec) -> bool:
         chain_id="deoss-devnet",
         dev_accounts=accounts,
         block_ms=spec.block_ms,
-        params=devnet_params(spec.block_ms, spec.segment_size),
+        params=devnet_params(spec),
     )
     for name, role, key_index in spec.services():
         directory = spec.home / name

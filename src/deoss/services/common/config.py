@@ -56,6 +56,8 @@ def _typed(section: str, key: str, value: Any, current: dict[str, Any]) -> Any:
     if key not in current:
         raise ConfigError(f"unknown setting {section}.{key}")
     expected = type(current[key])
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)  # "5" where "5.0" is meant
     if expected is int and isinstance(value, bool) or not isinstance(value, expected):
         raise ConfigError(f"{section}.{key} must be {expected.__name__}, got {value!r}")
     return value
@@ -64,11 +66,12 @@ def _typed(section: str, key: str, value: Any, current: dict[str, Any]) -> Any:
 def _parse_env(text: str, default: Any) -> Any:
     if isinstance(default, bool):
         return text.lower() in ("1", "true", "yes")
-    if isinstance(default, int):
-        try:
-            return int(text)
-        except ValueError:
-            return text
+    for number in (int, float):
+        if isinstance(default, number):
+            try:
+                return number(text)
+            except ValueError:
+                return text
     return text
 
 

@@ -67,7 +67,8 @@ async def serve_app(
     background: list[Callable[[], Coroutine[Any, Any, None]]] | None = None,
 ) -> None:
     """Serve ``app`` on ``sock``; then ``on_started(url)``; run ``background`` tasks until a
-    signal (or until one of them fails, which stops the service with that error)."""
+    signal (or until one of them fails, which stops the service with that error; one that
+    returns is done and the others go on)."""
     config = uvicorn.Config(
         app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=2
     )
@@ -90,12 +91,16 @@ async def serve_app(
         if on_started is not None:
             await on_started(url)
         tasks = [asyncio.create_task(job()) for job in background or []]
-        waiters = [asyncio.create_task(stop.wait()), serving, *tasks]
-        done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            error = None if task is waiters[0] else task.exception()
-            if error is not None:
-                raise error
+        stopping = asyncio.create_task(stop.wait())
+        pending: set[asyncio.Future[Any]] = {stopping, serving, *tasks}
+        while True:  # a background task that returns (a feature turned off) is simply done
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                error = None if task is stopping else task.exception()
+                if error is not None:
+                    raise error
+            if stopping in done or serving in done:
+                break
     finally:
         addr_file.unlink(missing_ok=True)
         for task in tasks:

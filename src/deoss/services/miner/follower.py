@@ -4,6 +4,10 @@
                      area; the others (placed elsewhere after a reassignment) are deleted
     deal.failed   -> the fid's temporary fragments are deleted
     file.deleted  -> the fid's permanent fragments are deleted
+    restoral.completed (former = this miner) -> that fragment's place here is deleted: another
+                     miner holds it now
+    audit.round, restoral.order, restoral.expired -> the listeners are told (the prover and
+                     the repairer wake up; they read what to do from the chain themselves)
 
 Invariants:
 
@@ -21,7 +25,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import aclosing
 from pathlib import Path
 from typing import TypeVar
@@ -63,6 +67,7 @@ class ChainFollower:
         *,
         sweep_every_blocks: int = SWEEP_EVERY_BLOCKS,
         retry_first_s: float = RETRY_FIRST_S,
+        listeners: Mapping[str, Callable[[], None]] | None = None,
     ) -> None:
         self.service = service
         self.store = service.store
@@ -70,6 +75,7 @@ class ChainFollower:
         self.cursor_path = Path(cursor_path)
         self.sweep_every_blocks = sweep_every_blocks
         self.retry_first_s = retry_first_s
+        self.listeners = dict(listeners or {})
 
     # --- the cursor ------------------------------------------------------------------------
 
@@ -110,6 +116,9 @@ class ChainFollower:
             await self.sweep()
 
     async def handle_event(self, event: Event, height: int) -> None:
+        listener = self.listeners.get(event.type)
+        if listener is not None:
+            listener()
         fid = event.get("fid")
         if fid is None:
             return
@@ -120,6 +129,8 @@ class ChainFollower:
             await self.settle_failed(fid, deal_id, height, reason=event.get("reason") or "")
         elif event.type == "file.deleted":
             await self.settle_deleted(fid, height)
+        elif event.type == "restoral.completed" and event.get("former") == self.service.key.address:
+            await self.settle_moved(fid, event, height)
 
     async def _retrying(self, action: Callable[[], Awaitable[T]]) -> T:
         """Run ``action`` until it gets past chain errors (it is idempotent)."""
@@ -191,6 +202,22 @@ class ChainFollower:
         removed = await asyncio.to_thread(self.store.remove_fid, fid, Area.PERM)
         if removed:
             log_event(ROLE, "file.deleted", fid=fid, height=height, removed=removed)
+
+    async def settle_moved(self, fid: str, event: Event, height: int) -> None:
+        """Restoral moved one of this miner's fragments to another miner: drop the place."""
+        segment, fragment = _int_or_none(event.get("segment")), _int_or_none(event.get("fragment"))
+        for place in await asyncio.to_thread(self.store.places_for_fid, fid):
+            if (place.segment, place.fragment) == (segment, fragment):
+                await asyncio.to_thread(self.store.remove_place, place)
+                log_event(
+                    ROLE,
+                    "fragment_moved",
+                    fid=fid,
+                    segment=segment,
+                    fragment=fragment,
+                    to=event.get("miner"),
+                    height=height,
+                )
 
     async def sweep(self) -> None:
         """Settle temporary fragments whose deal ended without an event acted on."""

@@ -9,6 +9,7 @@ import json
 import logging
 import socket
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from deoss.client.chain import ChainClient
@@ -17,6 +18,10 @@ from deoss.keyfile import read_key_file
 from deoss.services.common.runner import bind, listen_address, serve_app
 from deoss.services.miner.app import create_app
 from deoss.services.miner.follower import ChainFollower
+from deoss.services.miner.peers import Peers
+from deoss.services.miner.prover import Prover
+from deoss.services.miner.repair import Repairer
+from deoss.services.miner.scrub import Scrubber
 from deoss.services.miner.service import MinerService, ensure_registered
 from deoss.services.miner.settings import MinerSettings, load_settings
 from deoss.services.miner.store import FragmentStore
@@ -52,7 +57,29 @@ async def _serve(
     async with ChainClient(settings.chain_url) as chain:
         app = create_app(settings, chain=chain, store=store, key=key)
         service: MinerService = app.state.miner
-        follower = ChainFollower(service, settings.cursor_path)
+        peers = Peers(chain, key)
+        prover = Prover(service, peers, poll_s=settings.poll_s)
+        repairer = Repairer(service, peers, slots=settings.repair_slots, poll_s=settings.poll_s)
+        scrubber = Scrubber(
+            service, rate_bytes_per_s=settings.scrub_bytes_per_s, pause_s=settings.scrub_pause_s
+        )
+        service.status_sources.update(
+            prover=lambda: {
+                "answered_round": prover.answered_round,
+                "last_proof_s": round(prover.last_proof_s, 3),
+            },
+            repair=lambda: {"active": repairer.active(), **asdict(repairer.stats)},
+            scrub=lambda: asdict(scrubber.stats),
+        )
+        follower = ChainFollower(
+            service,
+            settings.cursor_path,
+            listeners={
+                "audit.round": prover.wake,
+                "restoral.order": repairer.wake,
+                "restoral.expired": repairer.wake,
+            },
+        )
 
         async def on_started(url: str) -> None:
             await follower.ensure_cursor()  # before registering: no event of ours is missed
@@ -61,10 +88,13 @@ async def _serve(
             sys.stdout.write(json.dumps(line) + "\n")
             sys.stdout.flush()
 
-        await serve_app(
-            app,
-            sock,
-            settings.addr_path,
-            on_started=on_started,
-            background=[follower.run],
-        )
+        try:
+            await serve_app(
+                app,
+                sock,
+                settings.addr_path,
+                on_started=on_started,
+                background=[follower.run, prover.run, repairer.run, scrubber.run],
+            )
+        finally:
+            await peers.aclose()

@@ -241,6 +241,7 @@ class MinerService:
         self.store = store
         self.key = key
         self.followed_height = 0  # the last block the follower handled (for /healthz)
+        self.status_sources: dict[str, Callable[[], dict[str, Any]]] = {}  # more for /healthz
 
     # --- fragments in ----------------------------------------------------------------------
 
@@ -389,7 +390,13 @@ class MinerService:
 
     async def health(self) -> dict[str, Any]:
         usage = await asyncio.to_thread(self.store.usage)
-        return {"address": self.key.address, "followed_height": self.followed_height, **usage}
+        extra = {name: source() for name, source in self.status_sources.items()}
+        return {
+            "address": self.key.address,
+            "followed_height": self.followed_height,
+            **usage,
+            **extra,
+        }
 
 
 def _same_place(a: FragmentPlace, b: FragmentPlace) -> bool:

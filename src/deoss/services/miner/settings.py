@@ -10,6 +10,10 @@
     [miner]
     capacity_bytes = 68719476736   # 64 GiB declared on chain
     stake = 0                      # 0: the stake the chain requires for that capacity
+    repair_slots = 2               # restoral orders repaired at once; 0: claim none
+    scrub_bytes_per_s = 8388608    # background re-reading of stored fragments; 0: off
+    scrub_pause_s = 3600.0         # pause between two scrub passes
+    poll_s = 5.0                   # how often the prover and repairer look without an event
 
 Invariants: paths are absolute once loaded (relative ones are relative to the config file);
 every value has been checked, so a bad file stops the process naming the key.
@@ -36,7 +40,14 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "data_dir": "miner",
         "public_url": "",
     },
-    "miner": {"capacity_bytes": DEFAULT_CAPACITY_BYTES, "stake": 0},
+    "miner": {
+        "capacity_bytes": DEFAULT_CAPACITY_BYTES,
+        "stake": 0,
+        "repair_slots": 2,
+        "scrub_bytes_per_s": 8 * 1024 * 1024,
+        "scrub_pause_s": 3600.0,
+        "poll_s": 5.0,
+    },
 }
 
 
@@ -49,6 +60,10 @@ class MinerSettings:
     public_url: str = ""
     capacity_bytes: int = DEFAULT_CAPACITY_BYTES
     stake: int = 0  # 0: the chain's required stake for capacity_bytes
+    repair_slots: int = 2
+    scrub_bytes_per_s: int = 8 * 1024 * 1024
+    scrub_pause_s: float = 3600.0
+    poll_s: float = 5.0
 
     @property
     def fragments_dir(self) -> Path:
@@ -87,6 +102,12 @@ def load_settings(config_path: Path) -> MinerSettings:
         raise ConfigError(
             f"miner.stake must be 0 (the chain's minimum) or more, got {miner['stake']}"
         )
+    for name in ("repair_slots", "scrub_bytes_per_s"):
+        if miner[name] < 0:
+            raise ConfigError(f"miner.{name} must be 0 (off) or more, got {miner[name]}")
+    for name in ("scrub_pause_s", "poll_s"):
+        if not 0 < miner[name] <= 86_400:
+            raise ConfigError(f"miner.{name} must be in (0, 86400] seconds, got {miner[name]}")
     return MinerSettings(
         chain_url=service["chain"],
         key_path=resolve(config_path, service["key"]).absolute(),
@@ -95,4 +116,8 @@ def load_settings(config_path: Path) -> MinerSettings:
         public_url=service["public_url"].rstrip("/"),
         capacity_bytes=miner["capacity_bytes"],
         stake=miner["stake"],
+        repair_slots=miner["repair_slots"],
+        scrub_bytes_per_s=miner["scrub_bytes_per_s"],
+        scrub_pause_s=float(miner["scrub_pause_s"]),
+        poll_s=float(miner["poll_s"]),
     )

@@ -352,6 +352,10 @@ class FragmentStore:
         except FileNotFoundError as exc:
             raise StoreError(f"no tags for fragment {fragment_hash.hex()}") from exc
 
+    def has_fragment(self, fragment_hash: bytes) -> bool:
+        """The bytes of an indexed fragment are on disk (not whether they are intact)."""
+        return bool(self.places_of(fragment_hash)) and self._locate(fragment_hash) is not None
+
     def has_tags(self, fragment_hash: bytes) -> bool:
         with self._lock:
             return (

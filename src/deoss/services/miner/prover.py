@@ -1,0 +1,230 @@
+"""Answering the chain's challenges (DESIGN 5): one aggregated PoDR² proof per tag key.
+
+The prover wakes on each ``audit.round`` event the follower sees, and every ``poll_s`` anyway
+(so a restarted miner answers the round in progress). For a round it has not answered, it reads
+its challenge (``/audit/challenge``), reads only the challenged blocks and their tags from the
+store, builds the proofs in a worker thread and submits ``audit.submit_proof`` before the deadline.
+
+Invariants:
+
+* A round is answered at most once; a refusal saying it is answered or closed ends the attempt.
+* Tags missing for a challenged fragment of a file are asked from the file's tagger (the chain
+  names it) with the fragment's bytes, stored, and the proof is built then: a holder whose tags
+  never arrived (a restoral racing the tagging, say) still proves.
+* A challenged fragment that is missing or unreadable cannot be proven honestly: the miner
+  reports the loss (``restoral.report_loss``), which opens a restoral order, and sends no proof
+  for the round (the chain counts it MISSED). It never sends a proof it knows to be wrong.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+from deoss.chain.errors import AlreadyExists, InvalidArgument, InvalidTransition
+from deoss.chain.errors import NotFound as ChainNotFound
+from deoss.chain.modules.audit import Challenge, KeyProof, Result, Round, SubmitProof
+from deoss.chain.modules.restoral import ReportLoss
+from deoss.chain.query import QueryArgs
+from deoss.client.errors import ClientError, QueryFailed, TxRefused
+from deoss.core.podr2 import TAG_BYTES, block_span, prove
+from deoss.services.common.app import log_event
+from deoss.services.miner.peers import PeerError, Peers
+from deoss.services.miner.service import ROLE, MinerService
+from deoss.services.miner.store import FragmentStore, StoreError
+
+__all__ = ["MissingData", "Prover", "build_proofs"]
+
+DEFAULT_POLL_S = 5.0
+
+
+@dataclass
+class MissingData(Exception):
+    """Challenged fragments whose bytes or tags are not here."""
+
+    fragments: list[bytes] = field(default_factory=list)
+    tags: list[bytes] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return f"{len(self.fragments)} fragment(s) and {len(self.tags)} tag file(s) missing"
+
+
+def _check_present(store: FragmentStore, challenge: Challenge) -> None:
+    missing = MissingData()
+    for key in challenge.keys:
+        for item in key.items:
+            if not store.has_fragment(item.fragment_hash):
+                missing.fragments.append(item.fragment_hash)
+            elif not store.has_tags(item.fragment_hash):
+                missing.tags.append(item.fragment_hash)
+    if missing.fragments or missing.tags:
+        raise missing
+
+
+def build_proofs(
+    store: FragmentStore, challenge: Challenge, sectors_per_block: int
+) -> list[KeyProof]:
+    """The proofs for a challenge, one per tag key, reading only the challenged blocks.
+
+    Raises:
+        MissingData: a challenged fragment or its tags are not in the store.
+    """
+    _check_present(store, challenge)
+    sizes: dict[bytes, int] = {}
+
+    def read(fragment_hash: bytes, index: int) -> tuple[bytes, bytes]:
+        size = sizes.get(fragment_hash)
+        if size is None:
+            size = sizes[fragment_hash] = store.places_of(fragment_hash)[0].size
+        offset, length = block_span(index, size, sectors_per_block)
+        try:
+            block = store.read_range(fragment_hash, offset, length)
+            tag = store.read_tags(fragment_hash, index * TAG_BYTES, TAG_BYTES)
+        except StoreError as exc:
+            raise MissingData(fragments=[fragment_hash]) from exc
+        if len(tag) != TAG_BYTES:
+            raise MissingData(tags=[fragment_hash])
+        return block, tag
+
+    return [
+        KeyProof(key_id=key.key_id, proof=prove(key.items, read, sectors_per_block))
+        for key in challenge.keys
+    ]
+
+
+class Prover:
+    """Answers this miner's challenges (``run`` is a background task of the miner)."""
+
+    def __init__(
+        self, service: MinerService, peers: Peers, *, poll_s: float = DEFAULT_POLL_S
+    ) -> None:
+        self.service = service
+        self.store = service.store
+        self.peers = peers
+        self.poll_s = poll_s
+        self.answered_round = 0  # the last round handled (answered, or nothing to answer)
+        self.last_proof_s = 0.0  # how long the last proof took to build (for /healthz)
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """A new round opened (called by the follower)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.answer_current_round()
+            except (ClientError, PeerError) as exc:
+                log_event(ROLE, "prover_retry", error=str(exc))
+            self._wake.clear()
+            try:
+                async with asyncio.timeout(self.poll_s):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+
+    async def answer_current_round(self) -> None:
+        round_ = await self._current_round()
+        if round_ is None or round_.number <= self.answered_round or round_.settled:
+            return
+        challenge = await self._challenge()
+        if challenge is None or challenge.round != round_.number:
+            self.answered_round = round_.number  # not challenged this round
+            return
+        if challenge.result != Result.PENDING:
+            self.answered_round = round_.number
+            return
+        await self._answer(round_, challenge)
+
+    async def _answer(self, round_: Round, challenge: Challenge) -> None:
+        params = await self.service.view.params()
+        sectors = params.podr2.sectors_per_block
+        started = time.perf_counter()
+        try:
+            proofs = await asyncio.to_thread(build_proofs, self.store, challenge, sectors)
+        except MissingData as missing:
+            if missing.fragments:
+                await self._report_lost(missing.fragments)
+                self.answered_round = round_.number
+                log_event(
+                    ROLE, "proof_impossible", round=round_.number, lost=len(missing.fragments)
+                )
+                return
+            await self._fetch_tags(missing.tags)
+            proofs = await asyncio.to_thread(build_proofs, self.store, challenge, sectors)
+        self.last_proof_s = time.perf_counter() - started
+        try:
+            outcome = await self.service.chain.submit(
+                self.service.key, SubmitProof(round=round_.number, proofs=proofs)
+            )
+        except TxRefused as exc:
+            if exc.code not in (AlreadyExists.code, InvalidTransition.code, InvalidArgument.code):
+                raise
+            log_event(ROLE, "proof_refused", round=round_.number, why=str(exc))
+        else:
+            log_event(
+                ROLE,
+                "proof_submitted",
+                round=round_.number,
+                height=outcome.height,
+                fragments=sum(len(k.items) for k in challenge.keys),
+                build_s=round(self.last_proof_s, 3),
+            )
+        self.answered_round = round_.number
+
+    async def _fetch_tags(self, hashes: list[bytes]) -> None:
+        """Ask each fragment's tagger for the tags this miner lacks."""
+        for fragment_hash in hashes:
+            places = await asyncio.to_thread(self.store.places_of, fragment_hash)
+            if not places:
+                raise PeerError(f"fragment {fragment_hash.hex()} is no longer here")
+            record = await self.service.view.file(places[0].fid)
+            if record is None:
+                raise PeerError(f"file {places[0].fid} is gone from the chain")
+            endpoint = await self.peers.scheduler_endpoint(record.tagger)
+            data = await asyncio.to_thread(self.store.read_range, fragment_hash, 0, places[0].size)
+            params = await self.service.view.params()
+            tags = await self.peers.request_tags(
+                endpoint, record.fid, fragment_hash, data, params.podr2.sectors_per_block
+            )
+            await asyncio.to_thread(self.store.put_tags, fragment_hash, tags)
+            log_event(ROLE, "tags_fetched", fid=record.fid, fragment=fragment_hash.hex())
+
+    async def _report_lost(self, hashes: list[bytes]) -> None:
+        """Report every place of these fragments as lost (restoral rebuilds them elsewhere)."""
+        for fragment_hash in hashes:
+            for place in await asyncio.to_thread(self.store.places_of, fragment_hash):
+                await report_loss(self.service, place.fid, place.segment, place.fragment)
+
+    async def _current_round(self) -> Round | None:
+        try:
+            return await self.service.chain.query("/audit/round", QueryArgs(), Round)
+        except QueryFailed as exc:
+            if exc.code == ChainNotFound.code:
+                return None
+            raise
+
+    async def _challenge(self) -> Challenge | None:
+        args = QueryArgs(address=self.service.key.address)
+        try:
+            return await self.service.chain.query("/audit/challenge", args, Challenge)
+        except QueryFailed as exc:
+            if exc.code == ChainNotFound.code:
+                return None
+            raise
+
+
+async def report_loss(service: MinerService, fid: str, segment: int, fragment: int) -> bool:
+    """Submit ``restoral.report_loss``; False when the chain says this miner does not hold it
+    (already moved away, or never promoted)."""
+    try:
+        await service.chain.submit(
+            service.key, ReportLoss(fid=fid, segment=segment, fragment=fragment)
+        )
+    except TxRefused as exc:
+        if exc.code != ChainNotFound.code:
+            raise
+        return False
+    log_event(ROLE, "loss_reported", fid=fid, segment=segment, fragment=fragment)
+    return True
