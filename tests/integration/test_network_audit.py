@@ -377,3 +377,47 @@ def test_scrubbing_finds_a_deleted_fragment_and_repair_replaces_it(network: Netw
     assert (200, data) == (got.status_code, got.content)
     log = (network.spec.home / "logs" / f"{victim}.log").read_text()
     assert '"event": "scrub_loss"' in log
+
+
+def test_an_exiting_miner_gets_no_new_fragments_and_leaves_with_its_stake(
+    network: Network,
+) -> None:
+    from deoss.chain.modules.accounts import Account
+    from deoss.chain.modules.miners import ExitMiner
+
+    data = content(2 * SEGMENT + 11, "audit-exit")
+    assert 201 == network.put("exit", data).status_code
+    leaving = "miner-4"
+    leaving_key = miner_key(network, leaving)
+    stake = miner(network, leaving).stake
+
+    async def announce(chain: ChainClient) -> object:
+        return await chain.submit(leaving_key, ExitMiner())
+
+    ask(network, announce)
+    assert MinerState.EXITING == miner(network, leaving).state
+    late = content(SEGMENT + 1, "audit-after-exit")
+    assert 201 == network.put("after-exit", late).status_code
+    assert all(leaving_key.public_key not in row for row in file_of(network, "after-exit").holders)
+
+    balance_before = network.query("/accounts/account", Account, address=leaving_key.address)
+    assert isinstance(balance_before, Account)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and miner(network, leaving).state != MinerState.EXITED:
+        time.sleep(1)
+    assert MinerState.EXITED == miner(network, leaving).state
+    balance_after = network.query("/accounts/account", Account, address=leaving_key.address)
+    assert isinstance(balance_after, Account)
+    assert balance_after.balance >= balance_before.balance + stake - miner(network, leaving).slashed
+    assert 0 == miner(network, leaving).stake
+    for name in ("exit", "first", "corrupt"):
+        assert all(leaving_key.public_key not in row for row in file_of(network, name).holders)
+    got = network.get("exit")
+    assert (200, data) == (got.status_code, got.content)
+    settle = time.monotonic() + 15  # its follower drops each place as its move completes
+    while (
+        list((fragments_dir(network, leaving) / "perm").glob("*/*")) and time.monotonic() < settle
+    ):
+        time.sleep(0.5)
+    places = list((fragments_dir(network, leaving) / "perm").glob("*/*"))
+    assert [] == places, "the exited miner still keeps fragments it no longer holds"
