@@ -1,16 +1,20 @@
 """The scheduler's HTTP interface (docs/services.md, "Scheduler"): parse, call the service, shape.
 
-Every request is signed (401 otherwise); who may do what is the service's check.
+Every request is signed (401 otherwise); who may do what is the service's check (``service``
+for segments, ``retag`` for tags on request).
 """
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel
 
+from deoss.services.common.auth import AuthError
+from deoss.services.common.errors import PayloadTooLarge
 from deoss.services.common.signing import Signer, iter_checked_body, verify_request
+from deoss.services.scheduler.retag import FragmentMismatch
 from deoss.services.scheduler.service import SchedulerService
 
 __all__ = ["DealProgressPublic", "SegmentPlaced", "router"]
@@ -26,6 +30,9 @@ def get_service(request: Request) -> SchedulerService:
 ServiceDep = Annotated[SchedulerService, Depends(get_service)]
 DealId = Annotated[int, Path(ge=0, lt=2**63)]
 SegmentIndex = Annotated[int, Path(ge=0, lt=2**32)]
+FragmentHash = Annotated[str, Path(pattern="^[0-9a-f]{64}$")]
+Fid = Annotated[str, Query(pattern="^[0-9a-f]{64}$")]
+OrderId = Annotated[int | None, Query(ge=0, lt=2**63)]
 
 
 class SegmentPlaced(BaseModel):
@@ -48,6 +55,17 @@ async def read_body(request: Request, signer: Signer, max_bytes: int) -> bytes:
     async for chunk in iter_checked_body(request, signer, max_bytes):
         body += chunk
     return bytes(body)
+
+
+async def read_fragment(request: Request, signer: Signer, size: int) -> bytes:
+    """The body, which must be exactly the ``size`` bytes its signed SHA-256 names (else 422)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) != size:
+        raise FragmentMismatch(f"the fragment is {size} bytes, Content-Length says {declared}")
+    try:
+        return await read_body(request, signer, size)
+    except (AuthError, PayloadTooLarge) as exc:
+        raise FragmentMismatch(f"the body is not the {size}-byte fragment: {exc}") from exc
 
 
 @router.put("/deals/{deal_id}/segments/{index}")
@@ -75,3 +93,20 @@ async def get_deal(deal_id: DealId, request: Request, service: ServiceDep) -> De
         reported=progress.reported,
         error=progress.error,
     )
+
+
+@router.put("/tags/{fragment_hash}", response_class=Response)
+async def put_tags(
+    fragment_hash: FragmentHash,
+    fid: Fid,
+    request: Request,
+    service: ServiceDep,
+    order: OrderId = None,
+) -> Response:
+    """The PoDR² tags of a fragment (its bytes are the body), for the fragment's holder or the
+    claimer of its restoral order."""
+    signer = verify_request(request, service.verifier)
+    admitted = await service.retagger.admit(fid, bytes.fromhex(fragment_hash), order, signer)
+    data = await read_fragment(request, signer, admitted.size)
+    tags = await service.retagger.tag(admitted, data)
+    return Response(content=tags, media_type="application/octet-stream")

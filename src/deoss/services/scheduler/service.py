@@ -50,6 +50,7 @@ from deoss.services.scheduler.placement import (
     accepting_candidates,
     choose_miners,
 )
+from deoss.services.scheduler.retag import Retagger
 from deoss.services.scheduler.sending import DealWork, FragmentSender
 from deoss.services.scheduler.settings import SchedulerSettings
 from deoss.services.scheduler.store import DealStore
@@ -134,6 +135,9 @@ class SchedulerService:
             workers=settings.tag_workers,
             timeout_s=settings.miner_timeout_s,
             retry_delay_s=settings.retry_delay_s,
+        )
+        self.retagger = Retagger(
+            chain=chain, key=key, enclave=enclave, layout=params.layout, tagger=self.tagger
         )
         self.registered = False
         self._work: dict[int, DealWork] = {}

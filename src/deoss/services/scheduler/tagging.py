@@ -14,6 +14,8 @@ Invariants:
 * A job retries with backoff until the file is tagged, deleted, or given to another tagger;
   fragments already delivered are not tagged again within the process.
 * Only the enclave sees the tag secret; this module sees tags.
+
+``tag_bytes`` lends the same pool to tags computed on request (``retag``).
 """
 
 from __future__ import annotations
@@ -99,6 +101,7 @@ class Tagger:
             workers, thread_name_prefix="deoss-tag", initializer=_lower_priority
         )
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._request_slots = asyncio.Semaphore(workers)  # tags on request (retag.py)
 
     def jobs(self) -> set[str]:
         """The fids with an unfinished job on disk."""
@@ -142,6 +145,12 @@ class Tagger:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def tag_bytes(self, data: bytes, digest: bytes) -> bytes:
+        """The tags of one fragment, computed in the low-priority pool; at most ``workers``
+        callers compute at once, the others wait their turn."""
+        async with self._request_slots:
+            return await asyncio.to_thread(self.enclave.tag_fragment, data, digest, self._pool)
 
     def _start(self, job: _Job) -> None:
         running = self._tasks.get(job.fid)
