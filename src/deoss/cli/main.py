@@ -6,6 +6,7 @@ import typer
 
 from deoss.cli.commands import (
     account,
+    audit,
     bucket,
     chain,
     data,
@@ -13,6 +14,7 @@ from deoss.cli.commands import (
     files,
     gateway,
     keys,
+    miner,
     node,
     objects,
     space,
@@ -44,6 +46,9 @@ app.add_typer(space.app, name="space")
 app.add_typer(bucket.app, name="bucket")
 app.add_typer(gateway.app, name="gateway")
 app.add_typer(files.app, name="file")
+app.add_typer(miner.app, name="miner")
+app.add_typer(audit.app, name="audit")
+app.add_typer(audit.repair_app, name="repair")
 
 
 def main() -> None:

@@ -1,0 +1,176 @@
+"""deoss miner status / exit: storage miners as the chain records them, and a graceful exit.
+
+An exit is announced on chain with the miner's account key: from then on the miner receives no
+new fragments, restoral orders move the fragments it holds to other miners, and once it holds
+nothing its stake comes back and it is EXITED.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from deoss.chain.modules.files import Holding
+from deoss.chain.modules.miners import ExitMiner, Miner, MinerEntry, MinerState
+from deoss.chain.query import QueryArgs
+from deoss.cli.commands.account import KeyOpt, load_key
+from deoss.cli.commands.audit import print_table
+from deoss.cli.commands.status import JsonOpt, with_ledger
+from deoss.cli.node_client import NodeOpt
+from deoss.cli.output import EXIT_USAGE, console, fail, print_json
+from deoss.client.chain import ChainClient
+from deoss.core.errors import DataPathError
+from deoss.core.keys import parse_address
+
+app = typer.Typer(help="Show storage miners; exit as a miner.", no_args_is_help=True)
+
+
+def miner_json(address: str, miner: Miner) -> dict[str, Any]:
+    return {
+        "address": address,
+        "endpoint": miner.endpoint,
+        "state": miner.state.name,
+        "capacity_bytes": miner.capacity_bytes,
+        "service_bytes": miner.service_bytes,
+        "locked_bytes": miner.locked_bytes,
+        "idle_bytes": miner.idle_bytes,
+        "stake": miner.stake,
+        "consecutive_faults": miner.consecutive_faults,
+        "total_faults": miner.total_faults,
+        "rewards": miner.rewards,
+        "slashed": miner.slashed,
+        "registered_at": miner.registered_at,
+    }
+
+
+def _check_miner_address(address: str, as_json: bool) -> str:
+    """A malformed address is a mistake on the command line: exit 2 (an unknown one exits 3)."""
+    try:
+        parse_address(address)
+    except DataPathError as exc:
+        fail(f"invalid miner address {address!r}: {exc}", as_json=as_json, code=EXIT_USAGE)
+    return address
+
+
+async def _read_one(client: ChainClient, address: str) -> dict[str, Any]:
+    miner = await client.query("/miners/miner", QueryArgs(address=address), Miner)
+    holdings = await client.query("/files/holdings", QueryArgs(address=address), list[Holding])
+    return {**miner_json(address, miner), "fragments": len(holdings)}
+
+
+def _print_one(shown: dict[str, Any]) -> None:
+    console.print(f"address     {shown['address']}")
+    console.print(f"endpoint    {shown['endpoint']}")
+    console.print(f"state       {shown['state']} (registered at block {shown['registered_at']})")
+    console.print(
+        f"space       {shown['capacity_bytes']} capacity, {shown['service_bytes']} service, "
+        f"{shown['locked_bytes']} locked, {shown['idle_bytes']} idle (bytes)"
+    )
+    console.print(f"fragments   {shown['fragments']}")
+    console.print(f"stake       {shown['stake']}")
+    console.print(
+        f"faults      {shown['consecutive_faults']} in a row, {shown['total_faults']} in all"
+    )
+    console.print(f"rewards     {shown['rewards']}")
+    console.print(f"slashed     {shown['slashed']}")
+
+
+def _print_all(miners: list[dict[str, Any]]) -> None:
+    console.print(f"miners: {len(miners)}")
+    if not miners:
+        return
+    table = Table(
+        "miner",
+        "state",
+        "capacity",
+        "service",
+        "idle",
+        "stake",
+        "faults",
+        "rewards",
+        "slashed",
+        box=None,
+        pad_edge=False,
+    )
+    for m in miners:
+        table.add_row(
+            m["address"],
+            m["state"],
+            str(m["capacity_bytes"]),
+            str(m["service_bytes"]),
+            str(m["idle_bytes"]),
+            str(m["stake"]),
+            f"{m['consecutive_faults']}/{m['total_faults']}",
+            str(m["rewards"]),
+            str(m["slashed"]),
+        )
+    print_table(table)
+    console.print("faults: in a row / in all; space in bytes")
+
+
+@app.command("status")
+def status_command(
+    address: Annotated[
+        str | None, typer.Argument(help="A miner's account address (default: every miner).")
+    ] = None,
+    node: NodeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Every miner, or one (exit 3: not a miner): state, space, stake, faults, rewards, slashes."""
+    if address is not None:
+        target = _check_miner_address(address, as_json)
+        shown = with_ledger(node, lambda client: _read_one(client, target), as_json)
+        if as_json:
+            print_json(shown)
+            return
+        _print_one(shown)
+        return
+
+    async def read_all(client: ChainClient) -> list[dict[str, Any]]:
+        entries = await client.query("/miners/list", QueryArgs(), list[MinerEntry])
+        return [miner_json(e.address, e.miner) for e in entries]
+
+    miners = with_ledger(node, read_all, as_json)
+    if as_json:
+        print_json({"miners": miners})
+        return
+    _print_all(miners)
+
+
+@app.command("exit")
+def exit_command(key: KeyOpt = None, node: NodeOpt = None, as_json: JsonOpt = False) -> None:
+    """Announce a graceful exit of the miner whose account key is in the key file.
+
+    Exit 3 if the key is not a miner's, 1 if the miner is already exiting or exited.
+    """
+    account = load_key(key, as_json)
+
+    async def submit(client: ChainClient) -> dict[str, Any]:
+        outcome = await client.submit(account, ExitMiner())
+        shown = await _read_one(client, account.address)
+        return {**shown, "height": outcome.height}
+
+    shown = with_ledger(node, submit, as_json)
+    if as_json:
+        print_json(shown)
+        return
+    console.print(f"miner {shown['address']} announced its exit in block {shown['height']}")
+    if shown["state"] == MinerState.EXITED.name:
+        console.print("it held no fragments: it has exited and its stake is back in its account")
+        return
+    console.print(f"it is {shown['state']} and holds {shown['fragments']} fragment(s). Next:")
+    console.print("  - it receives no new fragments;")
+    console.print(
+        "  - restoral orders move each of its fragments to other miners "
+        "(follow them with: deoss repair status);"
+    )
+    console.print(
+        f"  - once it holds nothing, its stake ({shown['stake']}) comes back to its account "
+        "and it becomes EXITED."
+    )
+    console.print(
+        "Keep the miner running until then: it is still challenged for what it holds, "
+        "and missed proofs are slashed."
+    )
