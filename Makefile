@@ -26,6 +26,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/python bench/core.py
 	$(VENV)/bin/python bench/chain.py
+	$(VENV)/bin/python bench/audit.py
 	$(VENV)/bin/python bench/e2e.py
 
 up: $(STAMP)
