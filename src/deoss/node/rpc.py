@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import msgspec
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import Response
+from starlette.requests import ClientDisconnect
 
 import deoss
 from deoss.chain.types import TxResult
@@ -336,6 +337,8 @@ async def handle_post(methods: RpcMethods, request: Request) -> Response:
         body = await read_body(request, methods.settings.max_body_bytes)
     except InvalidRequest as exc:
         return json_response(error_response(None, exc), 413)
+    except ClientDisconnect:
+        return Response(status_code=499)  # the client went away mid-request: nobody to answer
     try:
         document = msgspec.json.decode(body)
     except msgspec.DecodeError as exc:

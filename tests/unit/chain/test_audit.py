@@ -9,7 +9,7 @@ from deoss.chain import errors
 from deoss.chain.modules.accounts import Account
 from deoss.chain.modules.audit import Challenge, KeyProof, Result, Round, SubmitProof
 from deoss.chain.modules.deals import ReportDeal
-from deoss.chain.modules.files import ReportTagged
+from deoss.chain.modules.files import Holding, ReportTagged
 from deoss.chain.modules.miners import Miner, MinerState
 from deoss.chain.modules.restoral import Order
 from deoss.core.podr2 import prove
@@ -216,3 +216,27 @@ def test_repeated_faults_make_a_miner_faulty_with_restoral_orders(
         valid=False,
         code=errors.BadReport.code,
     )
+
+
+def test_fragments_a_miner_reported_lost_are_not_challenged(
+    stored: tuple[Chain, MinerDisk],
+) -> None:
+    from deoss.chain.modules.files import FileRecord
+    from deoss.chain.modules.restoral import ReportLoss
+
+    chain, _ = stored
+    (fid,) = {
+        h.fid for h in chain.query("/files/holdings", list[Holding], address=key("miner0").address)
+    }
+    record = chain.query("/files/file", FileRecord, fid=fid)
+    chain.run("miner0", ReportLoss(fid=fid, segment=0, fragment=0))
+    lost = record.segments[0].fragment_hashes[0]
+    kept = record.segments[1].fragment_hashes[0]
+    round_ = to_round(chain)
+    challenged = {item.fragment_hash for k in challenge(chain, "miner0").keys for item in k.items}
+    assert lost not in challenged and kept in challenged
+    assert 12 == round_.challenged
+    # once both are reported, miner0 has nothing left to prove
+    chain.run("miner0", ReportLoss(fid=fid, segment=1, fragment=0))
+    chain.advance(round_.deadline - chain.height)
+    assert 11 == to_round(chain).challenged

@@ -212,6 +212,29 @@ def test_miner_status_all_one_unknown_malformed(registered: ServedNode) -> None:
     assert "fragments   0" in human("miner", "status", address, *node)
 
 
+def test_miner_stake_tops_up_and_refuses_bad_amounts(
+    registered: ServedNode, miner0_key: Path, tmp_path: Path
+) -> None:
+    """The stake grows by the amount; 0 and non-numbers are usage errors; a non-miner exits 3,
+    an amount above the balance exits 1 and changes nothing."""
+    common = ["--key", str(miner0_key), "--node", registered.url]
+    before = deoss("miner", "status", key("miner0").address, "--node", registered.url)[1]
+    code, shown = deoss("miner", "stake", "250", *common)
+    assert (0, before["stake"] + 250) == (code, shown["stake"])
+    assert shown["required_stake"] <= shown["stake"]
+    for bad in ("0", "-5", "lots", str(2**63)):
+        assert 2 == runner.invoke(app, ["miner", "stake", bad, *common]).exit_code
+    code, shown = deoss("miner", "stake", str(2**63 - 1), *common)
+    assert 1 == code and shown["error"]["message"]
+    after = deoss("miner", "status", key("miner0").address, "--node", registered.url)[1]
+    assert before["stake"] + 250 == after["stake"]
+    alice = tmp_path / "alice.toml"
+    write_key_file(alice, key("alice"))
+    code, shown = deoss("miner", "stake", "1", "--key", str(alice), "--node", registered.url)
+    assert 3 == code and "is not a miner" in shown["error"]["message"]
+    assert "required" in human("miner", "status", key("miner0").address, "--node", registered.url)
+
+
 def test_miner_exit_without_fragments_returns_the_stake_at_once(
     registered: ServedNode, miner0_key: Path, tmp_path: Path
 ) -> None:

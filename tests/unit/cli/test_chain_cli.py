@@ -98,6 +98,8 @@ def test_account_transfer_refusals(served_node: ServedNode, key_file: Path) -> N
     assert 1 == bad_address.exit_code and "deoss1nope" in bad_address.output
     zero = runner.invoke(app, ["account", "transfer", RECIPIENT, "0", *node])
     assert 2 == zero.exit_code
+    huge = runner.invoke(app, ["account", "transfer", RECIPIENT, str(2**63), *node])
+    assert 2 == huge.exit_code
     no_key = runner.invoke(app, ["account", "show", "--key", "/nonexistent/key.toml"])
     assert 1 == no_key.exit_code and "no key file" in no_key.output
 

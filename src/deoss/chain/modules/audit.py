@@ -1,13 +1,15 @@
 """Audit: challenge rounds from chain randomness, PoDR² proofs verified on chain, rewards, slashing.
 
 Every ``challenge_interval_blocks`` a round opens with a seed derived from the block seed. Each
-active or exiting miner holding tagged fragments gets a challenge derived from sha256(round seed
-|| miner): a sample of its tagged fragments and block indices (deoss.core.podr2), grouped by the
-tag key that tagged them. The miner answers with one aggregated proof per key before the round's
-deadline. A proof that does not verify is recorded as FAILED and slashed at once; no answer by the
-deadline is MISSED and slashed at settlement; PASSED miners share ``reward_per_round`` in
-proportion to their service space. ``max_consecutive_faults`` faults in a row make a miner
-FAULTY, and restoral orders are opened for all it holds.
+active or exiting miner holding tagged fragments gets a challenge derived from sha256(round seed ||
+miner): a sample of its tagged fragments and block indices (deoss.core.podr2), grouped by the tag
+key that tagged them. Fragments the miner itself reported lost are left out while their restoral
+order is pending: an honest report is answered by repair, not by slashing. The miner answers with
+one aggregated proof per key before the round's deadline. A proof that does not verify is recorded
+as FAILED and slashed at once; no answer by the deadline is MISSED and slashed at settlement;
+PASSED miners share ``reward_per_round`` in proportion to their service space.
+``max_consecutive_faults`` faults in a row make a miner FAULTY, and restoral orders are opened for
+all it holds.
 
 Keys: ``audit-round`` -> Round (the latest); ``audit-chal/<miner>`` -> Challenge (of that round).
 """
@@ -116,7 +118,11 @@ def _open_round(state: State, ctx: BlockContext, params: ChainParams, events: li
     for pubkey, miner in miners.all_miners(state):
         if miner.state not in (miners.MinerState.ACTIVE, miners.MinerState.EXITING):
             continue
-        holdings = list(files.holdings_of(state, pubkey))
+        holdings = [
+            h
+            for h in files.holdings_of(state, pubkey)
+            if not restoral.reported_lost(state, h, pubkey)
+        ]
         for h in holdings:
             if h.fid not in tag_keys:
                 record = files.get_file(state, h.fid)

@@ -32,6 +32,8 @@ BY_FRAGMENT = b"order-frag/"
 DEADLINE = b"order-dl/"
 SEQUENCE = b"order-seq"
 
+REPORTED_LOSS = "reported loss"
+
 
 class OrderState(enum.IntEnum):  # stored on chain: never renumber
     OPEN = 0
@@ -57,6 +59,19 @@ def _fragment_key(fid: str, segment: int, fragment: int) -> bytes:
     return (
         BY_FRAGMENT + bytes.fromhex(fid) + segment.to_bytes(4, "big") + fragment.to_bytes(2, "big")
     )
+
+
+def reported_lost(state: State, holding: files.Holding, miner: bytes) -> bool:
+    """Has ``miner`` reported this fragment lost (its order still open or claimed)?
+
+    Audit leaves such fragments out of the miner's challenges: the chain already knows they are
+    gone, and repair, not slashing, is the answer to an honest report.
+    """
+    raw = state.get(_fragment_key(holding.fid, holding.segment, holding.fragment))
+    if raw is None:
+        return False
+    order = get_order(state, int.from_bytes(raw, "big"))
+    return order is not None and order.former == miner and order.reason == REPORTED_LOSS
 
 
 def get_order(state: State, order_id: int) -> Order | None:
@@ -158,7 +173,7 @@ def apply_report_loss(state: State, ctx: TxContext, call: ReportLoss) -> None:
     if raw is None:
         raise NotFound("the sender holds no such fragment")
     holding = codec.decode(raw, files.Holding)
-    create_order(state, ctx.block.height, holding, ctx.sender, "reported loss", ctx.events)
+    create_order(state, ctx.block.height, holding, ctx.sender, REPORTED_LOSS, ctx.events)
 
 
 def _require(state: State, order_id: int) -> Order:

@@ -17,6 +17,9 @@ from deoss.keyfile import default_key_path, read_key_file
 
 app = typer.Typer(help="Show accounts and transfer funds.", no_args_is_help=True)
 
+# The chain refuses amounts of 2^63 and more (they do not fit its integers).
+MAX_AMOUNT = 2**63 - 1
+
 KeyOpt = Annotated[
     Path | None,
     typer.Option("--key", help="Key file (default: $DEOSS_KEY or ~/.deoss/key.toml)."),
@@ -72,7 +75,7 @@ def show_command(
 @app.command("transfer")
 def transfer_command(
     to: Annotated[str, typer.Argument(help="Recipient address.")],
-    amount: Annotated[int, typer.Argument(help="Amount in base units.", min=1)],
+    amount: Annotated[int, typer.Argument(help="Amount in base units.", min=1, max=MAX_AMOUNT)],
     key: KeyOpt = None,
     node: NodeOpt = None,
     as_json: JsonOpt = False,

@@ -1,4 +1,9 @@
-"""deoss miner status / exit: storage miners as the chain records them, and a graceful exit.
+"""deoss miner status / stake / exit: storage miners as the chain records them, topping up a
+miner's stake, and a graceful exit.
+
+Slashes take a share of the stake; once it is under what the miner's capacity requires, the
+miner gets no new fragments and may not claim restoral orders until ``deoss miner stake`` tops it
+up.
 
 An exit is announced on chain with the miner's account key: from then on the miner receives no
 new fragments, restoral orders move the fragments it holds to other miners, and once it holds
@@ -12,10 +17,18 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from deoss.chain.genesis import ChainParams
 from deoss.chain.modules.files import Holding
-from deoss.chain.modules.miners import ExitMiner, Miner, MinerEntry, MinerState
+from deoss.chain.modules.miners import (
+    AddStake,
+    ExitMiner,
+    Miner,
+    MinerEntry,
+    MinerState,
+    required_stake,
+)
 from deoss.chain.query import QueryArgs
-from deoss.cli.commands.account import KeyOpt, load_key
+from deoss.cli.commands.account import MAX_AMOUNT, KeyOpt, load_key
 from deoss.cli.commands.audit import print_table
 from deoss.cli.commands.status import JsonOpt, with_ledger
 from deoss.cli.node_client import NodeOpt
@@ -24,7 +37,9 @@ from deoss.client.chain import ChainClient
 from deoss.core.errors import DataPathError
 from deoss.core.keys import parse_address
 
-app = typer.Typer(help="Show storage miners; exit as a miner.", no_args_is_help=True)
+app = typer.Typer(
+    help="Show storage miners; top up a miner's stake; exit as a miner.", no_args_is_help=True
+)
 
 
 def miner_json(address: str, miner: Miner) -> dict[str, Any]:
@@ -57,7 +72,9 @@ def _check_miner_address(address: str, as_json: bool) -> str:
 async def _read_one(client: ChainClient, address: str) -> dict[str, Any]:
     miner = await client.query("/miners/miner", QueryArgs(address=address), Miner)
     holdings = await client.query("/files/holdings", QueryArgs(address=address), list[Holding])
-    return {**miner_json(address, miner), "fragments": len(holdings)}
+    params = await client.query("/chain/params", QueryArgs(), ChainParams)
+    required = required_stake(params, miner.capacity_bytes)
+    return {**miner_json(address, miner), "fragments": len(holdings), "required_stake": required}
 
 
 def _print_one(shown: dict[str, Any]) -> None:
@@ -69,7 +86,11 @@ def _print_one(shown: dict[str, Any]) -> None:
         f"{shown['locked_bytes']} locked, {shown['idle_bytes']} idle (bytes)"
     )
     console.print(f"fragments   {shown['fragments']}")
-    console.print(f"stake       {shown['stake']}")
+    short = " (UNDER IT: no new fragments; top up with deoss miner stake)"
+    console.print(
+        f"stake       {shown['stake']}, {shown['required_stake']} required"
+        f"{short if shown['stake'] < shown['required_stake'] else ''}"
+    )
     console.print(
         f"faults      {shown['consecutive_faults']} in a row, {shown['total_faults']} in all"
     )
@@ -137,6 +158,36 @@ def status_command(
         print_json({"miners": miners})
         return
     _print_all(miners)
+
+
+@app.command("stake")
+def stake_command(
+    amount: Annotated[
+        int, typer.Argument(min=1, max=MAX_AMOUNT, help="How much to move from the balance.")
+    ],
+    key: KeyOpt = None,
+    node: NodeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add AMOUNT to the stake of the miner whose account key is in the key file.
+
+    Exit 3 if the key is not a miner's, 1 if the balance is too low or the miner has exited.
+    """
+    account = load_key(key, as_json)
+
+    async def submit(client: ChainClient) -> dict[str, Any]:
+        outcome = await client.submit(account, AddStake(amount=amount))
+        shown = await _read_one(client, account.address)
+        return {**shown, "height": outcome.height}
+
+    shown = with_ledger(node, submit, as_json)
+    if as_json:
+        print_json(shown)
+        return
+    console.print(
+        f"miner {shown['address']} staked {amount} in block {shown['height']}: its stake is "
+        f"{shown['stake']}, {shown['required_stake']} required for its capacity"
+    )
 
 
 @app.command("exit")

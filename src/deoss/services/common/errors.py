@@ -12,6 +12,7 @@ from typing import ClassVar
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.requests import ClientDisconnect
 
 from deoss.core import errors as core_errors
 from deoss.services.common.auth import AuthError
@@ -88,7 +89,18 @@ def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
     return {"error": {"code": code, "message": message}}
 
 
+# nginx's convention: the client closed the connection before the answer (nobody reads it).
+CLIENT_CLOSED = 499
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ClientDisconnect)
+    async def _client_gone(request: Request, exc: ClientDisconnect) -> JSONResponse:
+        # a hedged or cancelled transfer: an everyday event, not a server error worth a traceback
+        return JSONResponse(
+            error_body("client_disconnected", "the client went away"), CLIENT_CLOSED
+        )
+
     @app.exception_handler(ServiceError)
     async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
         return JSONResponse(error_body(exc.code, str(exc)), status_code=exc.status)

@@ -2,8 +2,9 @@
 
 The repairer wakes on ``restoral.order`` and ``restoral.expired`` events and every ``poll_s``
 anyway. It first resumes the orders the chain says this miner claimed (a restart loses none),
-then, while this miner is ACTIVE, has free repair slots and idle capacity, claims open orders
-for segments it holds no fragment of. For each claimed order:
+then, while this miner is ACTIVE with the stake its capacity requires, has free repair slots
+and idle capacity, claims open orders for segments it holds no fragment of. For each claimed
+order:
 
     the exact fragment from an exiting former holder, if it still serves it; otherwise k other
     fragments of the segment from their holders (data fragments first, each hash-checked)
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 
 from deoss.chain.errors import NotFound as ChainNotFound
 from deoss.chain.modules.files import FileRecord
-from deoss.chain.modules.miners import MinerState
+from deoss.chain.modules.miners import MinerState, required_stake
 from deoss.chain.modules.restoral import ClaimOrder, CompleteOrder, Order, OrderState
 from deoss.chain.query import MAX_PAGE, QueryArgs
 from deoss.client.errors import ClientError, TxRefused
@@ -123,6 +124,8 @@ class Repairer:
         miner = await self.service.view.miner(self.me)
         if miner is None or miner.state != MinerState.ACTIVE:
             return
+        if miner.stake < required_stake(await self.service.view.params(), miner.capacity_bytes):
+            return  # the chain refuses claims until the operator tops the stake up
         idle = miner.idle_bytes
         for order in orders:
             if self.active() >= self.slots:

@@ -32,7 +32,13 @@ from deoss.chain.genesis import ChainParams
 from deoss.chain.modules.deals import Deal, DealState, receipt_message
 from deoss.chain.modules.files import FileRecord, ObjectRecord
 from deoss.chain.modules.gateways import Gateway
-from deoss.chain.modules.miners import Miner, RegisterMiner, UpdateMiner, required_stake
+from deoss.chain.modules.miners import (
+    Miner,
+    MinerState,
+    RegisterMiner,
+    UpdateMiner,
+    required_stake,
+)
 from deoss.chain.modules.schedulers import Scheduler
 from deoss.chain.query import QueryArgs
 from deoss.client.chain import ChainClient
@@ -518,6 +524,11 @@ async def write_streamed(
 
 # --- registration --------------------------------------------------------------------------
 
+# Registering with only the required stake would stop the miner from taking fragments after its
+# first slash (every slash takes a share of the stake); twice the requirement absorbs a run of
+# missed rounds, e.g. a restart, and leaves the operator time to top it up.
+STAKE_HEADROOM = 2
+
 
 async def ensure_registered(
     chain: ChainClient, key: KeyPair, settings: MinerSettings, bound_url: str
@@ -531,7 +542,8 @@ async def ensure_registered(
     view = ChainView(chain)
     current = await view.miner(key.public_key)
     if current is None:
-        stake = settings.stake or required_stake(await view.params(), settings.capacity_bytes)
+        required = required_stake(await view.params(), settings.capacity_bytes)
+        stake = settings.stake or STAKE_HEADROOM * required
         call = RegisterMiner(endpoint=endpoint, capacity_bytes=settings.capacity_bytes, stake=stake)
         outcome = await chain.submit(key, call)
         log_event(ROLE, "registered", endpoint=endpoint, stake=stake, height=outcome.height)
@@ -539,6 +551,16 @@ async def ensure_registered(
     if current.endpoint != endpoint:
         outcome = await chain.submit(key, UpdateMiner(endpoint=endpoint))
         log_event(ROLE, "endpoint_updated", endpoint=endpoint, height=outcome.height)
+    required = required_stake(await view.params(), current.capacity_bytes)
+    if current.state == MinerState.ACTIVE and current.stake < required:
+        log_event(
+            ROLE,
+            "stake_below_required",
+            stake=current.stake,
+            required=required,
+            note="slashes took the stake under what the capacity requires: no new fragments "
+            "or restoral claims until `deoss miner stake AMOUNT` tops it up",
+        )
     if current.capacity_bytes != settings.capacity_bytes:
         log_event(
             ROLE,

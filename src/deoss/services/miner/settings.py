@@ -9,7 +9,7 @@
 
     [miner]
     capacity_bytes = 68719476736   # 64 GiB declared on chain
-    stake = 0                      # 0: the stake the chain requires for that capacity
+    stake = 0                      # 0: twice the stake the chain requires for that capacity
     repair_slots = 2               # restoral orders repaired at once; 0: claim none
     scrub_bytes_per_s = 8388608    # background re-reading of stored fragments; 0: off
     scrub_pause_s = 3600.0         # pause between two scrub passes
@@ -59,7 +59,7 @@ class MinerSettings:
     data_dir: Path
     public_url: str = ""
     capacity_bytes: int = DEFAULT_CAPACITY_BYTES
-    stake: int = 0  # 0: the chain's required stake for capacity_bytes
+    stake: int = 0  # 0: STAKE_HEADROOM x the chain's required stake for capacity_bytes
     repair_slots: int = 2
     scrub_bytes_per_s: int = 8 * 1024 * 1024
     scrub_pause_s: float = 3600.0

@@ -40,7 +40,7 @@ from deoss.services.common.auth import HEADER_BODY, sign_request
 from deoss.services.common.signing import SigningAuth, now_ms
 from deoss.services.miner.app import create_app
 from deoss.services.miner.follower import ChainFollower
-from deoss.services.miner.service import MinerService, ensure_registered
+from deoss.services.miner.service import STAKE_HEADROOM, MinerService, ensure_registered
 from deoss.services.miner.settings import MinerSettings
 from deoss.services.miner.store import Area, FragmentStore
 from tests.chain_fixtures import GENESIS_TIME_NS, StepClock, anyio_backend
@@ -528,7 +528,7 @@ async def producing(node: DevNode) -> AsyncIterator[None]:
         await task
 
 
-async def test_registers_with_the_required_stake_then_updates_its_endpoint(net: Net) -> None:
+async def test_registers_with_stake_headroom_then_updates_its_endpoint(net: Net) -> None:
     newcomer = key("miner12")
     settings = MinerSettings(
         chain_url="http://node",
@@ -543,7 +543,7 @@ async def test_registers_with_the_required_stake_then_updates_its_endpoint(net: 
         await ensure_registered(net.chain, newcomer, settings, "http://127.0.0.1:7002")
         second = net.ledger.query("/miners/miner", miners.Miner, address=newcomer.address)
     assert ("http://127.0.0.1:7001", 3 * GiB) == (first.endpoint, first.capacity_bytes)
-    assert miners.required_stake(PARAMS, 3 * GiB) == first.stake
+    assert STAKE_HEADROOM * miners.required_stake(PARAMS, 3 * GiB) == first.stake
     assert "http://127.0.0.1:7002" == second.endpoint
 
 
