@@ -22,6 +22,7 @@ from deoss.chain.modules.audit import SubmitProof as SubmitProofCall
 from deoss.chain.modules.files import FileRecord, ObjectRecord
 from deoss.chain.modules.miners import Miner, MinerEntry, MinerState
 from deoss.chain.modules.restoral import Order
+from deoss.chain.query import QueryArgs
 from deoss.client.chain import ChainClient
 from deoss.client.errors import TxRefused
 from deoss.core.keys import KeyPair
@@ -377,6 +378,73 @@ def test_scrubbing_finds_a_deleted_fragment_and_repair_replaces_it(network: Netw
     assert (200, data) == (got.status_code, got.content)
     log = (network.spec.home / "logs" / f"{victim}.log").read_text()
     assert '"event": "scrub_loss"' in log
+
+
+def test_a_wrong_completion_is_refused_and_a_restarted_claimer_resumes_its_order(
+    network: Network,
+) -> None:
+    """The active miners holding nothing of a segment are stopped, so none of them races the
+    test; a holder reports a fragment lost; one stopped miner's key claims the order and
+    completes it naming another hash: refused, the order stays claimed. Restarted, that miner
+    resumes its claim from the chain, rebuilds the fragment and completes the order."""
+    import hashlib
+
+    from deoss.chain.modules.restoral import ClaimOrder, CompleteOrder, OrderState, ReportLoss
+
+    data = content(SEGMENT + 7, "audit-complete")
+    assert 201 == network.put("complete", data).status_code
+    record = wait_tagged(network, "complete")
+    active = [n for n in miner_names(network) if miner(network, n).state == MinerState.ACTIVE]
+    outsiders = [n for n in active if miner_key(network, n).public_key not in record.holders[0]]
+    assert outsiders, "every active miner holds a fragment of segment 0"
+    for name in outsiders:
+        network.kill(name)
+    claimer = miner_key(network, outsiders[0])
+    fragment = 5
+    reporter = next(
+        miner_key(network, n)
+        for n in active
+        if miner_key(network, n).public_key == record.holders[0][fragment]
+    )
+    try:
+
+        async def report_and_claim(chain: ChainClient) -> Order:
+            await chain.submit(reporter, ReportLoss(fid=record.fid, segment=0, fragment=fragment))
+            found = await chain.query("/restoral/orders", QueryArgs(), list[Order])
+            (order,) = [o for o in found if (o.fid, o.segment) == (record.fid, 0)]
+            await chain.submit(claimer, ClaimOrder(order_id=order.id))
+            return order
+
+        order = ask(network, report_and_claim)
+        assert isinstance(order, Order)
+        wrong = CompleteOrder(order_id=order.id, fragment_hash=hashlib.sha256(b"not it").digest())
+
+        async def complete_wrong(chain: ChainClient) -> TxRefused | None:
+            try:
+                await chain.submit(claimer, wrong)
+            except TxRefused as exc:
+                return exc
+            return None
+
+        refused = ask(network, complete_wrong)
+        assert isinstance(refused, TxRefused) and "is not the declared" in str(refused)
+        after = network.query("/restoral/order", Order, id=order.id)
+        assert isinstance(after, Order)
+        assert (OrderState.CLAIMED, claimer.public_key) == (after.state, after.claimer)
+        assert reporter.public_key == file_of(network, "complete").holders[0][fragment]
+    finally:
+        for name in outsiders:
+            network.net.restart(name)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if file_of(network, "complete").holders[0][fragment] == claimer.public_key:
+            break
+        time.sleep(0.5)
+    final = file_of(network, "complete")
+    assert claimer.public_key == final.holders[0][fragment]
+    assert 12 == len(set(final.holders[0]))
+    got = network.get("complete")
+    assert (200, data) == (got.status_code, got.content)
 
 
 def test_an_exiting_miner_gets_no_new_fragments_and_leaves_with_its_stake(
