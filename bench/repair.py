@@ -182,6 +182,12 @@ async def run(bench: Bench, sizes: Sequence[int], timeout_s: float) -> Result:
         "order_s_median": statistics.median(per_order) if per_order else None,
         "order_s_max": max(per_order) if per_order else None,
         "restorers": len({line["miner"] for line in lines}),
+        "phase_s_median": {
+            phase: statistics.median(float(line.get(f"{phase}_s", 0.0)) for line in lines)
+            for phase in ("obtain", "store", "tags", "complete")
+        }
+        if lines
+        else {},
     }
 
 
@@ -211,6 +217,14 @@ def render(results: Result) -> str:
         f"| one order (claim excluded): median / max | {r['order_s_median']:.2f} s / "
         f"{r['order_s_max']:.2f} s |",
     ]
+    phases = r.get("phase_s_median") or {}
+    if phases:
+        out.append(
+            "| one order, median per phase: fetch k + rebuild / store / tags from a scheduler / "
+            "complete on chain | "
+            + " / ".join(f"{phases[p]:.2f} s" for p in ("obtain", "store", "tags", "complete"))
+            + " |"
+        )
     return "\n".join(out) + "\n"
 
 

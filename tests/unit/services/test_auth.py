@@ -87,3 +87,22 @@ def test_old_signatures_are_forgotten_after_the_window() -> None:
             "GET", f"/{i}", sign_request(KEY, "GET", f"/{i}", NOW + i * 100), NOW + i * 100
         )
     assert len(verifier._seen) <= 11
+
+
+def test_identical_requests_signed_in_one_millisecond_are_both_accepted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SigningAuth never reuses a millisecond, so two identical requests (ranged reads of one
+    fragment, a hedged retry) get distinct signatures instead of a replay refusal."""
+    import httpx
+
+    from deoss.services.common import signing
+
+    monkeypatch.setattr(signing, "now_ms", lambda: NOW)
+    auth = signing.SigningAuth(KEY)
+    verifier = RequestVerifier()
+    for _ in range(3):
+        request = httpx.Request("GET", "http://miner/fragments/ab", headers={"range": "bytes=0-1"})
+        signed_request = next(auth.auth_flow(request))
+        headers = dict(signed_request.headers)
+        assert KEY.public_key == verifier.verify("GET", "/fragments/ab", headers, NOW)[0]

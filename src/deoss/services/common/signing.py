@@ -4,6 +4,7 @@ outgoing ones (an httpx auth). The scheme is in ``deoss.services.common.auth``."
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from collections.abc import AsyncIterator, Generator
 from dataclasses import dataclass
@@ -90,6 +91,17 @@ class SigningAuth(httpx.Auth):
 
     def __init__(self, key: KeyPair) -> None:
         self.key = key
+        self._last_ms = 0
+        self._clock = threading.Lock()
+
+    def _next_ms(self) -> int:
+        """Now, but strictly after the last request signed here. Signatures are deterministic:
+        two requests with the same method, target and body in one millisecond (ranged reads of
+        one fragment, a hedged retry) would otherwise carry the same signature, and the second
+        would be refused as a replay."""
+        with self._clock:
+            self._last_ms = max(now_ms(), self._last_ms + 1)
+            return self._last_ms
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         body_sha = request.headers.get(HEADER_BODY)
@@ -100,5 +112,7 @@ class SigningAuth(httpx.Auth):
                 raise ValueError("a streamed body needs its SHA-256 in the headers") from exc
             body_sha = hashlib.sha256(content).hexdigest() if content else EMPTY_BODY_SHA256
         target = request.url.raw_path.decode()
-        request.headers.update(sign_request(self.key, request.method, target, now_ms(), body_sha))
+        request.headers.update(
+            sign_request(self.key, request.method, target, self._next_ms(), body_sha)
+        )
         yield request

@@ -158,7 +158,7 @@ class Repairer:
     async def _attempt(self, order: Order) -> None:
         started = time.perf_counter()
         try:
-            await self.repair(order)
+            phases = await self.repair(order)
         except (RepairFailed, PeerError, DataPathError, ClientError, OSError) as exc:
             self.stats.failed_attempts += 1
             log_event(ROLE, "repair_retry", order=order.id, why=f"{type(exc).__name__}: {exc}")
@@ -172,12 +172,14 @@ class Repairer:
             segment=order.segment,
             fragment=order.fragment,
             seconds=round(time.perf_counter() - started, 3),
+            **{f"{name}_s": round(spent, 3) for name, spent in phases.items()},
         )
 
     # --- one order -------------------------------------------------------------------------
 
-    async def repair(self, order: Order) -> None:
-        """Rebuild, store, tag and complete one claimed order.
+    async def repair(self, order: Order) -> dict[str, float]:
+        """Rebuild, store, tag and complete one claimed order; returns the seconds each phase
+        took (``obtain``: copy or fetch and rebuild, ``store``, ``tags``, ``complete``).
 
         Raises:
             RepairFailed, PeerError, ClientError: a step that may pass on a later try.
@@ -188,12 +190,24 @@ class Repairer:
         place = FragmentPlace(
             order.fragment_hash, order.fid, order.segment, order.fragment, Area.PERM, order.size
         )
+        phases: dict[str, float] = {}
+        mark = time.perf_counter()
+
+        def lap(name: str) -> None:
+            nonlocal mark
+            now = time.perf_counter()
+            phases[name] = now - mark
+            mark = now
+
         if not await asyncio.to_thread(self._holds, place):
             data = await self._obtain(order, record)
+            lap("obtain")
             await asyncio.to_thread(self.store.put_fragment, place, [data])
+            lap("store")
             self.stats.bytes_rebuilt += len(data)
         if record.tagged and not await asyncio.to_thread(self.store.has_tags, order.fragment_hash):
             await self._obtain_tags(order, record)
+            lap("tags")
         try:
             await self.service.chain.submit(
                 self.service.key,
@@ -204,7 +218,9 @@ class Repairer:
             if current is None or current.claimer != self.me:
                 await asyncio.to_thread(self.store.remove_place, place)  # not ours to keep
             raise RepairFailed(f"completion refused: {exc}") from exc
+        lap("complete")
         self.stats.repaired += 1
+        return phases
 
     def _holds(self, place: FragmentPlace) -> bool:
         return any(
