@@ -190,7 +190,7 @@ def apply_exit(state: State, ctx: TxContext, call: ExitMiner) -> None:
     """Announce exit: no new fragments; restoral moves the held ones; then the stake returns."""
     miner = require_miner(state, ctx.sender)
     if miner.state not in (MinerState.ACTIVE, MinerState.FAULTY):
-        raise InvalidTransition(f"a {miner.state.name.lower()} miner cannot exit")
+        raise InvalidTransition(f"an {miner.state.name.lower()} miner cannot exit")
     put_miner(state, ctx.sender, replace(miner, state=MinerState.EXITING))
     ctx.emit("miner.exiting", miner=ctx.sender_address)
 
