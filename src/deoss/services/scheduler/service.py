@@ -135,6 +135,10 @@ class SchedulerService:
             workers=settings.tag_workers,
             timeout_s=settings.miner_timeout_s,
             retry_delay_s=settings.retry_delay_s,
+            # half the chain's tagging deadline: unreachable holders must not hold a file
+            # untagged (hence unchallenged, its dead holders never repaired) past it
+            partial_after_s=params.tag_timeout_blocks * params.block_interval_ms / 2000,
+            min_delivered=params.layout.data_shards,
         )
         self.retagger = Retagger(
             chain=chain, key=key, enclave=enclave, layout=params.layout, tagger=self.tagger

@@ -12,7 +12,10 @@ Invariants:
   past the event that created it, and removed only when the job is finished, so a restart
   resumes every unfinished job.
 * A job retries with backoff until the file is tagged, deleted, or given to another tagger;
-  fragments already delivered are not tagged again within the process.
+  fragments already delivered are not tagged again within the process. After
+  ``partial_after_s`` of failures, a file whose every segment has ``min_delivered`` (k) holders
+  with tags is reported tagged anyway (``tagged_partially``): the holders still without tags
+  fetch them when challenged, and a dead one is found FAULTY and repaired.
 * Only the enclave sees the tag secret; this module sees tags.
 
 ``tag_bytes`` lends the same pool to tags computed on request (``retag``).
@@ -25,6 +28,7 @@ import contextlib
 import hashlib
 import os
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -67,6 +71,7 @@ class _Job:
     fid: str
     deal_id: int | None  # the deal this scheduler reported (local copies), or None
     delivered: set[tuple[bytes, bytes]] = field(default_factory=set)  # (holder, fragment hash)
+    failing_since: float | None = None  # monotonic time of the first failed attempt
 
 
 class Tagger:
@@ -85,6 +90,8 @@ class Tagger:
         workers: int,
         timeout_s: float,
         retry_delay_s: float,
+        partial_after_s: float = float("inf"),
+        min_delivered: int = 0,
     ) -> None:
         self.chain = chain
         self.key = key
@@ -97,6 +104,8 @@ class Tagger:
         self.workers = workers
         self.timeout_s = timeout_s
         self.retry_delay_s = retry_delay_s
+        self.partial_after_s = partial_after_s
+        self.min_delivered = min_delivered
         self._pool = ThreadPoolExecutor(
             workers, thread_name_prefix="deoss-tag", initializer=_lower_priority
         )
@@ -186,20 +195,47 @@ class Tagger:
             return
         endpoints = await self._endpoints()
         slots = asyncio.Semaphore(self.workers)
-        try:
-            async with asyncio.TaskGroup() as group:
-                for plan, holders in zip(record.segments, record.holders, strict=True):
-                    for index, holder in enumerate(holders):
-                        if (holder, plan.fragment_hashes[index]) not in job.delivered:
-                            group.create_task(
-                                self._tag_one(job, slots, plan, index, holder, endpoints)
-                            )
-        except ExceptionGroup as failures:
-            reasons = "; ".join(str(e) for e in failures.exceptions[:3])
-            raise TaggingError(
-                f"{len(failures.exceptions)} fragment(s) failed: {reasons}"
-            ) from None
+        # every fragment is tried even when one fails: a holder that is down must not cancel
+        # the work for the others (the job retries only what is still undelivered)
+        outcomes = await asyncio.gather(
+            *(
+                self._tag_one(job, slots, plan, index, holder, endpoints)
+                for plan, holders in zip(record.segments, record.holders, strict=True)
+                for index, holder in enumerate(holders)
+                if (holder, plan.fragment_hashes[index]) not in job.delivered
+            ),
+            return_exceptions=True,
+        )
+        failures = [o for o in outcomes if isinstance(o, BaseException)]
+        for failure in failures:
+            if not isinstance(failure, TaggingError | ClientError | DataPathError | OSError):
+                raise failure  # a bug or a cancellation, not a holder's trouble
+        if failures:
+            reasons = "; ".join(str(e) for e in failures[:3])
+            if not self._may_report_partially(job, record):
+                raise TaggingError(f"{len(failures)} fragment(s) failed: {reasons}")
+            log_event(ROLE, "tagged_partially", fid=job.fid, undelivered=len(failures), why=reasons)
         await self._report_tagged(job.fid)
+
+    def _may_report_partially(self, job: _Job, record: FileRecord) -> bool:
+        """After ``partial_after_s`` of failures, report the file tagged anyway if every segment
+        has at least ``min_delivered`` holders with tags.
+
+        A holder that stays unreachable would otherwise hold the whole file untagged, hence never
+        challenged, and a dead holder never found FAULTY nor repaired. Once the file is tagged, a
+        holder that missed its tags fetches them when first challenged (``PUT /tags`` here), and
+        one that is gone misses its rounds, becomes FAULTY and its fragments are rebuilt.
+        """
+        now = time.monotonic()
+        if job.failing_since is None:
+            job.failing_since = now
+        if now - job.failing_since < self.partial_after_s:
+            return False
+        return all(
+            sum((h, plan.fragment_hashes[i]) in job.delivered for i, h in enumerate(holders))
+            >= self.min_delivered
+            for plan, holders in zip(record.segments, record.holders, strict=True)
+        )
 
     async def _tag_one(
         self,

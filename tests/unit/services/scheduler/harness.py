@@ -77,7 +77,8 @@ class FakeMiner:
     """A miner that checks the scheduler's signature and signs real receipts.
 
     ``mode``: "ok"; "error" (HTTP 500); "hang" (never answers); "bad_receipt" (signs another
-    fragment index); "wrong_miner" (a receipt signed by another miner's key).
+    fragment index); "wrong_miner" (a receipt signed by another miner's key); "tags_down"
+    (fragments accepted, tags refused with HTTP 503).
     """
 
     key: KeyPair
@@ -107,6 +108,8 @@ class FakeMiner:
         if (request.method, kind) == ("PUT", "fragments"):
             return await self._put_fragment(request, digest, body)
         if (request.method, kind) == ("PUT", "tags"):
+            if self.mode == "tags_down":
+                return httpx.Response(503, json={"error": {"code": "down", "message": "down"}})
             self.tag_puts += 1
             self.tags[digest] = body
             return httpx.Response(200, json={"stored": len(body)})

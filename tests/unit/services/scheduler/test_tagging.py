@@ -145,3 +145,39 @@ async def test_a_file_reassigned_for_tagging_is_fetched_from_its_holders(tmp_pat
         assert 12 == sum(check_miner_proves(m, record, public) for m in miners)
         assert [1] * 12 == [m.fragment_gets for m in miners]
         assert not net.service.store.has(deal_id)
+
+
+async def test_holders_that_refuse_tags_hold_the_file_untagged_only_for_a_while(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """While some holders refuse their tags the job retries; once ``partial_after_s`` has passed
+    with every segment's k holders served, the file is reported tagged anyway (so that it is
+    challenged and a dead holder is eventually found and repaired)."""
+    caplog.set_level(logging.INFO)
+    async with running_network(tmp_path, follow=True) as net:
+        net.service.tagger.partial_after_s = 3600.0
+        down = list(net.miners.values())[:3]  # 14 miners, 12 holders: at least one holds
+        for miner in down:
+            miner.mode = "tags_down"
+        deal_id, segments = await net.declare(os.urandom(20_000))
+        for segment in segments:
+            assert 200 == (await net.put_segment(deal_id, segment)).status_code
+        deal = await net.wait_for_state(deal_id, DealState.SUCCESS)
+        await wait_for(lambda: _retried(caplog), 10, "the tag job to retry on the refusing holders")
+        record = await net.chain.query("/files/file", QueryArgs(fid=deal.fid), FileRecord)
+        assert not record.tagged
+        net.service.tagger.partial_after_s = 0.0
+        record = await tagged_file(net, deal.fid)
+        assert "tagged_partially" in caplog.text
+        holders = {h for row in record.holders for h in row}
+        refusing = [m for m in down if m.key.public_key in holders]
+        assert refusing and not any(m.tags for m in refusing)
+        public = net.service.enclave.public_key
+        served = [m for m in net.miners.values() if m.tags]
+        assert sum(check_miner_proves(m, record, public) for m in served) == sum(
+            len(row) for row in record.holders
+        ) - sum(row.count(m.key.public_key) for row in record.holders for m in refusing)
+
+
+async def _retried(caplog: pytest.LogCaptureFixture) -> bool:
+    return "tagging_retry" in caplog.text
