@@ -25,6 +25,7 @@ from deoss.core.podr2 import (
     TagPublicKey,
     block_count,
     block_span,
+    check_tags,
     derive_challenge,
     prove,
     verify_proof,
@@ -314,3 +315,32 @@ def test_public_key_and_tag_equation_hold_in_py_ecc() -> None:
         m = int.from_bytes(block[31 * j : 31 * (j + 1)], "little")
         point = add(point, multiply(base, m))
     assert pairing(G2, sigma) == pairing(multiply(G2, x), point)
+
+
+def test_check_tags_accepts_honest_tags_and_catches_any_single_wrong_one(key: TagKey) -> None:
+    """All blocks checked at once: one tag swapped, one byte of data changed, tags of another
+    fragment, the wrong key, a wrong length or bytes that are no point all fail."""
+    rng = random.Random(9)
+    data = rng.randbytes(997)  # 9 blocks of 124 bytes at s = 4
+    digest = hashlib.sha256(data).digest()
+    tags = key.tag_fragment(data, digest)
+    check_tags(key.public, digest, data, tags, SEED_A)
+    check_tags(key.public, digest, data, tags, SEED_B)
+    swapped = tags[TAG_BYTES : 2 * TAG_BYTES] + tags[:TAG_BYTES] + tags[2 * TAG_BYTES :]
+    changed = bytearray(data)
+    changed[500] ^= 1
+    other = rng.randbytes(997)
+    other_tags = key.tag_fragment(other, hashlib.sha256(other).digest())
+    wrong_key = TagKey.from_secret((987654321).to_bytes(32, "little"), S)
+    for public, block_data, block_tags in [
+        (key.public, data, swapped),
+        (key.public, bytes(changed), tags),
+        (key.public, data, other_tags),
+        (wrong_key.public, data, tags),
+    ]:
+        with pytest.raises(BadProof):
+            check_tags(public, digest, block_data, block_tags, SEED_A)
+    with pytest.raises(BadProof, match="bytes of tags"):
+        check_tags(key.public, digest, data, tags[:-1], SEED_A)
+    with pytest.raises(BadProof):
+        check_tags(key.public, digest, data, b"\xff" * len(tags), SEED_A)

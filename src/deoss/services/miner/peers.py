@@ -73,6 +73,16 @@ class Peers:
             raise PeerError(f"GET {url}: the bytes do not hash to {fragment_hash.hex()}")
         return response.content
 
+    async def fetch_tags(self, endpoint: str, fragment_hash: bytes, expected: int) -> bytes:
+        """The tags a miner stores for a fragment, checked for length only (the caller checks
+        them against the fragment with ``core.podr2.check_tags``)."""
+        url = f"{endpoint}/tags/{fragment_hash.hex()}"
+        response = await self._request("GET", url)
+        if len(response.content) != expected:
+            got = len(response.content)
+            raise PeerError(f"GET {url}: {got} bytes of tags, {expected} expected")
+        return response.content
+
     async def request_tags(
         self,
         endpoint: str,

@@ -9,8 +9,9 @@ order:
     the exact fragment from an exiting former holder, if it still serves it; otherwise k other
     fragments of the segment from their holders (data fragments first, each hash-checked)
     -> rebuild (core.layout.rebuild_fragment checks the result against the declared hash)
-    -> store it in the permanent area -> if the file is tagged, obtain its tags from the file's
-    tagger (``PUT /tags/{hash}?order=``) -> ``restoral.complete``
+    -> store it in the permanent area -> if the file is tagged, its tags: copied from the
+    exiting former holder, else from the file's tagger (``PUT /tags/{hash}?order=``), checked
+    against the fragment in one batch -> ``restoral.complete``
 
 Invariants:
 
@@ -25,6 +26,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from dataclasses import dataclass
 
@@ -34,9 +36,10 @@ from deoss.chain.modules.miners import MinerState, required_stake
 from deoss.chain.modules.restoral import ClaimOrder, CompleteOrder, Order, OrderState
 from deoss.chain.query import MAX_PAGE, QueryArgs
 from deoss.client.errors import ClientError, TxRefused
-from deoss.core.errors import DataPathError
+from deoss.core.errors import BadProof, DataPathError
 from deoss.core.keys import address_of
 from deoss.core.layout import rebuild_fragment
+from deoss.core.podr2 import TAG_BYTES, TagPublicKey, block_count, check_tags
 from deoss.services.common.app import log_event
 from deoss.services.miner.peers import PeerError, Peers
 from deoss.services.miner.service import ROLE, MinerService
@@ -55,6 +58,7 @@ class RepairStats:
     failed_attempts: int = 0
     bytes_fetched: int = 0
     bytes_rebuilt: int = 0
+    tags_copied: int = 0  # from an exiting former holder instead of a scheduler
 
 
 class RepairFailed(Exception):
@@ -289,13 +293,56 @@ class Repairer:
         return await self.peers.fetch_fragment(endpoint, fragment_hash)
 
     async def _obtain_tags(self, order: Order, record: FileRecord) -> None:
-        endpoint = await self.peers.scheduler_endpoint(record.tagger)
+        """The fragment's tags, checked against it before they are kept: copied from an exiting
+        former holder if it still serves them (no tagging needed), else computed by the file's
+        tagger. Tags that do not verify would make this miner's proofs fail, so they are never
+        stored: a bad copy falls back to the tagger, bad tags from the tagger fail the attempt.
+        """
         data = await asyncio.to_thread(self.store.read_range, order.fragment_hash, 0, order.size)
-        sectors = (await self.service.view.params()).podr2.sectors_per_block
+        public = await self._tag_public_key(record)
+        expected = block_count(order.size, public.sectors_per_block) * TAG_BYTES
+        former = await self.service.view.miner(order.former)
+        if former is not None and former.state == MinerState.EXITING:
+            endpoint = (await self.peers.miner_endpoints()).get(order.former)
+            try:
+                if endpoint is None:
+                    raise PeerError("the former holder has no endpoint")
+                tags = await self.peers.fetch_tags(endpoint, order.fragment_hash, expected)
+                await asyncio.to_thread(
+                    check_tags, public, order.fragment_hash, data, tags, os.urandom(32)
+                )
+            except (PeerError, BadProof) as exc:
+                log_event(ROLE, "repair_tags_copy_failed", order=order.id, why=str(exc))
+            else:
+                await asyncio.to_thread(self.store.put_tags, order.fragment_hash, tags)
+                self.stats.tags_copied += 1
+                return
+        endpoint = await self.peers.scheduler_endpoint(record.tagger)
         tags = await self.peers.request_tags(
-            endpoint, order.fid, order.fragment_hash, data, sectors, order_id=order.id
+            endpoint,
+            order.fid,
+            order.fragment_hash,
+            data,
+            public.sectors_per_block,
+            order_id=order.id,
         )
+        try:
+            await asyncio.to_thread(
+                check_tags, public, order.fragment_hash, data, tags, os.urandom(32)
+            )
+        except BadProof as exc:
+            raise RepairFailed(f"the tagger's tags do not verify: {exc}") from exc
         await asyncio.to_thread(self.store.put_tags, order.fragment_hash, tags)
+
+    async def _tag_public_key(self, record: FileRecord) -> TagPublicKey:
+        """The public key that tagged the file: its tagger's, which must carry its key id."""
+        scheduler = await self.service.view.scheduler(record.tagger)
+        if scheduler is None or scheduler.tag_key.key_id != record.tag_key_id:
+            raise RepairFailed(
+                f"the key {record.tag_key_id.hex()} that tagged {record.fid} is not its "
+                "tagger's any more"
+            )
+        return scheduler.tag_key
 
     # --- chain reads -----------------------------------------------------------------------
 

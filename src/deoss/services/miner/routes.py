@@ -104,6 +104,13 @@ async def put_tags(
     return TagsPublic(fragment_hash=fragment_hash, blocks=blocks)
 
 
+@router.get("/tags/{fragment_hash}", response_model=None)
+async def get_tags(fragment_hash: str, miner: MinerDep, signer: SignerDep) -> Response:
+    """The PoDR² tags stored for a held fragment (48 bytes per block), for a registered party."""
+    tags = await miner.read_tags(signer, parse_hash(fragment_hash))
+    return Response(tags, media_type="application/octet-stream")
+
+
 @router.get("/fragments/{fragment_hash}", response_model=None)
 async def get_fragment(
     fragment_hash: str,

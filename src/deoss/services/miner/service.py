@@ -388,6 +388,20 @@ class MinerService:
             "(an owner names its object with ?bucket=&name=)"
         )
 
+    async def read_tags(self, signer: Signer, fragment_hash: bytes) -> bytes:
+        """The stored tags of a held fragment, for a registered party (a restorer copying a
+        fragment from this exiting miner checks them before it keeps them).
+
+        Raises:
+            Forbidden, NotFound.
+        """
+        if not await self.view.is_registered_party(signer.public_key):
+            raise Forbidden(f"{signer.address} is not a registered gateway, miner or scheduler")
+        try:
+            return await asyncio.to_thread(self.store.read_tags, fragment_hash)
+        except StoreError as exc:
+            raise NotFound(str(exc)) from exc
+
     async def open_fragment(self, fragment_hash: bytes) -> OpenFragment:
         """The fragment's file, open. Raises NotFound."""
         return await asyncio.to_thread(_open_fragment, self.store, fragment_hash)

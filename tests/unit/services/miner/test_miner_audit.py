@@ -283,3 +283,88 @@ async def test_a_completion_naming_another_hash_is_refused(net: Net) -> None:
     assert "is not the declared" in checked.log
     order: Order = net.ledger.query("/restoral/order", Order, id=0)
     assert (OrderState.CLAIMED, RESTORER.public_key) == (order.state, order.claimer)
+
+
+async def test_tags_that_do_not_verify_are_never_kept(net: Net, tmp_path: Path) -> None:
+    """A tagger answering tags of another key: the attempt fails, nothing is completed."""
+    from deoss.chain.modules.miners import RegisterMiner
+    from deoss.chain.modules.restoral import ReportLoss
+
+    await stored_and_tagged(net)
+    net.ledger.block(
+        (
+            RESTORER,
+            RegisterMiner(
+                endpoint="http://127.0.0.1:9300", capacity_bytes=2**30, stake=PARAMS.stake_per_tib
+            ),
+        ),
+        (MINER, ReportLoss(fid=net.plan.fid, segment=1, fragment=0)),
+    )
+    honest = peers_for(net)
+
+    def forging(request: httpx.Request) -> httpx.Response:
+        if request.method == "PUT" and request.url.path.startswith("/tags/"):
+            body = request.read()
+            digest = bytes.fromhex(request.url.path.rsplit("/", 1)[1])
+            return httpx.Response(200, content=tag_key("sched1").tag_fragment(body, digest))
+        return honest.handle_request(request)
+
+    store = FragmentStore(tmp_path / "restorer")
+    restorer = MinerService(chain=net.chain, store=store, key=RESTORER)
+    transport = httpx.MockTransport(forging)
+    repairer = Repairer(restorer, Peers(net.chain, RESTORER, transport=transport), retry_s=0)
+    try:
+        await with_blocks(net, repairer.scan())
+        await with_blocks(net, asyncio.gather(*repairer._active.values()))
+        digest = net.plan.segments[1].fragment_hashes[0]
+        assert not store.has_tags(digest)
+        assert (0, 1) == (repairer.stats.repaired, repairer.stats.failed_attempts)
+        (order,) = net.ledger.query("/restoral/orders", list[Order])
+        assert (OrderState.CLAIMED, RESTORER.public_key) == (order.state, order.claimer)
+    finally:
+        store.close()
+
+
+async def test_an_exiting_holder_s_fragment_and_tags_are_copied_and_checked(
+    net: Net, tmp_path: Path
+) -> None:
+    """miner0 exits: the restorer copies the fragment and its tags from it (no tagging asked
+    of the scheduler), checks the tags, and takes the place."""
+    from deoss.chain.modules.miners import ExitMiner, RegisterMiner
+
+    record = await stored_and_tagged(net)
+    net.ledger.block(
+        (
+            RESTORER,
+            RegisterMiner(
+                endpoint="http://127.0.0.1:9300", capacity_bytes=2**30, stake=PARAMS.stake_per_tib
+            ),
+        ),
+        (MINER, ExitMiner()),
+    )
+    asked: list[str] = []
+
+    def former(request: httpx.Request) -> httpx.Response:
+        asked.append(f"{request.method} {request.url.path.split('/')[1]}")
+        digest = bytes.fromhex(request.url.path.rsplit("/", 1)[1])
+        if request.method == "GET" and request.url.path.startswith("/fragments/"):
+            return httpx.Response(200, content=net.store.read_range(digest, 0, 1024))
+        if request.method == "GET" and request.url.path.startswith("/tags/"):
+            return httpx.Response(200, content=net.store.read_tags(digest))
+        return httpx.Response(404)
+
+    store = FragmentStore(tmp_path / "restorer")
+    restorer = MinerService(chain=net.chain, store=store, key=RESTORER)
+    peers = Peers(net.chain, RESTORER, transport=httpx.MockTransport(former))
+    repairer = Repairer(restorer, peers, retry_s=0, slots=1)
+    try:
+        await with_blocks(net, repairer.scan())
+        await with_blocks(net, asyncio.gather(*repairer._active.values()))
+        after: FileRecord = net.ledger.query("/files/file", FileRecord, fid=net.plan.fid)
+        moved = [s for s, row in enumerate(after.holders) if row[0] == RESTORER.public_key]
+        assert 1 == len(moved) and 1 == repairer.stats.tags_copied
+        digest = record.segments[moved[0]].fragment_hashes[0]
+        assert net.store.read_tags(digest) == store.read_tags(digest)
+        assert {"GET fragments", "GET tags"} == set(asked)
+    finally:
+        store.close()
