@@ -3,7 +3,7 @@ miners proving, the chain verifying, rewarding and slashing, faulty miners' frag
 elsewhere, scrubbing reporting a loss, and forged proofs rejected.
 
 14 miners (so that every segment's 12 fragments can move to miners holding none of it), scrub
-off except where a test turns it on, 6 faults in a row to become faulty. The tests run in order
+off except where a test turns it on, 8 faults in a row to become faulty. The tests run in order
 on one network: the honest rounds first, the forged proofs before the miner they use is back.
 """
 
@@ -34,7 +34,8 @@ pytestmark = pytest.mark.integration
 
 INTERVAL = 20  # blocks between rounds (4 s at 200 ms)
 DEADLINE = 15  # blocks to answer
-FAULTS = 6  # consecutive faults that make a miner faulty
+FAULTS = 8  # consecutive faults that make a miner faulty: above the ~5 rounds the down-miner
+# test keeps its miner down, with room for a slow machine stretching it
 SECTORS = 512
 
 
@@ -252,49 +253,63 @@ def test_forged_and_replayed_proofs_are_rejected_and_a_down_miner_misses(
         time.sleep(0.2)
     network.kill(victim)
     stake = miner(network, victim).stake
+    try:
+        # replayed: for its round (closed) refused; for the current round it fails
+        round_ = wait_round(network, round_.number)
+        refused = submit_as(
+            network, victim_key, SubmitProofCall(round=round_.number - 1, proofs=old)
+        )
+        assert refused is not None and "is not the current round" in str(refused)
+        assert (
+            submit_as(network, victim_key, SubmitProofCall(round=round_.number, proofs=old)) is None
+        )
+        assert Result.FAILED == challenge_of(network, victim).result  # type: ignore[union-attr]
 
-    # replayed: for its round (closed) refused; for the current round it fails
-    round_ = wait_round(network, round_.number)
-    refused = submit_as(network, victim_key, SubmitProofCall(round=round_.number - 1, proofs=old))
-    assert refused is not None and "is not the current round" in str(refused)
-    assert submit_as(network, victim_key, SubmitProofCall(round=round_.number, proofs=old)) is None
-    assert Result.FAILED == challenge_of(network, victim).result  # type: ignore[union-attr]
+        # another miner's proof, valid for that miner's challenge
+        round_ = wait_round(network, round_.number)
+        theirs = challenge_of(network, other)
+        assert theirs is not None
+        their_home = fragments_dir(network, other)
+        stolen = proofs_from_files(theirs, lambda h, i: read_block(their_home, h, i))
+        refusal = submit_as(
+            network, victim_key, SubmitProofCall(round=round_.number, proofs=stolen)
+        )
+        result = challenge_of(network, victim).result  # type: ignore[union-attr]
+        assert refusal is not None or Result.FAILED == result, "another miner's proof was accepted"
 
-    # another miner's proof, valid for that miner's challenge
-    round_ = wait_round(network, round_.number)
-    theirs = challenge_of(network, other)
-    assert theirs is not None
-    their_home = fragments_dir(network, other)
-    stolen = proofs_from_files(theirs, lambda h, i: read_block(their_home, h, i))
-    refusal = submit_as(network, victim_key, SubmitProofCall(round=round_.number, proofs=stolen))
-    result = challenge_of(network, victim).result  # type: ignore[union-attr]
-    assert refusal is not None or Result.FAILED == result, "another miner's proof was accepted"
+        # the victim's challenge answered from another miner's blocks and tags
+        round_ = wait_round(network, round_.number)
+        mine = challenge_of(network, victim)
+        assert mine is not None
+        their_hashes = sorted({i.fragment_hash for k in theirs.keys for i in k.items})
 
-    # the victim's challenge answered from another miner's blocks and tags
-    round_ = wait_round(network, round_.number)
-    mine = challenge_of(network, victim)
-    assert mine is not None
-    their_hashes = sorted({i.fragment_hash for k in theirs.keys for i in k.items})
+        def someone_elses(fragment_hash: bytes, index: int) -> tuple[bytes, bytes]:
+            substitute = their_hashes[hash(fragment_hash) % len(their_hashes)]
+            return read_block(their_home, substitute, 0)
 
-    def someone_elses(fragment_hash: bytes, index: int) -> tuple[bytes, bytes]:
-        substitute = their_hashes[hash(fragment_hash) % len(their_hashes)]
-        return read_block(their_home, substitute, 0)
+        forged = proofs_from_files(mine, someone_elses)
+        assert (
+            submit_as(network, victim_key, SubmitProofCall(round=round_.number, proofs=forged))
+            is None
+        )
+        assert Result.FAILED == challenge_of(network, victim).result  # type: ignore[union-attr]
 
-    forged = proofs_from_files(mine, someone_elses)
-    assert (
-        submit_as(network, victim_key, SubmitProofCall(round=round_.number, proofs=forged)) is None
-    )
-    assert Result.FAILED == challenge_of(network, victim).result  # type: ignore[union-attr]
-
-    # nothing sent: missed at the deadline
-    round_ = wait_round(network, round_.number)
-    with Watcher(network) as watcher:
-        wait_round(network, round_.number)
-    assert Result.MISSED == watcher.results[(round_.number, victim_key.address)]
-    after = miner(network, victim)
-    assert after.stake < stake and after.slashed > 0
-    assert MinerState.ACTIVE == after.state and after.consecutive_faults >= 3
-    network.net.restart(victim)
+        # nothing sent: missed at the deadline
+        round_ = wait_round(network, round_.number)
+        before = miner(network, victim)
+        with Watcher(network) as watcher:
+            wait_round(network, round_.number)
+        # the settled result shows only between the deadline and the next round (1 s here); a
+        # loaded machine may not poll in that window, but the fault it counts stays
+        seen = watcher.results.get((round_.number, victim_key.address), Result.MISSED)
+        assert seen in (Result.PENDING, Result.MISSED), seen
+        after = miner(network, victim)
+        assert after.total_faults == before.total_faults + 1
+        assert after.slashed > before.slashed
+        assert after.stake < stake and after.slashed > 0
+        assert MinerState.ACTIVE == after.state and after.consecutive_faults >= 3
+    finally:  # later tests need it back, whatever failed here
+        network.net.restart(victim)
     with Watcher(network) as watcher:
         back = wait_round(network, current_round(network).number)
         wait_round(network, back.number)
