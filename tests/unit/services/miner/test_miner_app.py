@@ -492,6 +492,30 @@ async def test_tags_only_from_the_tagger_and_with_the_right_length(net: Net) -> 
     assert tags == net.store.read_tags(digest)
 
 
+async def test_stored_tags_are_served_to_registered_parties_only(net: Net) -> None:
+    async with following(net):
+        await succeed(net)
+        await caught_up(net)
+    digest = net.plan.segments[0].fragment_hashes[0]
+    tags = os.urandom(block_count(len(net.fragments[0][0]), SECTORS) * TAG_BYTES)
+    stored = await net.http.put(
+        f"/tags/{digest.hex()}?fid={net.plan.fid}", content=tags, auth=SigningAuth(SCHEDULER)
+    )
+    assert 200 == stored.status_code
+    path = f"/tags/{digest.hex()}"
+    as_miner = await net.http.get(path, auth=SigningAuth(key("miner5")))
+    stranger = await net.http.get(path, auth=SigningAuth(key("bob")))
+    untagged = await net.http.get(
+        f"/tags/{net.plan.segments[1].fragment_hashes[0].hex()}", auth=SigningAuth(key("miner5"))
+    )
+    malformed = await net.http.get("/tags/xyz", auth=SigningAuth(key("miner5")))
+    unsigned = await net.http.get(path)
+    assert [200, 403, 404, 400, 401] == [
+        r.status_code for r in (as_miner, stranger, untagged, malformed, unsigned)
+    ]
+    assert tags == as_miner.content
+
+
 async def test_restart_keeps_permanent_fragments_and_the_owner_may_read_them(net: Net) -> None:
     async with following(net):
         await succeed(net)
