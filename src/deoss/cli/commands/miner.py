@@ -28,14 +28,12 @@ from deoss.chain.modules.miners import (
     required_stake,
 )
 from deoss.chain.query import QueryArgs
-from deoss.cli.commands.account import MAX_AMOUNT, KeyOpt, load_key
+from deoss.cli.commands.account import MAX_AMOUNT, KeyOpt, check_address, load_key
 from deoss.cli.commands.audit import print_table
 from deoss.cli.commands.status import JsonOpt, with_ledger
 from deoss.cli.node_client import NodeOpt
-from deoss.cli.output import EXIT_USAGE, console, fail, print_json
+from deoss.cli.output import console, print_json
 from deoss.client.chain import ChainClient
-from deoss.core.errors import DataPathError
-from deoss.core.keys import parse_address
 
 app = typer.Typer(
     help="Show storage miners; top up a miner's stake; exit as a miner.", no_args_is_help=True
@@ -58,15 +56,6 @@ def miner_json(address: str, miner: Miner) -> dict[str, Any]:
         "slashed": miner.slashed,
         "registered_at": miner.registered_at,
     }
-
-
-def _check_miner_address(address: str, as_json: bool) -> str:
-    """A malformed address is a mistake on the command line: exit 2 (an unknown one exits 3)."""
-    try:
-        parse_address(address)
-    except DataPathError as exc:
-        fail(f"invalid miner address {address!r}: {exc}", as_json=as_json, code=EXIT_USAGE)
-    return address
 
 
 async def _read_one(client: ChainClient, address: str) -> dict[str, Any]:
@@ -141,7 +130,7 @@ def status_command(
 ) -> None:
     """Every miner, or one (exit 3: not a miner): state, space, stake, faults, rewards, slashes."""
     if address is not None:
-        target = _check_miner_address(address, as_json)
+        target = check_address(address, as_json)
         shown = with_ledger(node, lambda client: _read_one(client, target), as_json)
         if as_json:
             print_json(shown)
