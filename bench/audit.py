@@ -206,7 +206,7 @@ def tag_big_fragment(key: TagKey, size: int, pool: Executor) -> Tagged:
     return Tagged([data], [digest], [key.tag_fragment(data, digest, pool)])
 
 
-def fill_store(root: Path, tagged: Tagged, count: int) -> FragmentStore:
+def fill_store(root: Path, tagged: Tagged, count: int, key_id: bytes) -> FragmentStore:
     """A miner's store holding the first ``count`` fragments (one object each) and their tags."""
     store = FragmentStore(root)
     for i in range(count):
@@ -214,7 +214,7 @@ def fill_store(root: Path, tagged: Tagged, count: int) -> FragmentStore:
         fid = hashlib.sha256(b"bench-audit-object" + i.to_bytes(8, "big")).hexdigest()
         place = FragmentPlace(digest, fid, 0, i % 12, Area.PERM, len(data))
         store.put_fragment(place, [data])
-        store.put_tags(digest, tagged.tags[i])
+        store.put_tags(digest, key_id, tagged.tags[i])
     return store
 
 
@@ -259,7 +259,7 @@ def bench_proving(
     s = params.sectors_per_block
     chain_params = ChainParams(podr2=params)
     miner = key_pair("miner")
-    fill_s, store = timed(lambda: fill_store(root, tagged, count))
+    fill_s, store = timed(lambda: fill_store(root, tagged, count, key.public.key_id))
     try:
         holdings = holdings_of(store)
         require(len(holdings) == count, f"{label}: the store holds {count} fragments")

@@ -73,11 +73,13 @@ class Peers:
             raise PeerError(f"GET {url}: the bytes do not hash to {fragment_hash.hex()}")
         return response.content
 
-    async def fetch_tags(self, endpoint: str, fragment_hash: bytes, expected: int) -> bytes:
-        """The tags a miner stores for a fragment, checked for length only (the caller checks
-        them against the fragment with ``core.podr2.check_tags``)."""
+    async def fetch_tags(
+        self, endpoint: str, fragment_hash: bytes, key_id: bytes, expected: int
+    ) -> bytes:
+        """The tags a miner stores for a fragment under one tag key, checked for length only
+        (the caller checks them against the fragment with ``core.podr2.check_tags``)."""
         url = f"{endpoint}/tags/{fragment_hash.hex()}"
-        response = await self._request("GET", url)
+        response = await self._request("GET", url, params={"key": key_id.hex()})
         if len(response.content) != expected:
             got = len(response.content)
             raise PeerError(f"GET {url}: {got} bytes of tags, {expected} expected")

@@ -28,7 +28,7 @@ from deoss.chain.modules.audit import Challenge, KeyProof, Result, Round, Submit
 from deoss.chain.modules.restoral import ReportLoss
 from deoss.chain.query import QueryArgs
 from deoss.client.errors import ClientError, QueryFailed, TxRefused
-from deoss.core.podr2 import TAG_BYTES, block_span, prove
+from deoss.core.podr2 import TAG_BYTES, BlockReader, block_span, prove
 from deoss.services.common.app import log_event
 from deoss.services.miner.peers import PeerError, Peers
 from deoss.services.miner.service import ROLE, MinerService
@@ -44,7 +44,7 @@ class MissingData(Exception):
     """Challenged fragments whose bytes or tags are not here."""
 
     fragments: list[bytes] = field(default_factory=list)
-    tags: list[bytes] = field(default_factory=list)
+    tags: list[tuple[bytes, bytes]] = field(default_factory=list)  # (fragment hash, key id)
 
     def __str__(self) -> str:
         return f"{len(self.fragments)} fragment(s) and {len(self.tags)} tag file(s) missing"
@@ -56,8 +56,8 @@ def _check_present(store: FragmentStore, challenge: Challenge) -> None:
         for item in key.items:
             if not store.has_fragment(item.fragment_hash):
                 missing.fragments.append(item.fragment_hash)
-            elif not store.has_tags(item.fragment_hash):
-                missing.tags.append(item.fragment_hash)
+            elif not store.has_tags(item.fragment_hash, key.key_id):
+                missing.tags.append((item.fragment_hash, key.key_id))
     if missing.fragments or missing.tags:
         raise missing
 
@@ -73,22 +73,25 @@ def build_proofs(
     _check_present(store, challenge)
     sizes: dict[bytes, int] = {}
 
-    def read(fragment_hash: bytes, index: int) -> tuple[bytes, bytes]:
-        size = sizes.get(fragment_hash)
-        if size is None:
-            size = sizes[fragment_hash] = store.places_of(fragment_hash)[0].size
-        offset, length = block_span(index, size, sectors_per_block)
-        try:
-            block = store.read_range(fragment_hash, offset, length)
-            tag = store.read_tags(fragment_hash, index * TAG_BYTES, TAG_BYTES)
-        except StoreError as exc:
-            raise MissingData(fragments=[fragment_hash]) from exc
-        if len(tag) != TAG_BYTES:
-            raise MissingData(tags=[fragment_hash])
-        return block, tag
+    def reader(key_id: bytes) -> BlockReader:
+        def read(fragment_hash: bytes, index: int) -> tuple[bytes, bytes]:
+            size = sizes.get(fragment_hash)
+            if size is None:
+                size = sizes[fragment_hash] = store.places_of(fragment_hash)[0].size
+            offset, length = block_span(index, size, sectors_per_block)
+            try:
+                block = store.read_range(fragment_hash, offset, length)
+                tag = store.read_tags(fragment_hash, key_id, index * TAG_BYTES, TAG_BYTES)
+            except StoreError as exc:
+                raise MissingData(fragments=[fragment_hash]) from exc
+            if len(tag) != TAG_BYTES:
+                raise MissingData(tags=[(fragment_hash, key_id)])
+            return block, tag
+
+        return read
 
     return [
-        KeyProof(key_id=key.key_id, proof=prove(key.items, read, sectors_per_block))
+        KeyProof(key_id=key.key_id, proof=prove(key.items, reader(key.key_id), sectors_per_block))
         for key in challenge.keys
     ]
 
@@ -173,22 +176,30 @@ class Prover:
             )
         self.answered_round = round_.number
 
-    async def _fetch_tags(self, hashes: list[bytes]) -> None:
-        """Ask each fragment's tagger for the tags this miner lacks."""
-        for fragment_hash in hashes:
+    async def _fetch_tags(self, wanted: list[tuple[bytes, bytes]]) -> None:
+        """Ask the tagger of the file tagged with each key for the tags this miner lacks."""
+        for fragment_hash, key_id in wanted:
             places = await asyncio.to_thread(self.store.places_of, fragment_hash)
             if not places:
                 raise PeerError(f"fragment {fragment_hash.hex()} is no longer here")
-            record = await self.service.view.file(places[0].fid)
+            record = None
+            for place in places:  # the fragment may serve files tagged with different keys
+                found = await self.service.view.file(place.fid)
+                if found is not None and found.tagged and found.tag_key_id == key_id:
+                    record = found
+                    break
             if record is None:
-                raise PeerError(f"file {places[0].fid} is gone from the chain")
+                raise PeerError(
+                    f"no file of fragment {fragment_hash.hex()} here is tagged with key "
+                    f"{key_id.hex()}"
+                )
             endpoint = await self.peers.scheduler_endpoint(record.tagger)
             data = await asyncio.to_thread(self.store.read_range, fragment_hash, 0, places[0].size)
             params = await self.service.view.params()
             tags = await self.peers.request_tags(
                 endpoint, record.fid, fragment_hash, data, params.podr2.sectors_per_block
             )
-            await asyncio.to_thread(self.store.put_tags, fragment_hash, tags)
+            await asyncio.to_thread(self.store.put_tags, fragment_hash, key_id, tags)
             log_event(ROLE, "tags_fetched", fid=record.fid, fragment=fragment_hash.hex())
 
     async def _report_lost(self, hashes: list[bytes]) -> None:

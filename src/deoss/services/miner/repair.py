@@ -209,7 +209,9 @@ class Repairer:
             await asyncio.to_thread(self.store.put_fragment, place, [data])
             lap("store")
             self.stats.bytes_rebuilt += len(data)
-        if record.tagged and not await asyncio.to_thread(self.store.has_tags, order.fragment_hash):
+        if record.tagged and not await asyncio.to_thread(
+            self.store.has_tags, order.fragment_hash, record.tag_key_id
+        ):
             await self._obtain_tags(order, record)
             lap("tags")
         try:
@@ -307,14 +309,18 @@ class Repairer:
             try:
                 if endpoint is None:
                     raise PeerError("the former holder has no endpoint")
-                tags = await self.peers.fetch_tags(endpoint, order.fragment_hash, expected)
+                tags = await self.peers.fetch_tags(
+                    endpoint, order.fragment_hash, public.key_id, expected
+                )
                 await asyncio.to_thread(
                     check_tags, public, order.fragment_hash, data, tags, os.urandom(32)
                 )
             except (PeerError, BadProof) as exc:
                 log_event(ROLE, "repair_tags_copy_failed", order=order.id, why=str(exc))
             else:
-                await asyncio.to_thread(self.store.put_tags, order.fragment_hash, tags)
+                await asyncio.to_thread(
+                    self.store.put_tags, order.fragment_hash, public.key_id, tags
+                )
                 self.stats.tags_copied += 1
                 return
         endpoint = await self.peers.scheduler_endpoint(record.tagger)
@@ -332,7 +338,7 @@ class Repairer:
             )
         except BadProof as exc:
             raise RepairFailed(f"the tagger's tags do not verify: {exc}") from exc
-        await asyncio.to_thread(self.store.put_tags, order.fragment_hash, tags)
+        await asyncio.to_thread(self.store.put_tags, order.fragment_hash, public.key_id, tags)
 
     async def _tag_public_key(self, record: FileRecord) -> TagPublicKey:
         """The public key that tagged the file: its tagger's, which must carry its key id."""

@@ -105,9 +105,12 @@ async def put_tags(
 
 
 @router.get("/tags/{fragment_hash}", response_model=None)
-async def get_tags(fragment_hash: str, miner: MinerDep, signer: SignerDep) -> Response:
-    """The PoDR² tags stored for a held fragment (48 bytes per block), for a registered party."""
-    tags = await miner.read_tags(signer, parse_hash(fragment_hash))
+async def get_tags(
+    fragment_hash: str, miner: MinerDep, signer: SignerDep, key: Annotated[str, Query()]
+) -> Response:
+    """The PoDR² tags stored for a held fragment under tag key ``key`` (its id, hex; 48 bytes
+    per block), for a registered party."""
+    tags = await miner.read_tags(signer, parse_hash(fragment_hash), parse_hash(key, "key id"))
     return Response(tags, media_type="application/octet-stream")
 
 

@@ -360,7 +360,7 @@ class MinerService:
             raise FragmentMismatch(
                 f"tags of a {place.size}-byte fragment are {expected} bytes, not {len(tags)}"
             )
-        await asyncio.to_thread(self.store.put_tags, fragment_hash, tags)
+        await asyncio.to_thread(self.store.put_tags, fragment_hash, scheduler.tag_key.key_id, tags)
         return blocks
 
     # --- fragments out ---------------------------------------------------------------------
@@ -388,7 +388,7 @@ class MinerService:
             "(an owner names its object with ?bucket=&name=)"
         )
 
-    async def read_tags(self, signer: Signer, fragment_hash: bytes) -> bytes:
+    async def read_tags(self, signer: Signer, fragment_hash: bytes, key_id: bytes) -> bytes:
         """The stored tags of a held fragment, for a registered party (a restorer copying a
         fragment from this exiting miner checks them before it keeps them).
 
@@ -398,7 +398,7 @@ class MinerService:
         if not await self.view.is_registered_party(signer.public_key):
             raise Forbidden(f"{signer.address} is not a registered gateway, miner or scheduler")
         try:
-            return await asyncio.to_thread(self.store.read_tags, fragment_hash)
+            return await asyncio.to_thread(self.store.read_tags, fragment_hash, key_id)
         except StoreError as exc:
             raise NotFound(str(exc)) from exc
 

@@ -59,7 +59,9 @@ CREATE TABLE IF NOT EXISTS places (
     PRIMARY KEY (fid, segment, fragment)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS places_by_hash ON places (hash);
-CREATE TABLE IF NOT EXISTS tags (hash BLOB PRIMARY KEY, size INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS key_tags (
+    hash BLOB NOT NULL, key_id BLOB NOT NULL, size INTEGER NOT NULL, PRIMARY KEY (hash, key_id)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS deals (fid TEXT PRIMARY KEY, deal_id INTEGER NOT NULL) WITHOUT ROWID;
 """
 
@@ -112,13 +114,16 @@ class FragmentStore:
             stray.unlink(missing_ok=True)
         with self._lock:
             known = {bytes(h) for (h,) in self._db.execute("SELECT DISTINCT hash FROM places")}
-            tagged = {bytes(h) for (h,) in self._db.execute("SELECT hash FROM tags")}
+            tagged = {
+                _tags_name(bytes(h), bytes(k))
+                for h, k in self._db.execute("SELECT hash, key_id FROM key_tags")
+            }
         for area in (Area.TEMP, Area.PERM):
             for path in (self.root / area).glob("*/*"):
                 if bytes.fromhex(path.name) not in known:
                     path.unlink(missing_ok=True)
         for path in (self.root / "tags").glob("*/*"):
-            if bytes.fromhex(path.name) not in tagged:
+            if path.name not in tagged:  # also tags of an older layout, fetched again on demand
                 path.unlink(missing_ok=True)
 
     # --- writing -------------------------------------------------------------------------
@@ -177,8 +182,15 @@ class FragmentStore:
                 ),
             )
 
-    def put_tags(self, fragment_hash: bytes, tags: bytes) -> None:
-        """Store the tags of a fragment held here, atomically."""
+    def _tags_path(self, fragment_hash: bytes, key_id: bytes) -> Path:
+        return self.root / "tags" / fragment_hash.hex()[:2] / _tags_name(fragment_hash, key_id)
+
+    def put_tags(self, fragment_hash: bytes, key_id: bytes, tags: bytes) -> None:
+        """Store the tags of a fragment held here under one tag key, atomically.
+
+        Tags are kept per key: the same fragment may belong to several files tagged by
+        different schedulers, and each file's challenges name its own key.
+        """
         if not self.places_of(fragment_hash):
             raise StoreError(f"no fragment {fragment_hash.hex()} here to tag")
         fd, name = _mkstemp(self.root / "incoming")
@@ -186,13 +198,14 @@ class FragmentStore:
             out.write(tags)
             out.flush()
             os.fsync(out.fileno())
-        target = self._path("tags", fragment_hash)
+        target = self._tags_path(fragment_hash, key_id)
         target.parent.mkdir(exist_ok=True)
         os.replace(name, target)
         _fsync_dir(target.parent)
         with self._lock:
             self._db.execute(
-                "INSERT OR REPLACE INTO tags VALUES (?, ?)", (fragment_hash, len(tags))
+                "INSERT OR REPLACE INTO key_tags VALUES (?, ?, ?)",
+                (fragment_hash, key_id, len(tags)),
             )
 
     def promote(self, fid: str) -> int:
@@ -248,11 +261,20 @@ class FragmentStore:
             remaining = self._db.execute(
                 "SELECT COUNT(*) FROM places WHERE hash = ?", (place.fragment_hash,)
             ).fetchone()[0]
+            keys = []
             if remaining == 0:
-                self._db.execute("DELETE FROM tags WHERE hash = ?", (place.fragment_hash,))
+                keys = [
+                    bytes(k)
+                    for (k,) in self._db.execute(
+                        "SELECT key_id FROM key_tags WHERE hash = ?", (place.fragment_hash,)
+                    )
+                ]
+                self._db.execute("DELETE FROM key_tags WHERE hash = ?", (place.fragment_hash,))
         if remaining == 0:
-            for area in (Area.TEMP, Area.PERM, "tags"):
+            for area in (Area.TEMP, Area.PERM):
                 self._path(area, place.fragment_hash).unlink(missing_ok=True)
+            for key_id in keys:
+                self._tags_path(place.fragment_hash, key_id).unlink(missing_ok=True)
 
     # --- deals of temporary fragments ----------------------------------------------------
 
@@ -343,25 +365,36 @@ class FragmentStore:
             handle.seek(offset)
             return handle.read(length)
 
-    def read_tags(self, fragment_hash: bytes, offset: int = 0, length: int | None = None) -> bytes:
-        path = self._path("tags", fragment_hash)
+    def read_tags(
+        self, fragment_hash: bytes, key_id: bytes, offset: int = 0, length: int | None = None
+    ) -> bytes:
+        path = self._tags_path(fragment_hash, key_id)
         try:
             with open(path, "rb") as handle:
                 handle.seek(offset)
                 return handle.read() if length is None else handle.read(length)
         except FileNotFoundError as exc:
-            raise StoreError(f"no tags for fragment {fragment_hash.hex()}") from exc
+            raise StoreError(
+                f"no tags for fragment {fragment_hash.hex()} under key {key_id.hex()}"
+            ) from exc
 
     def has_fragment(self, fragment_hash: bytes) -> bool:
         """The bytes of an indexed fragment are on disk (not whether they are intact)."""
         return bool(self.places_of(fragment_hash)) and self._locate(fragment_hash) is not None
 
-    def has_tags(self, fragment_hash: bytes) -> bool:
+    def has_tags(self, fragment_hash: bytes, key_id: bytes) -> bool:
         with self._lock:
             return (
-                self._db.execute("SELECT 1 FROM tags WHERE hash = ?", (fragment_hash,)).fetchone()
+                self._db.execute(
+                    "SELECT 1 FROM key_tags WHERE hash = ? AND key_id = ?", (fragment_hash, key_id)
+                ).fetchone()
                 is not None
             )
+
+
+def _tags_name(fragment_hash: bytes, key_id: bytes) -> str:
+    """tags/<hh>/<fragment hash>.<tag key id>, both hex."""
+    return f"{fragment_hash.hex()}.{key_id.hex()}"
 
 
 def _place(row: tuple[bytes, str, int, int, str, int]) -> FragmentPlace:

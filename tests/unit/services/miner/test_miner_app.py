@@ -485,11 +485,11 @@ async def test_tags_only_from_the_tagger_and_with_the_right_length(net: Net) -> 
         auth=SigningAuth(SCHEDULER),
     )
     assert [403, 422, 422, 404] == [r.status_code for r in (outsider, short, long, absent)]
-    assert not net.store.has_tags(digest)
+    assert not net.store.has_tags(digest, tag_key("sched0").public.key_id)
     accepted = await net.http.put(path, content=tags, auth=SigningAuth(SCHEDULER))
     assert 200 == accepted.status_code, accepted.text
     assert expected // TAG_BYTES == accepted.json()["blocks"]
-    assert tags == net.store.read_tags(digest)
+    assert tags == net.store.read_tags(digest, tag_key("sched0").public.key_id)
 
 
 async def test_stored_tags_are_served_to_registered_parties_only(net: Net) -> None:
@@ -502,16 +502,23 @@ async def test_stored_tags_are_served_to_registered_parties_only(net: Net) -> No
         f"/tags/{digest.hex()}?fid={net.plan.fid}", content=tags, auth=SigningAuth(SCHEDULER)
     )
     assert 200 == stored.status_code
-    path = f"/tags/{digest.hex()}"
+    key_id = tag_key("sched0").public.key_id.hex()
+    path = f"/tags/{digest.hex()}?key={key_id}"
     as_miner = await net.http.get(path, auth=SigningAuth(key("miner5")))
     stranger = await net.http.get(path, auth=SigningAuth(key("bob")))
     untagged = await net.http.get(
-        f"/tags/{net.plan.segments[1].fragment_hashes[0].hex()}", auth=SigningAuth(key("miner5"))
+        f"/tags/{net.plan.segments[1].fragment_hashes[0].hex()}?key={key_id}",
+        auth=SigningAuth(key("miner5")),
     )
-    malformed = await net.http.get("/tags/xyz", auth=SigningAuth(key("miner5")))
+    other_key = await net.http.get(
+        f"/tags/{digest.hex()}?key={'cd' * 32}", auth=SigningAuth(key("miner5"))
+    )
+    malformed = await net.http.get(f"/tags/xyz?key={key_id}", auth=SigningAuth(key("miner5")))
+    no_key = await net.http.get(f"/tags/{digest.hex()}", auth=SigningAuth(key("miner5")))
     unsigned = await net.http.get(path)
-    assert [200, 403, 404, 400, 401] == [
-        r.status_code for r in (as_miner, stranger, untagged, malformed, unsigned)
+    assert [200, 403, 404, 404, 400, 400, 401] == [
+        r.status_code
+        for r in (as_miner, stranger, untagged, other_key, malformed, no_key, unsigned)
     ]
     assert tags == as_miner.content
 

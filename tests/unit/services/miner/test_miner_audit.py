@@ -48,6 +48,7 @@ pytestmark = pytest.mark.anyio
 
 T = TypeVar("T")
 RESTORER = key("miner12")  # registered by the test: holds nothing of the file
+SCHED0_KEY = tag_key("sched0").public.key_id  # the tag key of the scheduler that tags the file
 
 
 async def with_blocks(net: Net, work: Coroutine[Any, Any, T]) -> T:
@@ -68,7 +69,7 @@ async def stored_and_tagged(net: Net) -> FileRecord:
     for segment in net.plan.segments:
         digest = segment.fragment_hashes[0]
         tags = tag_key("sched0").tag_fragment(net.fragments[segment.index][0], digest)
-        net.store.put_tags(digest, tags)
+        net.store.put_tags(digest, tag_key("sched0").public.key_id, tags)
     net.ledger.block((SCHEDULER, ReportTagged(fid=net.plan.fid)))
     record: FileRecord = net.ledger.query("/files/file", FileRecord, fid=net.plan.fid)
     assert record.tagged
@@ -182,11 +183,12 @@ async def test_missing_tags_are_fetched_from_the_tagger_then_the_proof_passes(ne
     record = await stored_and_tagged(net)
     open_round(net)
     for segment in record.segments:
-        (net.tmp / "fragments" / "tags" / segment.fragment_hashes[0].hex()[:2]).joinpath(
-            segment.fragment_hashes[0].hex()
+        digest = segment.fragment_hashes[0]
+        (net.tmp / "fragments" / "tags" / digest.hex()[:2]).joinpath(
+            f"{digest.hex()}.{SCHED0_KEY.hex()}"
         ).unlink()
         with net.store._lock:  # the tag file is gone; so is its index row (a lost tag file)
-            net.store._db.execute("DELETE FROM tags WHERE hash = ?", (segment.fragment_hashes[0],))
+            net.store._db.execute("DELETE FROM key_tags WHERE hash = ?", (digest,))
     with pytest.raises(MissingData):
         build_proofs(net.store, challenge_of(net), SECTORS)
     prover = Prover(net.service, Peers(net.chain, MINER, transport=peers_for(net)))
@@ -249,7 +251,7 @@ async def test_a_restorer_rebuilds_a_lost_fragment_with_tags_and_takes_its_place
         assert RESTORER.public_key == after.holders[1][0]
         assert net.fragments[1][0] == store.read_range(digest, 0, len(net.fragments[1][0]))
         assert tag_key("sched0").tag_fragment(net.fragments[1][0], digest) == store.read_tags(
-            digest
+            digest, SCHED0_KEY
         )
         assert [] == net.ledger.query("/restoral/orders", list[Order])
         assert 1 == repairer.stats.repaired
@@ -317,7 +319,7 @@ async def test_tags_that_do_not_verify_are_never_kept(net: Net, tmp_path: Path) 
         await with_blocks(net, repairer.scan())
         await with_blocks(net, asyncio.gather(*repairer._active.values()))
         digest = net.plan.segments[1].fragment_hashes[0]
-        assert not store.has_tags(digest)
+        assert not store.has_tags(digest, SCHED0_KEY)
         assert (0, 1) == (repairer.stats.repaired, repairer.stats.failed_attempts)
         (order,) = net.ledger.query("/restoral/orders", list[Order])
         assert (OrderState.CLAIMED, RESTORER.public_key) == (order.state, order.claimer)
@@ -350,7 +352,8 @@ async def test_an_exiting_holder_s_fragment_and_tags_are_copied_and_checked(
         if request.method == "GET" and request.url.path.startswith("/fragments/"):
             return httpx.Response(200, content=net.store.read_range(digest, 0, 1024))
         if request.method == "GET" and request.url.path.startswith("/tags/"):
-            return httpx.Response(200, content=net.store.read_tags(digest))
+            assert SCHED0_KEY.hex() == request.url.params["key"]
+            return httpx.Response(200, content=net.store.read_tags(digest, SCHED0_KEY))
         return httpx.Response(404)
 
     store = FragmentStore(tmp_path / "restorer")
@@ -364,7 +367,36 @@ async def test_an_exiting_holder_s_fragment_and_tags_are_copied_and_checked(
         moved = [s for s, row in enumerate(after.holders) if row[0] == RESTORER.public_key]
         assert 1 == len(moved) and 1 == repairer.stats.tags_copied
         digest = record.segments[moved[0]].fragment_hashes[0]
-        assert net.store.read_tags(digest) == store.read_tags(digest)
+        assert net.store.read_tags(digest, SCHED0_KEY) == store.read_tags(digest, SCHED0_KEY)
         assert {"GET fragments", "GET tags"} == set(asked)
+    finally:
+        store.close()
+
+
+def test_one_fragment_of_two_files_tagged_by_two_keys_proves_for_both(tmp_path: Path) -> None:
+    """Identical segments in two files give the same fragment hash; if two schedulers tagged
+    them, the miner keeps both tag sets and answers each key's challenge with its own tags."""
+    from deoss.chain.modules.audit import KeyChallenge
+    from deoss.core.podr2 import FragmentRef, PodrParams, derive_challenge
+    from deoss.services.miner.store import FragmentPlace
+
+    data = bytes(range(256)) * 8
+    digest = hashlib.sha256(data).digest()
+    store = FragmentStore(tmp_path / "store")
+    try:
+        for fid in ("aa" * 32, "bb" * 32):
+            place = FragmentPlace(digest, fid, 0, 3, Area.PERM, len(data))
+            store.put_fragment(place, [data])
+        keys = [tag_key("sched0"), tag_key("sched1")]
+        for tagger in keys:
+            store.put_tags(digest, tagger.public.key_id, tagger.tag_fragment(data, digest))
+        params = PodrParams(sectors_per_block=SECTORS)
+        items = derive_challenge(b"\x01" * 32, [FragmentRef(hash=digest, size=len(data))], params)
+        challenge = Challenge(
+            round=1, keys=[KeyChallenge(key_id=k.public.key_id, items=items) for k in keys]
+        )
+        proofs = build_proofs(store, challenge, SECTORS)
+        for tagger, proof in zip(keys, proofs, strict=True):
+            verify_proof(tagger.public, items, proof.proof)
     finally:
         store.close()

@@ -88,17 +88,29 @@ def test_one_copy_of_bytes_serves_several_places(tmp_path: Path) -> None:
     assert [] == list(tmp_path.glob("perm/*/*")) + list(tmp_path.glob("temp/*/*"))
 
 
-def test_tags_are_stored_for_held_fragments_only(tmp_path: Path) -> None:
+KEY_A, KEY_B = b"\xaa" * 32, b"\xbb" * 32
+
+
+def test_tags_are_stored_per_key_for_held_fragments_only(tmp_path: Path) -> None:
+    """One fragment may serve files tagged by different schedulers: each key keeps its tags,
+    and a restart keeps them; they go with the fragment's last place."""
     store = FragmentStore(tmp_path)
     with pytest.raises(StoreError, match="no fragment"):
-        store.put_tags(HASH, b"t" * 48)
+        store.put_tags(HASH, KEY_A, b"t" * 48)
     store.put_fragment(place(), chunks(DATA))
-    store.put_tags(HASH, b"t" * 96)
-    assert (True, b"t" * 48) == (store.has_tags(HASH), store.read_tags(HASH, 48, 48))
+    store.put_tags(HASH, KEY_A, b"t" * 96)
+    assert not store.has_tags(HASH, KEY_B)
+    store.put_tags(HASH, KEY_B, b"u" * 96)
+    assert (True, b"t" * 48) == (store.has_tags(HASH, KEY_A), store.read_tags(HASH, KEY_A, 48, 48))
+    assert b"u" * 96 == store.read_tags(HASH, KEY_B)
+    store.close()
+    store = FragmentStore(tmp_path)
+    assert b"t" * 96 == store.read_tags(HASH, KEY_A) and store.has_tags(HASH, KEY_B)
     store.remove_fid("aa" * 32)
-    assert not store.has_tags(HASH)
+    assert not store.has_tags(HASH, KEY_A) and not store.has_tags(HASH, KEY_B)
+    assert [] == list(tmp_path.glob("tags/*/*"))
     with pytest.raises(StoreError, match="no tags"):
-        store.read_tags(HASH)
+        store.read_tags(HASH, KEY_A)
 
 
 def test_crash_leftovers_are_swept_at_startup(tmp_path: Path) -> None:

@@ -96,7 +96,9 @@ async def test_upload_and_tagging_with_real_miners(tmp_path: Path) -> None:
         for plan, holders in zip(record.segments, record.holders, strict=True):
             for index, holder in enumerate(holders):
                 store = stores[next(i for i, k in enumerate(MINERS) if k.public_key == holder)]
-                tags = await asyncio.to_thread(store.read_tags, plan.fragment_hashes[index])
+                tags = await asyncio.to_thread(
+                    store.read_tags, plan.fragment_hashes[index], record.tag_key_id
+                )
                 expected = block_count(plan.padded_size // 4, SECTORS) * TAG_BYTES
                 assert expected == len(tags)
 
