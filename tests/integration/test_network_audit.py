@@ -133,12 +133,12 @@ class Watcher:
             time.sleep(0.3)
 
 
-def read_block(home: Path, fragment_hash: bytes, index: int) -> tuple[bytes, bytes]:
-    """A block and its tag straight from a miner's files (read only)."""
+def read_block(home: Path, key_id: bytes, fragment_hash: bytes, index: int) -> tuple[bytes, bytes]:
+    """A block and its tag under one tag key, straight from a miner's files (read only)."""
     name = fragment_hash.hex()
     data = (home / "perm" / name[:2] / name).read_bytes()
     offset, length = block_span(index, len(data), SECTORS)
-    tags = (home / "tags" / name[:2] / name).read_bytes()
+    tags = (home / "tags" / name[:2] / f"{name}.{key_id.hex()}").read_bytes()
     return data[offset : offset + length], tags[index * TAG_BYTES : (index + 1) * TAG_BYTES]
 
 
@@ -147,10 +147,16 @@ def fragments_dir(network: Network, name: str) -> Path:
 
 
 def proofs_from_files(
-    challenge: Challenge, reader: Callable[[bytes, int], tuple[bytes, bytes]]
+    challenge: Challenge, reader: Callable[[bytes, bytes, int], tuple[bytes, bytes]]
 ) -> list[KeyProof]:
+    """One proof per tag key; ``reader(key id, fragment hash, block index)``."""
+
+    def keyed(key_id: bytes) -> Callable[[bytes, int], tuple[bytes, bytes]]:
+        return lambda fragment_hash, index: reader(key_id, fragment_hash, index)
+
     return [
-        KeyProof(key_id=k.key_id, proof=prove(k.items, reader, SECTORS)) for k in challenge.keys
+        KeyProof(key_id=k.key_id, proof=prove(k.items, keyed(k.key_id), SECTORS))
+        for k in challenge.keys
     ]
 
 
@@ -246,7 +252,7 @@ def test_forged_and_replayed_proofs_are_rejected_and_a_down_miner_misses(
     challenge = challenge_of(network, victim)
     assert challenge is not None and challenge.keys, "miner-1 holds tagged fragments"
     honest_home = fragments_dir(network, victim)
-    old = proofs_from_files(challenge, lambda h, i: read_block(honest_home, h, i))
+    old = proofs_from_files(challenge, lambda k, h, i: read_block(honest_home, k, h, i))
     answered = time.monotonic() + 20
     while challenge_of(network, victim).result != Result.PASSED:  # type: ignore[union-attr]
         assert time.monotonic() < answered, "miner-1 did not answer while up"
@@ -270,7 +276,7 @@ def test_forged_and_replayed_proofs_are_rejected_and_a_down_miner_misses(
         theirs = challenge_of(network, other)
         assert theirs is not None
         their_home = fragments_dir(network, other)
-        stolen = proofs_from_files(theirs, lambda h, i: read_block(their_home, h, i))
+        stolen = proofs_from_files(theirs, lambda k, h, i: read_block(their_home, k, h, i))
         refusal = submit_as(
             network, victim_key, SubmitProofCall(round=round_.number, proofs=stolen)
         )
@@ -281,11 +287,12 @@ def test_forged_and_replayed_proofs_are_rejected_and_a_down_miner_misses(
         round_ = wait_round(network, round_.number)
         mine = challenge_of(network, victim)
         assert mine is not None
-        their_hashes = sorted({i.fragment_hash for k in theirs.keys for i in k.items})
+        their_key_of = {i.fragment_hash: k.key_id for k in theirs.keys for i in k.items}
+        their_hashes = sorted(their_key_of)
 
-        def someone_elses(fragment_hash: bytes, index: int) -> tuple[bytes, bytes]:
+        def someone_elses(key_id: bytes, fragment_hash: bytes, index: int) -> tuple[bytes, bytes]:
             substitute = their_hashes[hash(fragment_hash) % len(their_hashes)]
-            return read_block(their_home, substitute, 0)
+            return read_block(their_home, their_key_of[substitute], substitute, 0)
 
         forged = proofs_from_files(mine, someone_elses)
         assert (
