@@ -23,6 +23,7 @@ from deoss.chain.modules.files import FileRecord, ObjectRecord
 from deoss.chain.modules.miners import Miner, MinerEntry, MinerState
 from deoss.chain.modules.restoral import Order
 from deoss.chain.query import QueryArgs
+from deoss.chain.types import Call
 from deoss.client.chain import ChainClient
 from deoss.client.errors import TxRefused
 from deoss.core.keys import KeyPair
@@ -171,7 +172,9 @@ def challenge_of(network: Network, name: str) -> Challenge | None:
     return found
 
 
-def submit_as(network: Network, who: KeyPair, call: SubmitProofCall) -> TxRefused | None:
+def submit_as(network: Network, who: KeyPair, call: Call) -> TxRefused | None:
+    """Submit ``call`` signed by ``who``; the refusal, or None once it is in a block."""
+
     async def send(chain: ChainClient) -> TxRefused | None:
         try:
             await chain.submit(who, call)
@@ -441,14 +444,7 @@ def test_a_wrong_completion_is_refused_and_a_restarted_claimer_resumes_its_order
         assert isinstance(order, Order)
         wrong = CompleteOrder(order_id=order.id, fragment_hash=hashlib.sha256(b"not it").digest())
 
-        async def complete_wrong(chain: ChainClient) -> TxRefused | None:
-            try:
-                await chain.submit(claimer, wrong)
-            except TxRefused as exc:
-                return exc
-            return None
-
-        refused = ask(network, complete_wrong)
+        refused = submit_as(network, claimer, wrong)
         assert isinstance(refused, TxRefused) and "is not the declared" in str(refused)
         after = network.query("/restoral/order", Order, id=order.id)
         assert isinstance(after, Order)
@@ -481,10 +477,7 @@ def test_an_exiting_miner_gets_no_new_fragments_and_leaves_with_its_stake(
     leaving_key = miner_key(network, leaving)
     stake = miner(network, leaving).stake
 
-    async def announce(chain: ChainClient) -> object:
-        return await chain.submit(leaving_key, ExitMiner())
-
-    ask(network, announce)
+    assert submit_as(network, leaving_key, ExitMiner()) is None
     assert MinerState.EXITING == miner(network, leaving).state
     late = content(SEGMENT + 1, "audit-after-exit")
     assert 201 == network.put("after-exit", late).status_code

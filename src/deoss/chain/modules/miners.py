@@ -79,12 +79,17 @@ def require_miner(state: State, pubkey: bytes) -> Miner:
     return miner
 
 
-def is_accepting(state: State, miner: Miner) -> bool:
-    """May this miner receive new fragments?"""
-    params = load_params(state)
+def accepts_fragments(miner: Miner, params: ChainParams) -> bool:
+    """May this miner receive new fragments or claim restoral orders? ACTIVE, with the stake
+    its capacity requires (slashes can take it under). The one rule: the chain, the schedulers'
+    placement and the miners' repairers all ask it."""
     return miner.state == MinerState.ACTIVE and miner.stake >= required_stake(
         params, miner.capacity_bytes
     )
+
+
+def is_accepting(state: State, miner: Miner) -> bool:
+    return accepts_fragments(miner, load_params(state))
 
 
 def all_miners(state: State) -> list[tuple[bytes, Miner]]:

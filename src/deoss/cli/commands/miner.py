@@ -12,6 +12,7 @@ nothing its stake comes back and it is EXITED.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -28,6 +29,7 @@ from deoss.chain.modules.miners import (
     required_stake,
 )
 from deoss.chain.query import QueryArgs
+from deoss.chain.types import Call
 from deoss.cli.commands.account import MAX_AMOUNT, KeyOpt, check_address, load_key
 from deoss.cli.commands.audit import print_table
 from deoss.cli.commands.status import JsonOpt, with_ledger
@@ -64,6 +66,21 @@ async def _read_one(client: ChainClient, address: str) -> dict[str, Any]:
     params = await client.query("/chain/params", QueryArgs(), ChainParams)
     required = required_stake(params, miner.capacity_bytes)
     return {**miner_json(address, miner), "fragments": len(holdings), "required_stake": required}
+
+
+def _submit_as_miner(
+    key: Path | None, node: str | None, call: Call, as_json: bool
+) -> dict[str, Any]:
+    """Submit ``call`` with the key file's account and wait for its block; the miner as it is
+    after it, with the block ``height``."""
+    account = load_key(key, as_json)
+
+    async def submit(client: ChainClient) -> dict[str, Any]:
+        outcome = await client.submit(account, call)
+        shown = await _read_one(client, account.address)
+        return {**shown, "height": outcome.height}
+
+    return with_ledger(node, submit, as_json)
 
 
 def _print_one(shown: dict[str, Any]) -> None:
@@ -162,14 +179,7 @@ def stake_command(
 
     Exit 3 if the key is not a miner's, 1 if the balance is too low or the miner has exited.
     """
-    account = load_key(key, as_json)
-
-    async def submit(client: ChainClient) -> dict[str, Any]:
-        outcome = await client.submit(account, AddStake(amount=amount))
-        shown = await _read_one(client, account.address)
-        return {**shown, "height": outcome.height}
-
-    shown = with_ledger(node, submit, as_json)
+    shown = _submit_as_miner(key, node, AddStake(amount=amount), as_json)
     if as_json:
         print_json(shown)
         return
@@ -185,14 +195,7 @@ def exit_command(key: KeyOpt = None, node: NodeOpt = None, as_json: JsonOpt = Fa
 
     Exit 3 if the key is not a miner's, 1 if the miner is already exiting or exited.
     """
-    account = load_key(key, as_json)
-
-    async def submit(client: ChainClient) -> dict[str, Any]:
-        outcome = await client.submit(account, ExitMiner())
-        shown = await _read_one(client, account.address)
-        return {**shown, "height": outcome.height}
-
-    shown = with_ledger(node, submit, as_json)
+    shown = _submit_as_miner(key, node, ExitMiner(), as_json)
     if as_json:
         print_json(shown)
         return

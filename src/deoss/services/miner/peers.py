@@ -80,10 +80,7 @@ class Peers:
         (the caller checks them against the fragment with ``core.podr2.check_tags``)."""
         url = f"{endpoint}/tags/{fragment_hash.hex()}"
         response = await self._request("GET", url, params={"key": key_id.hex()})
-        if len(response.content) != expected:
-            got = len(response.content)
-            raise PeerError(f"GET {url}: {got} bytes of tags, {expected} expected")
-        return response.content
+        return _tags_of(response, f"GET {url}", expected)
 
     async def request_tags(
         self,
@@ -101,11 +98,9 @@ class Peers:
         if order_id is not None:
             params["order"] = order_id
         response = await self._request("PUT", url, params=params, content=data)
-        expected = block_count(len(data), sectors_per_block) * TAG_BYTES
-        if len(response.content) != expected:
-            got = len(response.content)
-            raise PeerError(f"PUT {url}: {got} bytes of tags, {expected} expected")
-        return response.content
+        return _tags_of(
+            response, f"PUT {url}", block_count(len(data), sectors_per_block) * TAG_BYTES
+        )
 
     async def _request(self, method: str, url: str, **options: object) -> httpx.Response:
         try:
@@ -118,3 +113,9 @@ class Peers:
         if response.status_code != 200:
             raise PeerError(f"{method} {url}: HTTP {response.status_code} {response.text[:300]!r}")
         return response
+
+
+def _tags_of(response: httpx.Response, what: str, expected: int) -> bytes:
+    if len(response.content) != expected:
+        raise PeerError(f"{what}: {len(response.content)} bytes of tags, {expected} expected")
+    return response.content

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from deoss.chain.errors import NotFound as ChainNotFound
 from deoss.chain.modules.files import FileRecord
-from deoss.chain.modules.miners import MinerState, required_stake
+from deoss.chain.modules.miners import MinerState, accepts_fragments
 from deoss.chain.modules.restoral import ClaimOrder, CompleteOrder, Order, OrderState
 from deoss.chain.query import MAX_PAGE, QueryArgs
 from deoss.client.errors import ClientError, TxRefused
@@ -126,10 +126,8 @@ class Repairer:
             if order.state == OrderState.CLAIMED and order.claimer == self.me:
                 self._start(order)
         miner = await self.service.view.miner(self.me)
-        if miner is None or miner.state != MinerState.ACTIVE:
-            return
-        if miner.stake < required_stake(await self.service.view.params(), miner.capacity_bytes):
-            return  # the chain refuses claims until the operator tops the stake up
+        if miner is None or not accepts_fragments(miner, await self.service.view.params()):
+            return  # FAULTY, EXITING, or slashed under its required stake: claims are refused
         idle = miner.idle_bytes
         for order in orders:
             if self.active() >= self.slots:
@@ -237,18 +235,24 @@ class Repairer:
     async def _obtain(self, order: Order, record: FileRecord) -> bytes:
         """The lost fragment's bytes: copied from an exiting former holder, else rebuilt."""
         endpoints = await self.peers.miner_endpoints()
-        former = await self.service.view.miner(order.former)
-        if former is not None and former.state == MinerState.EXITING:
-            endpoint = endpoints.get(order.former)
-            if endpoint is not None:
-                try:
-                    data = await self.peers.fetch_fragment(endpoint, order.fragment_hash)
-                except PeerError as exc:
-                    log_event(ROLE, "repair_copy_failed", order=order.id, why=str(exc))
-                else:
-                    self.stats.bytes_fetched += len(data)
-                    return data
+        endpoint = await self._exiting_former(order, endpoints)
+        if endpoint is not None:
+            try:
+                data = await self.peers.fetch_fragment(endpoint, order.fragment_hash)
+            except PeerError as exc:
+                log_event(ROLE, "repair_copy_failed", order=order.id, why=str(exc))
+            else:
+                self.stats.bytes_fetched += len(data)
+                return data
         return await self._rebuild(order, record, endpoints)
+
+    async def _exiting_former(self, order: Order, endpoints: dict[bytes, str]) -> str | None:
+        """The endpoint of the order's former holder if it is EXITING (it still serves what it
+        holds, so its copy saves a rebuild or a tagging), else None."""
+        former = await self.service.view.miner(order.former)
+        if former is None or former.state != MinerState.EXITING:
+            return None
+        return endpoints.get(order.former)
 
     async def _rebuild(
         self, order: Order, record: FileRecord, endpoints: dict[bytes, str]
@@ -303,12 +307,9 @@ class Repairer:
         data = await asyncio.to_thread(self.store.read_range, order.fragment_hash, 0, order.size)
         public = await self._tag_public_key(record)
         expected = block_count(order.size, public.sectors_per_block) * TAG_BYTES
-        former = await self.service.view.miner(order.former)
-        if former is not None and former.state == MinerState.EXITING:
-            endpoint = (await self.peers.miner_endpoints()).get(order.former)
+        endpoint = await self._exiting_former(order, await self.peers.miner_endpoints())
+        if endpoint is not None:
             try:
-                if endpoint is None:
-                    raise PeerError("the former holder has no endpoint")
                 tags = await self.peers.fetch_tags(
                     endpoint, order.fragment_hash, public.key_id, expected
                 )

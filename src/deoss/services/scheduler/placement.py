@@ -19,7 +19,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from deoss.chain.genesis import ChainParams
-from deoss.chain.modules.miners import MinerEntry, MinerState, required_stake
+from deoss.chain.modules.miners import MinerEntry, accepts_fragments
 from deoss.core.keys import parse_address
 
 __all__ = [
@@ -53,9 +53,7 @@ def accepting_candidates(entries: Sequence[MinerEntry], params: ChainParams) -> 
     out = []
     for entry in entries:
         miner = entry.miner
-        if miner.state != MinerState.ACTIVE:
-            continue
-        if miner.stake < required_stake(params, miner.capacity_bytes):
+        if not accepts_fragments(miner, params):
             continue
         out.append(
             Candidate(

@@ -19,8 +19,10 @@ import pytest
 
 from deoss.chain.modules.audit import Challenge, Result, Round
 from deoss.chain.modules.files import FileRecord, ReportTagged
-from deoss.chain.modules.miners import Miner
-from deoss.chain.modules.restoral import ClaimOrder, CompleteOrder, Order, OrderState
+from deoss.chain.modules.miners import Miner, RegisterMiner
+from deoss.chain.modules.restoral import ClaimOrder, CompleteOrder, Order, OrderState, ReportLoss
+from deoss.chain.types import Call
+from deoss.core.keys import KeyPair
 from deoss.core.podr2 import verify_proof
 from deoss.services.miner.peers import Peers
 from deoss.services.miner.prover import MissingData, Prover, build_proofs
@@ -116,6 +118,21 @@ def peers_for(net: Net, signer_store: FragmentStore | None = None) -> httpx.Mock
         return httpx.Response(404)
 
     return httpx.MockTransport(answer)
+
+
+def restorer_registration() -> tuple[KeyPair, Call]:
+    """RESTORER registers as a miner (it holds nothing of the file)."""
+    register = RegisterMiner(
+        endpoint="http://127.0.0.1:9300", capacity_bytes=2**30, stake=PARAMS.stake_per_tib
+    )
+    return RESTORER, register
+
+
+def lose_fragment_0_of_segment_1(net: Net) -> None:
+    """In one block: RESTORER registers, miner0 reports fragment 0 of segment 1 lost."""
+    net.ledger.block(
+        restorer_registration(), (MINER, ReportLoss(fid=net.plan.fid, segment=1, fragment=0))
+    )
 
 
 # --- proving -------------------------------------------------------------------------------
@@ -225,19 +242,8 @@ async def test_a_restorer_rebuilds_a_lost_fragment_with_tags_and_takes_its_place
 ) -> None:
     """miner0 reports fragment 0 of segment 1 lost; miner12 (holding nothing of the file)
     claims, fetches k others, rebuilds, gets tags, completes; miner0's follower drops it."""
-    from deoss.chain.modules.miners import RegisterMiner
-    from deoss.chain.modules.restoral import ReportLoss
-
     record = await stored_and_tagged(net)
-    net.ledger.block(
-        (
-            RESTORER,
-            RegisterMiner(
-                endpoint="http://127.0.0.1:9300", capacity_bytes=2**30, stake=PARAMS.stake_per_tib
-            ),
-        ),
-        (MINER, ReportLoss(fid=net.plan.fid, segment=1, fragment=0)),
-    )
+    lose_fragment_0_of_segment_1(net)
     store = FragmentStore(tmp_path / "restorer")
     restorer = MinerService(chain=net.chain, store=store, key=RESTORER)
     repairer = Repairer(restorer, Peers(net.chain, RESTORER, transport=peers_for(net)), retry_s=0)
@@ -261,19 +267,8 @@ async def test_a_restorer_rebuilds_a_lost_fragment_with_tags_and_takes_its_place
 
 
 async def test_a_completion_naming_another_hash_is_refused(net: Net) -> None:
-    from deoss.chain.modules.miners import RegisterMiner
-    from deoss.chain.modules.restoral import ReportLoss
-
     await stored_and_tagged(net)
-    net.ledger.block(
-        (
-            RESTORER,
-            RegisterMiner(
-                endpoint="http://127.0.0.1:9300", capacity_bytes=2**30, stake=PARAMS.stake_per_tib
-            ),
-        ),
-        (MINER, ReportLoss(fid=net.plan.fid, segment=1, fragment=0)),
-    )
+    lose_fragment_0_of_segment_1(net)
     net.ledger.block((RESTORER, ClaimOrder(order_id=0)))
     from deoss.chain.calls import sign_tx
     from tests.unit.chain.harness import CHAIN_ID
@@ -289,19 +284,8 @@ async def test_a_completion_naming_another_hash_is_refused(net: Net) -> None:
 
 async def test_tags_that_do_not_verify_are_never_kept(net: Net, tmp_path: Path) -> None:
     """A tagger answering tags of another key: the attempt fails, nothing is completed."""
-    from deoss.chain.modules.miners import RegisterMiner
-    from deoss.chain.modules.restoral import ReportLoss
-
     await stored_and_tagged(net)
-    net.ledger.block(
-        (
-            RESTORER,
-            RegisterMiner(
-                endpoint="http://127.0.0.1:9300", capacity_bytes=2**30, stake=PARAMS.stake_per_tib
-            ),
-        ),
-        (MINER, ReportLoss(fid=net.plan.fid, segment=1, fragment=0)),
-    )
+    lose_fragment_0_of_segment_1(net)
     honest = peers_for(net)
 
     def forging(request: httpx.Request) -> httpx.Response:
@@ -332,18 +316,10 @@ async def test_an_exiting_holder_s_fragment_and_tags_are_copied_and_checked(
 ) -> None:
     """miner0 exits: the restorer copies the fragment and its tags from it (no tagging asked
     of the scheduler), checks the tags, and takes the place."""
-    from deoss.chain.modules.miners import ExitMiner, RegisterMiner
+    from deoss.chain.modules.miners import ExitMiner
 
     record = await stored_and_tagged(net)
-    net.ledger.block(
-        (
-            RESTORER,
-            RegisterMiner(
-                endpoint="http://127.0.0.1:9300", capacity_bytes=2**30, stake=PARAMS.stake_per_tib
-            ),
-        ),
-        (MINER, ExitMiner()),
-    )
+    net.ledger.block(restorer_registration(), (MINER, ExitMiner()))
     asked: list[str] = []
 
     def former(request: httpx.Request) -> httpx.Response:
