@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from deoss.chain.genesis import ChainParams
-from deoss.chain.modules.buckets import CreateBucket
+from deoss.chain.modules.buckets import Bucket, CreateBucket
 from deoss.chain.modules.gateways import AuthorizeGateway
 from deoss.chain.modules.space import BuySpace, Lease
 from deoss.chain.query import QueryArgs
@@ -328,7 +328,7 @@ async def bootstrap_user(spec: DevnetSpec, chain_url: str) -> None:
             await chain.submit(user, AuthorizeGateway(gateway=gateway.address))
         try:
             await chain.query(
-                "/buckets/bucket", QueryArgs(owner=user.address, name=DEV_BUCKET), bytes
+                "/buckets/bucket", QueryArgs(owner=user.address, name=DEV_BUCKET), Bucket
             )
         except QueryFailed:
             await chain.submit(user, CreateBucket(name=DEV_BUCKET))

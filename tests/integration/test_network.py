@@ -57,11 +57,11 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
     spec = DevnetSpec(
         home=Path(home), chain_port=0, gateway_port=0, block_ms=200, segment_size=SEGMENT
     )
-    net = up(spec, detach=False)
+    network = Network(spec, up(spec, detach=False), read_key_file(spec.key_path(0)))
     try:
-        yield Network(spec, net, read_key_file(spec.key_path(0)))
+        yield network
     finally:
-        net.stop()
+        network.net.stop()  # the last test restarts it: stop whichever net is current
 
 
 def content(size: int, seed: int = 0) -> bytes:
@@ -153,7 +153,7 @@ def test_100_mib_round_trip(network: Network) -> None:
 
 
 def test_download_survives_8_of_12_miners_down(network: Network) -> None:
-    """Run last in this module: it kills miners."""
+    """Run late in this module: it kills miners."""
     data = content(2 * SEGMENT + 3, seed=99)
     assert 201 == network.put("robust", data).status_code
     miners = [p for p in network.net.processes if p.name.startswith("miner-")]
@@ -163,3 +163,14 @@ def test_download_survives_8_of_12_miners_down(network: Network) -> None:
         process.popen.wait()
     got = network.get("robust")
     assert (200, data) == (got.status_code, got.content)
+
+
+def test_up_again_on_the_same_home_keeps_every_object(network: Network) -> None:
+    """Run last: ``deoss up`` on the home of a stopped network (8 of its miners killed before)
+    brings every process back with what it acknowledged."""
+    network.net.stop()
+    network.net = up(network.spec, detach=False)
+    got = network.get("robust")
+    assert (200, content(2 * SEGMENT + 3, seed=99)) == (got.status_code, got.content)
+    assert 201 == network.put("after-restart", b"new").status_code
+    assert b"new" == network.get("after-restart").content

@@ -13,14 +13,15 @@ it works against the embedded node and CometBFT alike. Invariants:
   anyone waits. A hash is registered before its transaction is sent, and the watcher starts at
   a height fetched after that, so no block holding it can be missed.
 * ``follow`` yields every block from ``from_height`` on exactly once and in order, retrying with
-  backoff while the node is unreachable (a restart, say).
+  backoff while the node is unreachable (a restart, say). Against a real node it takes blocks
+  from a websocket ``BlockFeed`` when it can and reads them over HTTP otherwise; polling is only
+  the fallback (and the only way through a test transport).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import itertools
 import os
 from collections.abc import AsyncGenerator, Coroutine, Iterator
@@ -36,6 +37,7 @@ from deoss.chain.modules.accounts import Account
 from deoss.chain.query import QueryArgs
 from deoss.chain.types import Call
 from deoss.client import chain_types as read
+from deoss.client.block_feed import BlockFeed, websocket_url
 from deoss.client.chain_types import (
     AppInfo,
     BlockInfo,
@@ -43,6 +45,8 @@ from deoss.client.chain_types import (
     ChainStatus,
     FollowedBlock,
     TxOutcome,
+    followed_block,
+    tx_hash,
 )
 from deoss.client.errors import (
     BadResponse,
@@ -65,6 +69,7 @@ DEFAULT_NODE_URL = "http://127.0.0.1:26657"
 NONCE_ATTEMPTS = 4
 _COMMIT_TIMEOUT = "timed out waiting for tx to be included in a block"
 _JSON = {"content-type": "application/json"}
+FEED_SILENCE_S = 2.0  # with the feed live and no block for this long, ask the node anyway
 
 
 def default_node_url() -> str:
@@ -75,10 +80,6 @@ def default_node_url() -> str:
 def run(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run a client coroutine from synchronous code (the CLI)."""
     return asyncio.run(coroutine)
-
-
-def tx_hash(tx: bytes) -> bytes:
-    return hashlib.sha256(tx).digest()
 
 
 @contextmanager
@@ -101,7 +102,12 @@ class ChainClient:
         timeout_s: float = 30.0,
         poll_interval_s: float = 0.05,
         inclusion_timeout_s: float = 30.0,
+        block_feed: bool | None = None,
+        feed_url: str | None = None,
     ) -> None:
+        """``block_feed``: follow blocks pushed over the node's websocket (``feed_url``, by
+        default /websocket beside ``url``); by default on unless a custom ``transport`` is
+        given, which cannot carry a websocket."""
         self.url = url or default_node_url()
         self.poll_interval_s = poll_interval_s
         self.inclusion_timeout_s = inclusion_timeout_s
@@ -111,6 +117,13 @@ class ChainClient:
         self._nonces: dict[bytes, int] = {}
         self._key_locks: dict[bytes, asyncio.Lock] = {}
         self._watcher = _InclusionWatcher(self)
+        use_feed = transport is None if block_feed is None else block_feed
+        self._feed = BlockFeed(feed_url or websocket_url(self.url)) if use_feed else None
+
+    @property
+    def feed(self) -> BlockFeed | None:
+        """The websocket block feed, if this client uses one."""
+        return self._feed
 
     async def __aenter__(self) -> ChainClient:
         return self
@@ -120,6 +133,8 @@ class ChainClient:
 
     async def aclose(self) -> None:
         await self._watcher.stop()
+        if self._feed is not None:
+            await self._feed.aclose()
         await self._http.aclose()
 
     # --- JSON-RPC ------------------------------------------------------------------------
@@ -275,36 +290,56 @@ class ChainClient:
 
     # --- following -----------------------------------------------------------------------
 
+    async def next_height(self) -> int:
+        """A height no later than the next block to be committed: one past the newest block
+        the live feed delivered, else one past the node's latest."""
+        if self._feed is not None and self._feed.live and self._feed.latest:
+            return self._feed.latest + 1
+        return (await self.status()).height + 1
+
     async def follow(self, from_height: int) -> AsyncGenerator[FollowedBlock, None]:
         """Every committed block from ``from_height`` on, in order, each exactly once."""
         height = max(from_height, 1)
         latest = 0
         delay_s = self.poll_interval_s
+        if self._feed is not None:
+            self._feed.start()
         while True:
             try:
-                if height > latest:
-                    latest = (await self.status()).height
-                if height > latest:
-                    await asyncio.sleep(self.poll_interval_s)
-                    continue
-                header = await self.block(height)
-                results = await self.block_results(height)
+                block = self._feed.get(height) if self._feed is not None else None
+                if block is None:
+                    if height > latest:
+                        latest = await self._await_height(height)
+                        if height > latest and (self._feed is None or not self._feed.live):
+                            await asyncio.sleep(self.poll_interval_s)
+                        continue  # the wait may have brought the block in the feed
+                    block = await self._fetch_block(height)
             except NodeUnavailable:
                 await asyncio.sleep(delay_s)  # the node may be restarting: back off, retry
                 delay_s = min(delay_s * 2, 2.0)
                 continue
             delay_s = self.poll_interval_s
-            if (header.height, results.height) != (height, height):
-                raise BadResponse(f"asked for block {height}, got {header.height}/{results.height}")
-            yield FollowedBlock(
-                height=height,
-                header=header,
-                tx_hashes=[tx_hash(tx) for tx in header.txs],
-                tx_results=results.tx_results,
-                events=results.events,
-                app_hash=results.app_hash,
-            )
+            yield block
             height += 1
+
+    async def _await_height(self, height: int) -> int:
+        """The latest committed height, once it reaches ``height`` or the wait is over: with
+        the feed live, until it delivers ``height`` (at most FEED_SILENCE_S, then the node is
+        asked); otherwise by one ``status`` request."""
+        feed = self._feed
+        if feed is not None and feed.live:
+            if await feed.wait_for(height, FEED_SILENCE_S):
+                return feed.latest
+            if feed.live:  # silent for that long: ask, in case the feed missed something
+                return max(feed.latest, (await self.status()).height)
+        return (await self.status()).height
+
+    async def _fetch_block(self, height: int) -> FollowedBlock:
+        header = await self.block(height)
+        results = await self.block_results(height)
+        if (header.height, results.height) != (height, height):
+            raise BadResponse(f"asked for block {height}, got {header.height}/{results.height}")
+        return followed_block(header, results)
 
 
 def _included(outcome: TxOutcome) -> TxOutcome:
@@ -335,7 +370,7 @@ class _InclusionWatcher:
         async with self._start_lock:
             if self._task is None or self._task.done():
                 try:
-                    start = (await self._client.status()).height + 1  # read after registering
+                    start = await self._client.next_height()  # read after registering
                 except BaseException:
                     self._waiting.pop(hash_, None)
                     raise

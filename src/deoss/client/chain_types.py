@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import calendar
+import hashlib
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,7 +27,10 @@ __all__ = [
     "ChainStatus",
     "FollowedBlock",
     "TxOutcome",
+    "followed_block",
     "parse_rfc3339_ns",
+    "read_new_block",
+    "tx_hash",
 ]
 
 _RFC3339 = re.compile(r"^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?Z$")
@@ -180,6 +184,42 @@ def read_block_results(result: dict[str, Any]) -> BlockResults:
             events=read_events(result.get("finalize_block_events")),
             app_hash=from_b64(result.get("app_hash")),
         )
+
+
+def tx_hash(tx: bytes) -> bytes:
+    return hashlib.sha256(tx).digest()
+
+
+def followed_block(header: BlockInfo, results: BlockResults) -> FollowedBlock:
+    """A block and its results as one FollowedBlock (the heights are checked to agree)."""
+    if header.height != results.height:
+        raise BadResponse(f"block {header.height} came with the results of {results.height}")
+    return FollowedBlock(
+        height=header.height,
+        header=header,
+        tx_hashes=[tx_hash(tx) for tx in header.txs],
+        tx_results=results.tx_results,
+        events=results.events,
+        app_hash=results.app_hash,
+    )
+
+
+def read_new_block(value: dict[str, Any]) -> FollowedBlock:
+    """The ``value`` of a NewBlock event: block, block_id and result_finalize_block."""
+    header = read_block({"block": value.get("block"), "block_id": value.get("block_id")})
+    with reading("NewBlock event"):
+        finalized = value["result_finalize_block"]
+        results = BlockResults(
+            height=header.height,
+            tx_results=[read_tx_result(item) for item in finalized.get("tx_results") or []],
+            events=read_events(finalized.get("events")),
+            app_hash=from_b64(finalized.get("app_hash")),
+        )
+    if len(results.tx_results) != len(header.txs):
+        raise BadResponse(
+            f"NewBlock {header.height}: {len(header.txs)} txs but {len(results.tx_results)} results"
+        )
+    return followed_block(header, results)
 
 
 def read_tx(result: dict[str, Any]) -> tuple[TxOutcome, bytes]:

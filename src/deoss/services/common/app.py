@@ -10,6 +10,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
@@ -24,8 +25,11 @@ log = logging.getLogger("deoss.service")
 
 
 def log_event(role: str, event: str, **fields: Any) -> None:
-    """One structured (JSON) log line: requests, chain events acted on, failures."""
-    log.info(json.dumps({"role": role, "event": event, **fields}, default=str, sort_keys=True))
+    """One structured (JSON) log line: requests, chain events acted on, failures; ``ts`` is
+    the UTC time to the millisecond."""
+    ts = datetime.now(UTC).isoformat(timespec="milliseconds")
+    line = {"ts": ts, "role": role, "event": event, **fields}
+    log.info(json.dumps(line, default=str, sort_keys=True))
 
 
 class ServiceMetrics:

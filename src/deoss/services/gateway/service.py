@@ -57,6 +57,7 @@ from deoss.client.gateway_types import (
 )
 from deoss.core.keys import KeyPair, address_of
 from deoss.core.layout import LayoutParams, padded_size, segment_count, segment_span
+from deoss.services.common.app import log_event
 from deoss.services.common.auth import RequestVerifier
 from deoss.services.common.errors import (
     BadRequest,
@@ -367,13 +368,24 @@ class Gateway:
         answer once declared; the delivery goes on in the background."""
         await self.check_upload(user, bucket, name, declared_bytes)
         uplink = await self._uplink()
+        started = time.perf_counter()
         spooled = await spool_body(body, self.settings.spool_path, uplink.layout)
         self.upload_metrics.bytes_received.inc(spooled.size)
+        spooled_at = time.perf_counter()
         try:
             declared = await declare_upload(uplink, user.address, bucket, name, spooled)
         except BaseException:
             spooled.path.unlink(missing_ok=True)
             raise
+        log_event(
+            "gateway",
+            "upload.declared",
+            deal=declared.deal_id,
+            fid=spooled.fid,
+            size=spooled.size,
+            spool_ms=round((spooled_at - started) * 1000, 1),
+            declare_ms=round((time.perf_counter() - spooled_at) * 1000, 1),
+        )
         result = UploadResult(bucket, name, spooled.fid, spooled.size, declared.deal_id, "", False)
         if declared.deal_id is None:
             spooled.path.unlink(missing_ok=True)

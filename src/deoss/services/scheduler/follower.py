@@ -2,7 +2,7 @@
 
 Events acted on (docs/chain_ledger.md, "Events"):
 
-    deal.success        scheduler = this one   tag job for the fid, with the local fragment copies
+    deal.success        scheduler = this one   tag job for the fid, with the local segment copies
     file.tag_reassigned tagger = this one      tag job for the fid, fragments fetched from holders
     deal.failed                                forget the deal's local state
     deal.assigned       another scheduler      forget this scheduler's partial work on it

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from dataclasses import dataclass
 
 import httpx
@@ -119,7 +120,7 @@ class SchedulerService:
         self.params = params
         self.enclave = enclave
         self.verifier = RequestVerifier()
-        self.store = DealStore(settings.data_dir / "deals")
+        self.store = DealStore(settings.data_dir / "deals", params.layout)
         self.http = httpx.AsyncClient(
             auth=SigningAuth(key), transport=miner_transport, timeout=settings.miner_timeout_s
         )
@@ -299,7 +300,9 @@ class SchedulerService:
         async with lock:
             placed = (await asyncio.to_thread(self.store.placements, deal.id)).get(plan.index)
             if placed is None:
+                started = time.perf_counter()
                 fragments = await asyncio.to_thread(self._code_and_keep, deal.id, plan, data)
+                coded = time.perf_counter()
                 placed = await self._place_on_miners(work, deal, plan, fragments)
                 await asyncio.to_thread(self.store.save_placement, deal.id, plan.index, placed)
                 log_event(
@@ -308,6 +311,8 @@ class SchedulerService:
                     deal=deal.id,
                     segment=plan.index,
                     miners=[address_of(r.miner) for r in placed],
+                    code_ms=round((coded - started) * 1000, 1),
+                    place_ms=round((time.perf_counter() - coded) * 1000, 1),
                 )
         await self._report_if_complete(deal)
         return SegmentPlacement(segment=plan.index, miners=[address_of(r.miner) for r in placed])
@@ -330,7 +335,7 @@ class SchedulerService:
                     f"{what} fragment {index}: the declaration says {declared.hex()}, but the "
                     f"segment codes to {digest.hex()}; the deal was declared wrong"
                 )
-        self.store.save_fragments(deal_id, plan, fragments)
+        self.store.save_segment(deal_id, plan, data)
         return fragments
 
     # --- placing on miners -----------------------------------------------------------------

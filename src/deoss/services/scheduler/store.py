@@ -1,16 +1,20 @@
-"""The scheduler's per-deal state on disk: fragment copies, receipts per segment, reported mark.
+"""The scheduler's per-deal state on disk: segment copies, receipts per segment, reported mark.
 
 Layout under ``<data_dir>/deals/<id>/``::
 
-    fragments/<hash>        the segment's fragments, kept until the file is tagged
+    segments/<i>            the padded segment, kept until the file is tagged
     segment-<i>.receipts    canonical list of Receipt, one per fragment, in fragment order
     reported                the height at which deals.report landed
 
+The segment, not its k + m fragments, is kept for tagging: a third of the bytes to write while
+the user waits (4 + 8 code), and any fragment is one erasure coding away (data fragments are
+slices of it).
+
 Invariants: every file is written through a temporary file and a rename, so a reader never
 sees half of one; receipts and the reported mark are fsynced before the caller answers (a
-restart never loses a placed segment); fragment copies are not (a copy lost in a crash is
-fetched back from its holder for tagging), and a copy is only returned if it still hashes right.
-Blocking: callers on the event loop use ``asyncio.to_thread``.
+restart never loses a placed segment); segment copies are not (a fragment whose copy was lost
+in a crash is fetched back from its holder for tagging), and a fragment is only returned if it
+hashes right. Blocking: callers on the event loop use ``asyncio.to_thread``.
 """
 
 from __future__ import annotations
@@ -19,12 +23,11 @@ import hashlib
 import os
 import secrets
 import shutil
-from collections.abc import Sequence
 from pathlib import Path
 
 from deoss.chain.modules.deals import Receipt
 from deoss.core import codec
-from deoss.core.layout import SegmentPlan
+from deoss.core.layout import LayoutParams, SegmentPlan, encode_segment
 
 __all__ = ["DealStore"]
 
@@ -41,13 +44,14 @@ def _write_atomic(path: Path, data: bytes | memoryview, *, durable: bool) -> Non
 
 
 class DealStore:
-    """Per-deal state on disk: fragment copies, receipts per segment, the reported mark.
+    """Per-deal state on disk: segment copies, receipts per segment, the reported mark.
 
     Blocking; called through ``asyncio.to_thread`` from the event loop.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, layout: LayoutParams) -> None:
         self.root = Path(root)
+        self.layout = layout
         self.root.mkdir(parents=True, exist_ok=True)
 
     def _dir(self, deal_id: int) -> Path:
@@ -56,23 +60,29 @@ class DealStore:
     def deal_ids(self) -> list[int]:
         return sorted(int(p.name) for p in self.root.iterdir() if p.name.isdigit())
 
-    def save_fragments(
-        self, deal_id: int, plan: SegmentPlan, fragments: Sequence[bytes | memoryview]
-    ) -> None:
-        directory = self._dir(deal_id) / "fragments"
+    def save_segment(self, deal_id: int, plan: SegmentPlan, segment: bytes) -> None:
+        """Keep the padded segment for tagging (not fsynced: see the module docstring)."""
+        directory = self._dir(deal_id) / "segments"
         directory.mkdir(parents=True, exist_ok=True)
-        for digest, data in zip(plan.fragment_hashes, fragments, strict=True):
-            # not fsynced: a copy lost in a crash is fetched back from its holder for tagging
-            _write_atomic(directory / digest.hex(), data, durable=False)
+        _write_atomic(directory / str(plan.index), segment, durable=False)
 
-    def read_fragment(self, deal_id: int, fragment_hash: bytes) -> bytes | None:
-        """The local copy, if there is one and it still hashes right."""
-        path = self._dir(deal_id) / "fragments" / fragment_hash.hex()
+    def read_fragment(self, deal_id: int, plan: SegmentPlan, index: int) -> bytes | None:
+        """Fragment ``index`` of the kept segment, if it is kept and the fragment hashes right."""
+        path = self._dir(deal_id) / "segments" / str(plan.index)
         try:
-            data = path.read_bytes()
+            segment = path.read_bytes()
         except FileNotFoundError:
             return None
-        return data if hashlib.sha256(data).digest() == fragment_hash else None
+        if len(segment) != plan.padded_size:
+            return None
+        if index < self.layout.data_shards:  # systematic code: a slice of the segment
+            size = plan.padded_size // self.layout.data_shards
+            fragment = segment[index * size : (index + 1) * size]
+        else:
+            fragment = bytes(encode_segment(segment, self.layout)[index])
+        if hashlib.sha256(fragment).digest() != plan.fragment_hashes[index]:
+            return None
+        return fragment
 
     def save_placement(self, deal_id: int, segment: int, receipts: list[Receipt]) -> None:
         directory = self._dir(deal_id)

@@ -1,10 +1,11 @@
 """Tagging a stored file (DESIGN 2 step 9), off the path that the user waits on.
 
 A tag job names a fid this scheduler must tag: one it reported (after ``deal.success``) or one
-the chain reassigned to it (``file.tag_reassigned``). For every fragment of the file: take the
-local copy kept since placement, or fetch it from its holder (``GET /fragments/{hash}``),
-check its hash, compute its PoDR² tags in the enclave on a thread pool, and ``PUT
-/tags/{hash}?fid=`` them to the holder; then submit ``files.tagged`` and delete the local copies.
+the chain reassigned to it (``file.tag_reassigned``). For every fragment of the file: take it
+from the copy of its segment kept since placement, or fetch it from its holder (``GET
+/fragments/{hash}``), check its hash, compute its PoDR² tags in the enclave on a thread pool,
+and ``PUT /tags/{hash}?fid=`` them to the holder; then submit ``files.tagged`` and delete the
+local copies.
 
 Invariants:
 
@@ -55,7 +56,7 @@ ROLE = "scheduler"
 MAX_RETRY_DELAY_S = 30.0
 NO_DEAL = "-"
 
-ReadLocal = Callable[[int, bytes], bytes | None]
+ReadLocal = Callable[[int, SegmentPlan, int], bytes | None]  # (deal, plan, index) -> fragment
 ForgetDeal = Callable[[int], Awaitable[None]]
 
 
@@ -251,15 +252,18 @@ class Tagger:
         if endpoint is None:
             raise TaggingError(f"holder {address_of(holder)} is not a registered miner")
         async with slots:
-            data = await self._fragment(job.deal_id, digest, endpoint)
+            data = await self._fragment(job.deal_id, plan, index, endpoint)
             tags = await asyncio.to_thread(self.enclave.tag_fragment, data, digest, self._pool)
         await self._put_tags(endpoint, job.fid, digest, tags)
         job.delivered.add((holder, digest))
 
-    async def _fragment(self, deal_id: int | None, digest: bytes, endpoint: str) -> bytes:
-        """The local copy of a fragment, else the holder's (hash-checked)."""
+    async def _fragment(
+        self, deal_id: int | None, plan: SegmentPlan, index: int, endpoint: str
+    ) -> bytes:
+        """The fragment from the local segment copy, else the holder's (hash-checked)."""
+        digest = plan.fragment_hashes[index]
         if deal_id is not None:
-            local = await asyncio.to_thread(self.read_local, deal_id, digest)
+            local = await asyncio.to_thread(self.read_local, deal_id, plan, index)
             if local is not None:
                 return local
         url = f"{endpoint}/fragments/{digest.hex()}"
