@@ -35,11 +35,13 @@ __all__ = [
     "ObjectPlan",
     "SegmentPlan",
     "decode_segment",
+    "encode_and_plan",
     "encode_segment",
     "hash_object",
     "iter_encoded_segments",
     "iter_segments",
     "object_slice",
+    "pad_segment",
     "plan_object",
     "rebuild_fragment",
     "segment_count",
@@ -180,8 +182,7 @@ def iter_segments(stream: BinaryIO, params: LayoutParams) -> Iterator[tuple[int,
     chunk = _read_full(stream, s)
     while True:
         held = len(chunk)
-        padded = padded_size(held, params)
-        yield held, chunk if held == padded else chunk + bytes(padded - held)
+        yield held, pad_segment(chunk, params)
         index += 1
         if held < s:
             return
@@ -210,20 +211,31 @@ def encode_segment(segment: bytes, params: LayoutParams) -> list[memoryview]:
     return params.code().encode(segment)
 
 
+def encode_and_plan(index: int, held: int, segment: bytes, params: LayoutParams) -> EncodedSegment:
+    """Segment ``index`` (padded, holding ``held`` object bytes) with its fragments and plan."""
+    fragments = encode_segment(segment, params)
+    plan = SegmentPlan(
+        index=index,
+        size=held,
+        padded_size=len(segment),
+        hash=hashlib.sha256(segment).digest(),
+        fragment_hashes=[hashlib.sha256(f).digest() for f in fragments],
+    )
+    return EncodedSegment(index, held, segment, fragments, plan)
+
+
+def pad_segment(data: bytes, params: LayoutParams) -> bytes:
+    """A segment's object bytes, zero-padded to a multiple of k (at least k bytes)."""
+    missing = padded_size(len(data), params) - len(data)
+    return data + bytes(missing) if missing else data
+
+
 def iter_encoded_segments(
     stream: BinaryIO, params: LayoutParams = DEFAULT_PARAMS
 ) -> Iterator[EncodedSegment]:
     """Read the object once, yielding each segment with its fragments and their hashes."""
     for index, (held, segment) in enumerate(iter_segments(stream, params)):
-        fragments = encode_segment(segment, params)
-        plan = SegmentPlan(
-            index=index,
-            size=held,
-            padded_size=len(segment),
-            hash=hashlib.sha256(segment).digest(),
-            fragment_hashes=[hashlib.sha256(f).digest() for f in fragments],
-        )
-        yield EncodedSegment(index, held, segment, fragments, plan)
+        yield encode_and_plan(index, held, segment, params)
 
 
 def plan_object(stream: BinaryIO, params: LayoutParams = DEFAULT_PARAMS) -> ObjectPlan:

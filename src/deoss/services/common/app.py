@@ -13,9 +13,10 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Response
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from deoss.services.common.errors import install_error_handlers
 
@@ -52,6 +53,46 @@ class ServiceMetrics:
         self.role = role
 
 
+class _RequestLog:
+    """Counts, times and logs every request once its response is sent (the whole transfer).
+
+    A plain ASGI middleware: Starlette's ``BaseHTTPMiddleware`` runs a task group for every
+    message of the request body, which cost uploads about a tenth of their CPU in 64 KiB
+    chunks through every hop.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500  # what the server answers if the app fails before starting a response
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            self._record(scope, status, time.perf_counter() - start)
+
+    def _record(self, scope: Scope, status: int, elapsed: float) -> None:
+        role, method, path = self.metrics.role, scope["method"], scope["path"]
+        self.metrics.requests.labels(role, method, str(status)).inc()
+        self.metrics.latency.labels(role, method).observe(elapsed)
+        if path not in ("/healthz", "/metrics"):
+            log_event(
+                role, "http", method=method, path=path, status=status, ms=round(elapsed * 1000, 1)
+            )
+
+
 def create_service_app(
     role: str,
     *,
@@ -63,25 +104,7 @@ def create_service_app(
     metrics = ServiceMetrics(role)
     install_error_handlers(app)
 
-    @app.middleware("http")
-    async def _log_requests(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        start = time.perf_counter()
-        response = await call_next(request)
-        elapsed = time.perf_counter() - start
-        metrics.requests.labels(role, request.method, str(response.status_code)).inc()
-        metrics.latency.labels(role, request.method).observe(elapsed)
-        if request.url.path not in ("/healthz", "/metrics"):
-            log_event(
-                role,
-                "http",
-                method=request.method,
-                path=request.url.path,
-                status=response.status_code,
-                ms=round(elapsed * 1000, 1),
-            )
-        return response
+    app.add_middleware(_RequestLog, metrics=metrics)
 
     @app.get("/healthz", include_in_schema=False)
     async def _healthz() -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """Uploads: spool the body, plan it, declare the deal for the user, deliver the segments.
 
     body --(checked against the signed SHA-256, at most the limit)--> spool file
-         --(segment hashes while spooling: the fid)--> stored already? reuse its plan
-                                                       else plan_object (erasure-codes)
+         --(each segment erasure-coded and hashed while the next arrives: the plan, the fid)
+         --> stored already? declare the stored file's plan, else the one just made
          --> deals.declare (owner = the user) --> ASSIGNED --> PUT each padded segment to the
              scheduler --> SUCCESS (or FAILED)
 
@@ -12,8 +12,9 @@ Invariants:
   signed; a spool file never holds more than the limit and is deleted however the upload ends
   (and at startup, for files left by a crash: ``sweep_spool``).
 * A fid already stored is declared at once and the chain deduplicates it (no deal, no bytes
-  sent). Its fragment hashes are taken from the file record: no erasure coding.
-* While sending, at most two padded segments are in memory, read from the spool file.
+  sent), with the fragment hashes of the file record.
+* While spooling, at most two segments are in memory (one filling, one being planned); while
+  sending, at most two padded segments, read from the spool file.
 * A deal is driven until SUCCESS or FAILED: whenever its (scheduler, attempt) changes, every
   segment is sent again to the new scheduler. A scheduler that cannot be reached (connection
   error, timeout, 5xx) is replaced with ``deals.reassign``; the chain bounds the attempts.
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import os
 import tempfile
 import time
@@ -44,7 +44,14 @@ from deoss.chain.query import QueryArgs
 from deoss.client.chain import ChainClient
 from deoss.client.errors import BadResponse, NodeUnavailable, QueryFailed, TxRefused
 from deoss.core.keys import KeyPair, address_of
-from deoss.core.layout import LayoutParams, SegmentPlan, padded_size, plan_object, segment_span
+from deoss.core.layout import (
+    EncodedSegment,
+    LayoutParams,
+    SegmentPlan,
+    encode_and_plan,
+    pad_segment,
+    segment_span,
+)
 from deoss.core.merkle import compute_fid
 from deoss.services.common.app import log_event
 from deoss.services.common.auth import HEADER_BODY
@@ -54,7 +61,7 @@ from deoss.services.gateway.settings import GatewaySettings
 __all__ = [
     "Declared",
     "GatewayTimeout",
-    "SegmentHasher",
+    "SegmentPlanner",
     "Spooled",
     "UploadMetrics",
     "UploadTasks",
@@ -109,33 +116,57 @@ class Uplink:
 # --- spooling -----------------------------------------------------------------------------
 
 
-class SegmentHasher:
-    """SHA-256 of each padded segment of a stream as it passes: the fid without a second read."""
+class SegmentPlanner:
+    """Plans each segment of a stream as it passes: while the next segment arrives, the last
+    complete one is erasure-coded and hashed in a worker thread, so the declaration is ready
+    when the body ends (coding after spooling took a 256 MiB upload a second more).
+
+    Holds at most the segment being filled and the one being planned. ``aclose`` must be
+    awaited if the stream fails, so no planning thread outlives the upload.
+    """
 
     def __init__(self, layout: LayoutParams) -> None:
         self._layout = layout
-        self._current = hashlib.sha256()
-        self._held = 0
-        self.hashes: list[bytes] = []
+        self._buffer = bytearray()
+        self._planning: asyncio.Future[EncodedSegment] | None = None
+        self._count = 0
+        self.segments: list[SegmentPlan] = []
 
-    def update(self, chunk: bytes) -> None:
-        view = memoryview(chunk)
-        while view:
-            part = view[: self._layout.segment_size - self._held]
-            self._current.update(part)
-            self._held += len(part)
-            view = view[len(part) :]
-            if self._held == self._layout.segment_size:
-                self.hashes.append(self._current.digest())
-                self._current, self._held = hashlib.sha256(), 0
+    async def update(self, chunk: bytes) -> None:
+        self._buffer += chunk
+        size = self._layout.segment_size
+        while len(self._buffer) >= size:
+            segment = bytes(self._buffer[:size])
+            del self._buffer[:size]
+            await self._plan(segment, size)
 
-    def finish(self) -> list[bytes]:
-        """The segment hashes; the last (or only, for an empty object) segment is padded."""
-        if self._held or not self.hashes:
-            self._current.update(bytes(padded_size(self._held, self._layout) - self._held))
-            self.hashes.append(self._current.digest())
-            self._current, self._held = hashlib.sha256(), 0
-        return self.hashes
+    async def finish(self) -> list[SegmentPlan]:
+        """Every segment's plan; the last (or only, for an empty object) segment is padded."""
+        if self._buffer or not self._count:
+            held = len(self._buffer)
+            await self._plan(pad_segment(bytes(self._buffer), self._layout), held)
+            self._buffer.clear()
+        await self._collect()
+        return self.segments
+
+    async def aclose(self) -> None:
+        if self._planning is not None:
+            with contextlib.suppress(Exception):
+                await self._planning
+            self._planning = None
+
+    async def _plan(self, segment: bytes, held: int) -> None:
+        await self._collect()  # one segment planned at a time: memory stays bounded
+        index, layout = self._count, self._layout
+        self._planning = asyncio.ensure_future(
+            asyncio.to_thread(encode_and_plan, index, held, segment, layout)
+        )
+        self._count += 1
+
+    async def _collect(self) -> None:
+        if self._planning is not None:
+            planning, self._planning = self._planning, None
+            self.segments.append((await planning).plan)
 
 
 @dataclass(frozen=True)
@@ -143,6 +174,7 @@ class Spooled:
     path: Path
     size: int
     fid: str
+    segments: list[SegmentPlan]  # planned while spooling
 
 
 def sweep_spool(directory: Path) -> int:
@@ -155,22 +187,21 @@ def sweep_spool(directory: Path) -> int:
     return removed
 
 
-def _write(handle: Any, hasher: SegmentHasher, chunks: list[bytes]) -> None:
+def _write(handle: Any, chunks: list[bytes]) -> None:
     for chunk in chunks:
         handle.write(chunk)
-        hasher.update(chunk)
 
 
 async def spool_body(
     chunks: AsyncIterator[bytes], directory: Path, layout: LayoutParams
 ) -> Spooled:
-    """Write the body to a new spool file (hashing its segments in the same pass).
+    """Write the body to a new spool file, planning its segments on the way.
 
     Whatever ``chunks`` raises (too large, hash mismatch, client gone) deletes the file.
     """
     fd, name = tempfile.mkstemp(dir=directory, prefix=SPOOL_PREFIX, suffix=SPOOL_SUFFIX)
     path = Path(name)
-    hasher = SegmentHasher(layout)
+    planner = SegmentPlanner(layout)
     size = 0
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -180,14 +211,22 @@ async def spool_body(
                 batch.append(chunk)
                 batched += len(chunk)
                 if batched >= FLUSH_BYTES:
-                    await asyncio.to_thread(_write, handle, hasher, batch)
+                    await _flush(handle, planner, batch)
                     size, batch, batched = size + batched, [], 0
-            await asyncio.to_thread(_write, handle, hasher, batch)
+            await _flush(handle, planner, batch)
             size += batched
+        segments = await planner.finish()
     except BaseException:
+        await planner.aclose()
         path.unlink(missing_ok=True)
         raise
-    return Spooled(path=path, size=size, fid=compute_fid(hasher.finish()))
+    return Spooled(path, size, compute_fid([s.hash for s in segments]), segments)
+
+
+async def _flush(handle: Any, planner: SegmentPlanner, batch: list[bytes]) -> None:
+    await asyncio.to_thread(_write, handle, batch)
+    for chunk in batch:
+        await planner.update(chunk)
 
 
 # --- declaring ----------------------------------------------------------------------------
@@ -208,23 +247,16 @@ async def find_file(chain: ChainClient, fid: str) -> FileRecord | None:
         raise
 
 
-def _plan_file(path: Path, layout: LayoutParams) -> list[SegmentPlan]:
-    with open(path, "rb") as handle:
-        return plan_object(handle, layout).segments
-
-
 async def plan_segments(uplink: Uplink, spooled: Spooled) -> list[SegmentPlan]:
-    """The segments to declare: from the stored file of the same fid, else by erasure coding."""
-    layout = uplink.layout
+    """The segments to declare: from the stored file of the same fid (its fragments are on
+    miners already), else as planned while spooling."""
     record = await find_file(uplink.chain, spooled.fid)
-    if record is not None:
-        return [
-            replace(s, size=segment_span(s.index, spooled.size, layout)[1]) for s in record.segments
-        ]
-    segments = await asyncio.to_thread(_plan_file, spooled.path, layout)
-    if compute_fid([s.hash for s in segments]) != spooled.fid:
-        raise RuntimeError(f"spool file {spooled.path} changed while it was planned")
-    return segments
+    if record is None:
+        return spooled.segments
+    layout = uplink.layout
+    return [
+        replace(s, size=segment_span(s.index, spooled.size, layout)[1]) for s in record.segments
+    ]
 
 
 async def declare_upload(

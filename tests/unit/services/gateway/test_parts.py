@@ -1,7 +1,8 @@
-"""The gateway's pure parts: settings, Range parsing, the segment hasher used while spooling."""
+"""The gateway's pure parts: settings, Range parsing, the segment planner used while spooling."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 from pathlib import Path
 
@@ -9,12 +10,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from deoss.core.layout import LayoutParams, plan_object
-from deoss.core.merkle import compute_fid
+from deoss.core.layout import LayoutParams, SegmentPlan, plan_object
 from deoss.services.common.config import ConfigError
 from deoss.services.gateway.download import ByteRange, UnsatisfiableRange, parse_range
 from deoss.services.gateway.settings import DEFAULT_MAX_OBJECT_BYTES, load_settings
-from deoss.services.gateway.upload import SegmentHasher
+from deoss.services.gateway.upload import SegmentPlanner
 
 SMALL = LayoutParams(segment_size=64, data_shards=4, parity_shards=2)
 
@@ -96,11 +96,14 @@ def test_ranges_that_do_not(header: str) -> None:
 
 
 @given(st.binary(max_size=400), st.integers(min_value=1, max_value=97))
-def test_segment_hasher_agrees_with_the_plan(data: bytes, chunk: int) -> None:
-    """Hashing chunks as they are spooled gives the fid that planning the file gives."""
-    hasher = SegmentHasher(SMALL)
-    for at in range(0, len(data), chunk):
-        hasher.update(data[at : at + chunk])
+def test_planning_while_spooling_agrees_with_planning_the_file(data: bytes, chunk: int) -> None:
+    """Planning chunks as they are spooled gives the plan (and fid) of planning the file."""
+
+    async def plan_chunks() -> list[SegmentPlan]:
+        planner = SegmentPlanner(SMALL)
+        for at in range(0, len(data), chunk):
+            await planner.update(data[at : at + chunk])
+        return await planner.finish()
+
     plan = plan_object(io.BytesIO(data), SMALL)
-    assert [s.hash for s in plan.segments] == hasher.finish()
-    assert plan.fid == compute_fid(hasher.hashes)
+    assert plan.segments == asyncio.run(plan_chunks())
