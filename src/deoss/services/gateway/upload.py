@@ -127,27 +127,34 @@ class SegmentPlanner:
 
     def __init__(self, layout: LayoutParams) -> None:
         self._layout = layout
-        self._buffer = bytearray()
+        self._parts: list[bytes] = []  # of the segment being filled (joined once: one copy)
+        self._held = 0
         self._planning: asyncio.Future[EncodedSegment] | None = None
         self._count = 0
         self.segments: list[SegmentPlan] = []
 
     async def update(self, chunk: bytes) -> None:
-        self._buffer += chunk
         size = self._layout.segment_size
-        while len(self._buffer) >= size:
-            segment = bytes(self._buffer[:size])
-            del self._buffer[:size]
-            await self._plan(segment, size)
+        while chunk:
+            part = chunk[: size - self._held]  # the whole chunk (no copy) unless it crosses
+            chunk = chunk[len(part) :]
+            self._parts.append(part)
+            self._held += len(part)
+            if self._held == size:
+                await self._plan(self._take(), size)
 
     async def finish(self) -> list[SegmentPlan]:
         """Every segment's plan; the last (or only, for an empty object) segment is padded."""
-        if self._buffer or not self._count:
-            held = len(self._buffer)
-            await self._plan(pad_segment(bytes(self._buffer), self._layout), held)
-            self._buffer.clear()
+        if self._held or not self._count:
+            held = self._held
+            await self._plan(pad_segment(self._take(), self._layout), held)
         await self._collect()
         return self.segments
+
+    def _take(self) -> bytes:
+        segment = b"".join(self._parts)
+        self._parts, self._held = [], 0
+        return segment
 
     async def aclose(self) -> None:
         if self._planning is not None:

@@ -51,10 +51,8 @@ class DealProgressPublic(BaseModel):
 
 async def read_body(request: Request, signer: Signer, max_bytes: int) -> bytes:
     """The whole body (at most ``max_bytes``), checked against its signed SHA-256."""
-    body = bytearray()
-    async for chunk in iter_checked_body(request, signer, max_bytes):
-        body += chunk
-    return bytes(body)
+    chunks = [chunk async for chunk in iter_checked_body(request, signer, max_bytes)]
+    return b"".join(chunks)  # one copy (a growing bytearray then bytes() made two)
 
 
 async def read_fragment(request: Request, signer: Signer, size: int) -> bytes:
