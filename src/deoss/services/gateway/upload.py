@@ -23,6 +23,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import tempfile
@@ -45,7 +46,6 @@ from deoss.client.chain import ChainClient
 from deoss.client.errors import BadResponse, NodeUnavailable, QueryFailed, TxRefused
 from deoss.core.keys import KeyPair, address_of
 from deoss.core.layout import (
-    EncodedSegment,
     LayoutParams,
     SegmentPlan,
     encode_and_plan,
@@ -76,6 +76,9 @@ __all__ = [
 FLUSH_BYTES = 4 * 1024 * 1024
 SPOOL_PREFIX = "upload-"
 SPOOL_SUFFIX = ".spool"
+# segments coded and hashed at once while spooling; 2 gained 4 % on a 256 MiB upload (2 cores)
+# for 3 more segments in memory per upload
+PLANNING_DEPTH = 1
 MAX_REFUSALS = 10  # 404/409 answers for one assignment before asking for another scheduler
 
 
@@ -121,15 +124,15 @@ class SegmentPlanner:
     complete one is erasure-coded and hashed in a worker thread, so the declaration is ready
     when the body ends (coding after spooling took a 256 MiB upload a second more).
 
-    Holds at most the segment being filled and the one being planned. ``aclose`` must be
-    awaited if the stream fails, so no planning thread outlives the upload.
+    Holds at most the segment being filled and ``PLANNING_DEPTH`` being planned. ``aclose``
+    must be awaited if the stream fails, so no planning thread outlives the upload.
     """
 
     def __init__(self, layout: LayoutParams) -> None:
         self._layout = layout
         self._parts: list[bytes] = []  # of the segment being filled (joined once: one copy)
         self._held = 0
-        self._planning: asyncio.Future[EncodedSegment] | None = None
+        self._planning: collections.deque[asyncio.Future[SegmentPlan]] = collections.deque()
         self._count = 0
         self.segments: list[SegmentPlan] = []
 
@@ -157,23 +160,29 @@ class SegmentPlanner:
         return segment
 
     async def aclose(self) -> None:
-        if self._planning is not None:
+        while self._planning:
             with contextlib.suppress(Exception):
-                await self._planning
-            self._planning = None
+                await self._planning.popleft()
 
     async def _plan(self, segment: bytes, held: int) -> None:
-        await self._collect()  # one segment planned at a time: memory stays bounded
+        while len(self._planning) >= PLANNING_DEPTH:  # memory stays bounded
+            await self._collect_oldest()
         index, layout = self._count, self._layout
-        self._planning = asyncio.ensure_future(
-            asyncio.to_thread(encode_and_plan, index, held, segment, layout)
-        )
+        planning = asyncio.to_thread(_plan, index, held, segment, layout)
+        self._planning.append(asyncio.ensure_future(planning))
         self._count += 1
 
     async def _collect(self) -> None:
-        if self._planning is not None:
-            planning, self._planning = self._planning, None
-            self.segments.append((await planning).plan)
+        while self._planning:
+            await self._collect_oldest()
+
+    async def _collect_oldest(self) -> None:
+        self.segments.append(await self._planning[0])
+        self._planning.popleft()
+
+
+def _plan(index: int, held: int, segment: bytes, layout: LayoutParams) -> SegmentPlan:
+    return encode_and_plan(index, held, segment, layout).plan  # the fragments are let go here
 
 
 @dataclass(frozen=True)
