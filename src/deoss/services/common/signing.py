@@ -22,7 +22,7 @@ from deoss.services.common.auth import (
 )
 from deoss.services.common.errors import BadRequest, PayloadTooLarge
 
-__all__ = ["Signer", "SigningAuth", "iter_checked_body", "now_ms", "verify_request"]
+__all__ = ["Signer", "SigningAuth", "iter_body", "iter_checked_body", "now_ms", "verify_request"]
 
 
 def now_ms() -> int:
@@ -58,6 +58,18 @@ def verify_request(request: Request, verifier: RequestVerifier) -> Signer:
     return Signer(public_key, body)
 
 
+async def iter_body(request: Request, max_bytes: int) -> AsyncIterator[bytes]:
+    """Stream the request body, refusing more than ``max_bytes`` (PayloadTooLarge). Not checked
+    against the signature: only for a consumer that checks the bytes against the signed
+    SHA-256 itself before it commits (``iter_checked_body`` otherwise)."""
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise PayloadTooLarge(f"body is larger than {max_bytes} bytes")
+        yield chunk
+
+
 async def iter_checked_body(
     request: Request, signer: Signer, max_bytes: int
 ) -> AsyncIterator[bytes]:
@@ -65,11 +77,7 @@ async def iter_checked_body(
     to what the signature declared (else AuthError), so a consumer must not commit before the
     iterator is exhausted."""
     digest = hashlib.sha256()
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise PayloadTooLarge(f"body is larger than {max_bytes} bytes")
+    async for chunk in iter_body(request, max_bytes):
         digest.update(chunk)
         yield chunk
     if digest.hexdigest() != signer.body_sha256:

@@ -4,6 +4,7 @@ the response. Every route but /healthz and /metrics needs a signed request (401 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -11,7 +12,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 
 from deoss.services.common.errors import BadRequest, RangeNotSatisfiable, error_body
-from deoss.services.common.signing import Signer, iter_checked_body, verify_request
+from deoss.services.common.signing import Signer, iter_body, iter_checked_body, verify_request
 from deoss.services.miner.service import BodyOpener, FragmentRequest, MinerService
 
 __all__ = ["parse_range", "router"]
@@ -83,7 +84,7 @@ async def put_fragment(
         fragment=fragment,
         declared_length=content_length(request),
     )
-    receipt = await miner.accept_fragment(wanted, signer, body_opener(request, signer))
+    receipt = await miner.accept_fragment(wanted, signer, partial(iter_body, request))
     return ReceiptPublic(miner=receipt.miner, signature=receipt.signature.hex())
 
 

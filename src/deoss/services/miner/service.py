@@ -46,6 +46,7 @@ from deoss.client.errors import ClientError, NodeUnavailable, QueryFailed
 from deoss.core.keys import KeyPair, address_of
 from deoss.core.podr2 import TAG_BYTES, block_count
 from deoss.services.common.app import log_event
+from deoss.services.common.auth import AuthError
 from deoss.services.common.errors import (
     BadRequest,
     Conflict,
@@ -57,7 +58,13 @@ from deoss.services.common.errors import (
 )
 from deoss.services.common.signing import Signer
 from deoss.services.miner.settings import MinerSettings
-from deoss.services.miner.store import Area, FragmentPlace, FragmentStore, StoreError
+from deoss.services.miner.store import (
+    Area,
+    BodyMismatch,
+    FragmentPlace,
+    FragmentStore,
+    StoreError,
+)
 
 __all__ = [
     "ROLE",
@@ -255,6 +262,10 @@ class MinerService:
         self, request: FragmentRequest, signer: Signer, open_body: BodyOpener
     ) -> Receipt:
         """Check the request against its deal, store the body in the temporary area, sign.
+
+        ``open_body`` need not check the body against the signature: the signed SHA-256 must be
+        the declared fragment hash, and the store checks the bytes against that hash (one
+        SHA-256 pass over each fragment instead of two).
 
         Raises:
             NotFound (no deal), Conflict (not ASSIGNED), Forbidden (not its scheduler),
@@ -535,6 +546,8 @@ async def write_streamed(
         raise
     try:
         await writer
+    except BodyMismatch as exc:  # the place's hash is the signed one (accept_fragment checks)
+        raise AuthError(f"body does not match the signed SHA-256: {exc}") from exc
     except StoreError as exc:
         raise FragmentMismatch(str(exc)) from exc
 

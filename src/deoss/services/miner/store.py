@@ -37,6 +37,10 @@ class StoreError(Exception):
     """A fragment that cannot be stored or found; the message says why."""
 
 
+class BodyMismatch(StoreError):
+    """The bytes offered for a fragment are not its declared size or do not hash to it."""
+
+
 class Area:
     TEMP = "temp"
     PERM = "perm"
@@ -139,17 +143,18 @@ class FragmentStore:
                 for chunk in chunks:
                     size += len(chunk)
                     if size > max_size:
-                        raise StoreError(f"body is larger than the declared {max_size} bytes")
+                        raise BodyMismatch(f"body is larger than the declared {max_size} bytes")
                     digest.update(chunk)
                     out.write(chunk)
+                if size != max_size:
+                    raise BodyMismatch(f"body has {size} bytes, {max_size} declared")
+                if digest.digest() != expected_hash:
+                    raise BodyMismatch(
+                        f"body SHA-256 {digest.hexdigest()} is not the declared "
+                        f"{expected_hash.hex()}"
+                    )
                 out.flush()
                 os.fsync(out.fileno())
-            if size != max_size:
-                raise StoreError(f"body has {size} bytes, {max_size} declared")
-            if digest.digest() != expected_hash:
-                raise StoreError(
-                    f"body SHA-256 {digest.hexdigest()} is not the declared {expected_hash.hex()}"
-                )
         except BaseException:
             path.unlink(missing_ok=True)
             raise

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from deoss.services.common.auth import AuthError
 from deoss.services.common.errors import PayloadTooLarge
-from deoss.services.common.signing import Signer, iter_checked_body, verify_request
+from deoss.services.common.signing import Signer, iter_body, iter_checked_body, verify_request
 from deoss.services.scheduler.retag import FragmentMismatch
 from deoss.services.scheduler.service import SchedulerService
 
@@ -73,7 +73,9 @@ async def put_segment(
     """Accept one padded segment of a deal assigned to this scheduler and place its fragments."""
     signer = verify_request(request, service.verifier)
     admission = await service.admit_segment(deal_id, index, signer)
-    data = await read_body(request, signer, admission.plan.padded_size)
+    # not hashed here: the signed hash is the declared one (admit_segment), and place_segment
+    # checks the bytes against it before anything is sent (one SHA-256 pass, not two)
+    data = b"".join([chunk async for chunk in iter_body(request, admission.plan.padded_size)])
     placed = await service.place_segment(admission, data)
     return SegmentPlaced(segment=placed.segment, miners=placed.miners)
 

@@ -17,7 +17,7 @@ from deoss.client.chain import ChainClient
 from deoss.core.keys import parse_address
 from deoss.core.podr2 import TagKey
 from deoss.node.rpc import create_app as create_rpc_app
-from deoss.services.common.auth import HEADER_SIGNATURE, HEADER_TIME
+from deoss.services.common.auth import HEADER_BODY, HEADER_SIGNATURE, HEADER_TIME
 from deoss.services.common.signing import SigningAuth
 from deoss.services.scheduler.placement import accepting_candidates, rank_miners
 from tests.unit.services.scheduler.harness import (
@@ -206,6 +206,27 @@ async def test_segment_bytes_not_matching_the_declared_hash_are_422(tmp_path: Pa
         response = await net.put_segment(deal_id, segments[0], body=wrong)
         assert (422, "hash_mismatch") == (response.status_code, error_code(response))
         assert "declared segment hash" in response.json()["error"]["message"]
+        assert 0 == net.fragment_puts()
+        assert 200 == (await net.put_segment(deal_id, segments[0])).status_code
+
+
+async def test_a_body_other_than_the_signed_segment_is_422(tmp_path: Path) -> None:
+    """The request signs the declared hash but carries other bytes: refused once read (the
+    bytes are hashed once, against the declaration), nothing reaches a miner."""
+    async with running_network(tmp_path) as net:
+        deal_id, segments = await net.declare(os.urandom(3000))
+        url = f"/deals/{deal_id}/segments/0"
+        lie = {HEADER_BODY: segments[0].plan.hash.hex()}
+        wrong = bytes(len(segments[0].data))
+        response = await net.app_client.put(
+            url, content=wrong, headers=lie, auth=SigningAuth(ALICE)
+        )
+        assert (422, "hash_mismatch") == (response.status_code, error_code(response))
+        assert "!= declared" in response.json()["error"]["message"]
+        longer = await net.app_client.put(
+            url, content=segments[0].data + b"x", headers=lie, auth=SigningAuth(ALICE)
+        )
+        assert 413 == longer.status_code
         assert 0 == net.fragment_puts()
         assert 200 == (await net.put_segment(deal_id, segments[0])).status_code
 
