@@ -9,11 +9,12 @@ Layout under the store root::
     index.sqlite         which (fid, segment, fragment) each hash serves, and its area; the
                          deal each fid was last received for (to settle temporary fragments)
 
-A fragment is written to incoming/, fsynced, renamed into its area, the directory fsynced, and
-only then indexed (in one SQLite transaction, synchronous=FULL): a crash at any point leaves
-either no index row (the bytes are swept at startup) or a complete, hash-checked file. Reads go
-through the index, so a half-written fragment is never served. One hash may serve several
-(fid, segment, fragment) places; its bytes are stored once and removed with the last place.
+A fragment is written to incoming/ (with O_DIRECT where the filesystem allows it: see
+``direct_write``), fsynced, renamed into its area, the directory fsynced, and only then indexed
+(in one SQLite transaction, synchronous=FULL): a crash at any point leaves either no index row
+(the bytes are swept at startup) or a complete, hash-checked file. Reads go through the index,
+so a half-written fragment is never served. One hash may serve several (fid, segment,
+fragment) places; its bytes are stored once and removed with the last place.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
+
+from deoss.services.miner.direct_write import DirectFile
 
 __all__ = ["Area", "FragmentPlace", "FragmentStore", "StoreError"]
 
@@ -138,8 +141,9 @@ class FragmentStore:
         size = 0
         fd, name = _mkstemp(self.root / "incoming")
         path = Path(name)
+        os.close(fd)  # a unique name; DirectFile opens it again with O_DIRECT
         try:
-            with os.fdopen(fd, "wb") as out:
+            with DirectFile(name) as out:
                 for chunk in chunks:
                     size += len(chunk)
                     if size > max_size:
@@ -153,7 +157,7 @@ class FragmentStore:
                         f"body SHA-256 {digest.hexdigest()} is not the declared "
                         f"{expected_hash.hex()}"
                     )
-                out.flush()
+                out.finish()
                 os.fsync(out.fileno())
         except BaseException:
             path.unlink(missing_ok=True)
