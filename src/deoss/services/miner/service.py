@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import queue
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -128,6 +129,10 @@ class OpenFragment:
     def iter_range(self, start: int, length: int) -> Iterator[bytes]:
         """Read ``length`` bytes from ``start`` in chunks, closing the file at the end."""
         try:
+            # fragments are written past the page cache (O_DIRECT): ask the kernel to read the
+            # whole range ahead now, rather than 128 KiB at a time as the chunks are asked for
+            with contextlib.suppress(OSError, AttributeError):
+                os.posix_fadvise(self.handle.fileno(), start, length, os.POSIX_FADV_WILLNEED)
             self.handle.seek(start)
             remaining = length
             while remaining > 0:
