@@ -145,6 +145,8 @@ def write_random_file(path: Path, size: int) -> str:
             digest.update(chunk)
             out.write(chunk)
             left -= len(chunk)
+        out.flush()
+        os.fsync(out.fileno())  # else its writeback competes with the upload measured
     return digest.hexdigest()
 
 

@@ -121,6 +121,8 @@ def one_run(size: int, workdir: Path) -> dict[str, Any]:
         for _ in range(size // MiB):
             handle.write(os.urandom(MiB))
         handle.write(os.urandom(size % MiB))
+        handle.flush()
+        os.fsync(handle.fileno())  # else its writeback competes with the upload measured
     home = Path(tempfile.mkdtemp(prefix="deoss-upload-", dir=workdir))
     spec = DevnetSpec(home=home, chain_port=0, gateway_port=0)
     net = up(spec, detach=False)

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
-from deoss.services.common.signing import Signer, iter_checked_body, now_ms, request_target
+from deoss.services.common.signing import Signer, iter_body, now_ms, request_target
 from deoss.services.gateway.download import Download
 from deoss.services.gateway.service import (
     BucketChange,
@@ -164,7 +164,8 @@ async def put_object(
     length = request.headers.get("content-length")
     declared = int(length) if length is not None and length.isdigit() else None
     limit = gateway.settings.max_object_bytes
-    body = iter_checked_body(request, user, limit if declared is None else min(limit, declared))
+    # checked against the signed SHA-256 while spooled (put_object), before anything is declared
+    body = iter_body(request, limit if declared is None else min(limit, declared))
     result = await gateway.put_object(user, bucket, name, body, declared, wait=wait)
     if result.state != "SUCCESS":
         response.status_code = 202

@@ -364,12 +364,13 @@ class Gateway:
         *,
         wait: bool,
     ) -> UploadResult:
-        """Check, spool, declare and deliver an object (see upload.py). With ``wait`` False,
+        """Check, spool, declare and deliver an object (see upload.py); ``body`` is checked
+        against the SHA-256 ``user`` signed while it is spooled. With ``wait`` False,
         answer once declared; the delivery goes on in the background."""
         await self.check_upload(user, bucket, name, declared_bytes)
         uplink = await self._uplink()
         started = time.perf_counter()
-        spooled = await spool_body(body, self.settings.spool_path, uplink.layout)
+        spooled = await spool_body(body, self.settings.spool_path, uplink.layout, user.body_sha256)
         self.upload_metrics.bytes_received.inc(spooled.size)
         spooled_at = time.perf_counter()
         try:

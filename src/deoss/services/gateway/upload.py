@@ -1,6 +1,6 @@
 """Uploads: spool the body, plan it, declare the deal for the user, deliver the segments.
 
-    body --(checked against the signed SHA-256, at most the limit)--> spool file
+    body --(at most the limit; hashed while written: the signed SHA-256)--> spool file
          --(each segment erasure-coded and hashed while the next arrives: the plan, the fid)
          --> stored already? declare the stored file's plan, else the one just made
          --> deals.declare (owner = the user) --> ASSIGNED --> PUT each padded segment to the
@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import hashlib
 import os
 import tempfile
 import time
@@ -54,7 +55,7 @@ from deoss.core.layout import (
 )
 from deoss.core.merkle import compute_fid
 from deoss.services.common.app import log_event
-from deoss.services.common.auth import HEADER_BODY
+from deoss.services.common.auth import HEADER_BODY, AuthError
 from deoss.services.common.errors import ServiceError, UpstreamFailed
 from deoss.services.gateway.settings import GatewaySettings
 
@@ -130,7 +131,7 @@ class SegmentPlanner:
 
     def __init__(self, layout: LayoutParams) -> None:
         self._layout = layout
-        self._parts: list[bytes] = []  # of the segment being filled (joined once: one copy)
+        self._parts: list[bytes] = []  # of the segment being filled (joined once, off the loop)
         self._held = 0
         self._planning: collections.deque[asyncio.Future[SegmentPlan]] = collections.deque()
         self._count = 0
@@ -150,25 +151,25 @@ class SegmentPlanner:
         """Every segment's plan; the last (or only, for an empty object) segment is padded."""
         if self._held or not self._count:
             held = self._held
-            await self._plan(pad_segment(self._take(), self._layout), held)
+            await self._plan(self._take(), held)
         await self._collect()
         return self.segments
 
-    def _take(self) -> bytes:
-        segment = b"".join(self._parts)
+    def _take(self) -> list[bytes]:
+        parts = self._parts
         self._parts, self._held = [], 0
-        return segment
+        return parts
 
     async def aclose(self) -> None:
         while self._planning:
             with contextlib.suppress(Exception):
                 await self._planning.popleft()
 
-    async def _plan(self, segment: bytes, held: int) -> None:
+    async def _plan(self, parts: list[bytes], held: int) -> None:
         while len(self._planning) >= PLANNING_DEPTH:  # memory stays bounded
             await self._collect_oldest()
         index, layout = self._count, self._layout
-        planning = asyncio.to_thread(_plan, index, held, segment, layout)
+        planning = asyncio.to_thread(_plan, index, held, parts, layout)
         self._planning.append(asyncio.ensure_future(planning))
         self._count += 1
 
@@ -181,8 +182,10 @@ class SegmentPlanner:
         self._planning.popleft()
 
 
-def _plan(index: int, held: int, segment: bytes, layout: LayoutParams) -> SegmentPlan:
-    return encode_and_plan(index, held, segment, layout).plan  # the fragments are let go here
+def _plan(index: int, held: int, parts: list[bytes], layout: LayoutParams) -> SegmentPlan:
+    """Join (off the event loop), pad, code and hash one segment; only its plan is kept."""
+    segment = pad_segment(b"".join(parts), layout)
+    return encode_and_plan(index, held, segment, layout).plan
 
 
 @dataclass(frozen=True)
@@ -203,21 +206,26 @@ def sweep_spool(directory: Path) -> int:
     return removed
 
 
-def _write(handle: Any, chunks: list[bytes]) -> None:
+def _write(handle: Any, digest: Any, chunks: list[bytes]) -> None:
     for chunk in chunks:
         handle.write(chunk)
+        digest.update(chunk)
 
 
 async def spool_body(
-    chunks: AsyncIterator[bytes], directory: Path, layout: LayoutParams
+    chunks: AsyncIterator[bytes], directory: Path, layout: LayoutParams, body_sha256: str
 ) -> Spooled:
-    """Write the body to a new spool file, planning its segments on the way.
+    """Write the body to a new spool file, planning its segments on the way; the body must hash
+    to ``body_sha256`` (what the user signed; hashed in the writing thread, off the event loop).
 
-    Whatever ``chunks`` raises (too large, hash mismatch, client gone) deletes the file.
+    Raises:
+        AuthError: the body is not the one signed. Whatever ``chunks`` raises (too large,
+        client gone). Either way the file is deleted.
     """
     fd, name = tempfile.mkstemp(dir=directory, prefix=SPOOL_PREFIX, suffix=SPOOL_SUFFIX)
     path = Path(name)
     planner = SegmentPlanner(layout)
+    digest = hashlib.sha256()
     size = 0
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -227,10 +235,12 @@ async def spool_body(
                 batch.append(chunk)
                 batched += len(chunk)
                 if batched >= FLUSH_BYTES:
-                    await _flush(handle, planner, batch)
+                    await _flush(handle, digest, planner, batch)
                     size, batch, batched = size + batched, [], 0
-            await _flush(handle, planner, batch)
+            await _flush(handle, digest, planner, batch)
             size += batched
+        if digest.hexdigest() != body_sha256:
+            raise AuthError("body does not match the signed SHA-256")
         segments = await planner.finish()
     except BaseException:
         await planner.aclose()
@@ -239,8 +249,8 @@ async def spool_body(
     return Spooled(path, size, compute_fid([s.hash for s in segments]), segments)
 
 
-async def _flush(handle: Any, planner: SegmentPlanner, batch: list[bytes]) -> None:
-    await asyncio.to_thread(_write, handle, batch)
+async def _flush(handle: Any, digest: Any, planner: SegmentPlanner, batch: list[bytes]) -> None:
+    await asyncio.to_thread(_write, handle, digest, batch)
     for chunk in batch:
         await planner.update(chunk)
 
