@@ -24,6 +24,7 @@ import asyncio
 import hashlib
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -131,6 +132,7 @@ def one_run(size: int, workdir: Path) -> dict[str, Any]:
         return asyncio.run(upload_and_download(net, spec, path))
     finally:
         net.stop()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def render(runs: list[dict[str, Any]], size: int) -> str:

@@ -131,7 +131,7 @@ class SegmentPlanner:
 
     def __init__(self, layout: LayoutParams) -> None:
         self._layout = layout
-        self._parts: list[bytes] = []  # of the segment being filled (joined once, off the loop)
+        self._parts: list[bytes] = []  # of the segment being filled (joined once: one copy)
         self._held = 0
         self._planning: collections.deque[asyncio.Future[SegmentPlan]] = collections.deque()
         self._count = 0
@@ -155,21 +155,22 @@ class SegmentPlanner:
         await self._collect()
         return self.segments
 
-    def _take(self) -> list[bytes]:
-        parts = self._parts
+    def _take(self) -> bytes:
+        # joined here: the planning thread is the slower side of spooling, the event loop not
+        segment = b"".join(self._parts)
         self._parts, self._held = [], 0
-        return parts
+        return segment
 
     async def aclose(self) -> None:
         while self._planning:
             with contextlib.suppress(Exception):
                 await self._planning.popleft()
 
-    async def _plan(self, parts: list[bytes], held: int) -> None:
+    async def _plan(self, segment: bytes, held: int) -> None:
         while len(self._planning) >= PLANNING_DEPTH:  # memory stays bounded
             await self._collect_oldest()
         index, layout = self._count, self._layout
-        planning = asyncio.to_thread(_plan, index, held, parts, layout)
+        planning = asyncio.to_thread(_plan, index, held, segment, layout)
         self._planning.append(asyncio.ensure_future(planning))
         self._count += 1
 
@@ -182,10 +183,9 @@ class SegmentPlanner:
         self._planning.popleft()
 
 
-def _plan(index: int, held: int, parts: list[bytes], layout: LayoutParams) -> SegmentPlan:
-    """Join (off the event loop), pad, code and hash one segment; only its plan is kept."""
-    segment = pad_segment(b"".join(parts), layout)
-    return encode_and_plan(index, held, segment, layout).plan
+def _plan(index: int, held: int, segment: bytes, layout: LayoutParams) -> SegmentPlan:
+    """Pad, code and hash one segment; only its plan is kept (the fragments are let go)."""
+    return encode_and_plan(index, held, pad_segment(segment, layout), layout).plan
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from deoss.services.miner.direct_write import DirectFile
+from deoss.services.common.direct_write import DirectFile
 
 __all__ = ["Area", "FragmentPlace", "FragmentStore", "StoreError"]
 

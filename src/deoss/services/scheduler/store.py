@@ -28,18 +28,32 @@ from pathlib import Path
 from deoss.chain.modules.deals import Receipt
 from deoss.core import codec
 from deoss.core.layout import LayoutParams, SegmentPlan, encode_segment
+from deoss.services.common.direct_write import DirectFile
 
 __all__ = ["DealStore"]
 
 
+def _temporary(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp")
+
+
 def _write_atomic(path: Path, data: bytes | memoryview, *, durable: bool) -> None:
-    # unique per writer: identical fragments (all-zero ones, say) share a name
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp")
+    temporary = _temporary(path)
     with open(temporary, "wb") as handle:
         handle.write(data)
         if durable:
             handle.flush()
             os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def _write_direct(path: Path, data: bytes) -> None:
+    """Atomically, past the page cache where the filesystem allows it (not fsynced): a 32 MiB
+    copy left dirty in the cache was written back in the middle of later uploads."""
+    temporary = _temporary(path)
+    with DirectFile(str(temporary)) as out:
+        out.write(data)
+        out.finish()
     os.replace(temporary, path)
 
 
@@ -64,7 +78,7 @@ class DealStore:
         """Keep the padded segment for tagging (not fsynced: see the module docstring)."""
         directory = self._dir(deal_id) / "segments"
         directory.mkdir(parents=True, exist_ok=True)
-        _write_atomic(directory / str(plan.index), segment, durable=False)
+        _write_direct(directory / str(plan.index), segment)
 
     def read_fragment(self, deal_id: int, plan: SegmentPlan, index: int) -> bytes | None:
         """Fragment ``index`` of the kept segment, if it is kept and the fragment hashes right."""

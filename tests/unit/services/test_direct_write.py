@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from deoss.services.miner import direct_write
-from deoss.services.miner.direct_write import BLOCK, DirectFile
+from deoss.services.common import direct_write
+from deoss.services.common.direct_write import BLOCK, DirectFile
 
 SIZES = [0, 1, BLOCK - 1, BLOCK, BLOCK + 1, 3 * BLOCK + 7, 64 * 1024 + 1, 300_001]
 
