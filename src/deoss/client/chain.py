@@ -290,6 +290,15 @@ class ChainClient:
 
     # --- following -----------------------------------------------------------------------
 
+    async def next_block(self, timeout_s: float) -> None:
+        """Wait until the feed brings a block newer than the newest it has, or ``timeout_s``:
+        a cheap "the chain may have changed" for pollers (without a live feed, just a sleep)."""
+        feed = self._feed
+        if feed is None or not feed.live:
+            await asyncio.sleep(timeout_s)
+            return
+        await feed.wait_for(feed.latest + 1, timeout_s)
+
     async def next_height(self) -> int:
         """A height no later than the next block to be committed: one past the newest block
         the live feed delivered, else one past the node's latest."""

@@ -196,6 +196,23 @@ async def test_a_dropped_subscription_sends_follow_back_to_http(served_node: Ser
     assert relay.sessions >= 2 and not relay.poison_next
 
 
+async def test_next_block_wakes_on_a_block_or_sleeps_without_a_feed(
+    served_node: ServedNode,
+) -> None:
+    async with ChainClient(served_node.url) as client:
+        client.feed.start()  # type: ignore[union-attr]
+        await wait_live(client)
+        seen = client.feed.latest  # type: ignore[union-attr]
+        started = asyncio.get_running_loop().time()
+        await client.next_block(10)
+        assert asyncio.get_running_loop().time() - started < 5  # blocks come every 20 ms
+        assert client.feed.latest > seen  # type: ignore[union-attr]
+    async with ChainClient(served_node.url, feed_url="ws://127.0.0.1:9/websocket") as down:
+        started = asyncio.get_running_loop().time()
+        await down.next_block(0.2)
+        assert asyncio.get_running_loop().time() - started >= 0.19
+
+
 def test_websocket_url() -> None:
     assert "ws://127.0.0.1:26657/websocket" == websocket_url("http://127.0.0.1:26657")
     assert "wss://node.example/rpc/websocket" == websocket_url("https://node.example/rpc/")

@@ -459,7 +459,8 @@ class _Driver:
                     f"deal {deal.id} is still {deal.state.name} after "
                     f"{self.uplink.settings.deal_wait_s} s; follow it with GET /deals/{deal.id}"
                 )
-            await asyncio.sleep(self.poll_s)
+            # read again on the next block (the deal only changes then), at most poll_s later
+            await self.uplink.chain.next_block(self.poll_s)
 
     async def _read(self) -> Deal:
         while True:
