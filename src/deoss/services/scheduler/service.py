@@ -7,7 +7,8 @@ Flow of ``PUT /deals/{id}/segments/{i}`` (docs/services.md, DESIGN 2 steps 5 and
    422, before a byte of the body is read).
 2. ``place_segment``: size and SHA-256 of the bytes against the declaration, erasure coding off
    the event loop, every fragment hash against the declaration (a wrong declaration is 422 and
-   nothing reaches a miner); the fragments are kept on disk for tagging; ``placement`` picks
+   nothing reaches a miner); the segment is kept on disk for tagging (written while its
+   fragments travel); ``placement`` picks
    k + m distinct accepting miners and ``sending`` puts the fragments on them, replacing those
    that fail. The receipts are persisted before the answer.
 3. Once every segment has receipts, ``deals.report`` is submitted in the background, retrying
@@ -301,9 +302,14 @@ class SchedulerService:
             placed = (await asyncio.to_thread(self.store.placements, deal.id)).get(plan.index)
             if placed is None:
                 started = time.perf_counter()
-                fragments = await asyncio.to_thread(self._code_and_keep, deal.id, plan, data)
+                fragments = await asyncio.to_thread(self._check_and_code, deal.id, plan, data)
                 coded = time.perf_counter()
-                placed = await self._place_on_miners(work, deal, plan, fragments)
+                # the copy kept for tagging is written while the fragments travel
+                keep = asyncio.ensure_future(self._keep_segment(deal.id, plan, data))
+                try:
+                    placed = await self._place_on_miners(work, deal, plan, fragments)
+                finally:
+                    await keep
                 await asyncio.to_thread(self.store.save_placement, deal.id, plan.index, placed)
                 log_event(
                     ROLE,
@@ -311,14 +317,22 @@ class SchedulerService:
                     deal=deal.id,
                     segment=plan.index,
                     miners=[address_of(r.miner) for r in placed],
-                    code_ms=round((coded - started) * 1000, 1),
+                    code_ms=round((coded - started) * 1000, 1),  # check and code
                     place_ms=round((time.perf_counter() - coded) * 1000, 1),
                 )
         await self._report_if_complete(deal)
         return SegmentPlacement(segment=plan.index, miners=[address_of(r.miner) for r in placed])
 
-    def _code_and_keep(self, deal_id: int, plan: SegmentPlan, data: bytes) -> list[bytes]:
-        """Blocking: check the segment, erasure-code it, check every fragment, keep them."""
+    async def _keep_segment(self, deal_id: int, plan: SegmentPlan, data: bytes) -> None:
+        """Keep the segment for tagging; without the copy, tagging fetches the fragments back
+        from their holders, so a failure here is logged, not the upload's."""
+        try:
+            await asyncio.to_thread(self.store.save_segment, deal_id, plan, data)
+        except OSError as exc:
+            log_event(ROLE, "segment_copy_failed", deal=deal_id, segment=plan.index, why=str(exc))
+
+    def _check_and_code(self, deal_id: int, plan: SegmentPlan, data: bytes) -> list[bytes]:
+        """Blocking: check the segment, erasure-code it, check every fragment."""
         what = f"deal {deal_id} segment {plan.index}"
         if len(data) != plan.padded_size:
             raise HashMismatch(f"{what}: {len(data)} bytes, {plan.padded_size} declared")
@@ -335,7 +349,6 @@ class SchedulerService:
                     f"{what} fragment {index}: the declaration says {declared.hex()}, but the "
                     f"segment codes to {digest.hex()}; the deal was declared wrong"
                 )
-        self.store.save_segment(deal_id, plan, data)
         return fragments
 
     # --- placing on miners -----------------------------------------------------------------
