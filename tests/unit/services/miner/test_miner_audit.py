@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import msgspec
 import pytest
 
 from deoss.chain.modules.audit import Challenge, Result, Round
@@ -262,6 +263,38 @@ async def test_a_restorer_rebuilds_a_lost_fragment_with_tags_and_takes_its_place
         assert [] == net.ledger.query("/restoral/orders", list[Order])
         assert 1 == repairer.stats.repaired
         assert [(0, 0), (2, 0)] == sorted((p.segment, p.fragment) for p in net.store.all_places())
+    finally:
+        store.close()
+
+
+async def test_a_restorer_under_its_required_stake_claims_nothing_until_topped_up(
+    net: Net, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the chain shows the restorer's stake under what its capacity requires (slashes do
+    that), the chain would refuse its claims, so the repairer sends none; once the stake is
+    back, the same scan claims and repairs."""
+    await stored_and_tagged(net)
+    lose_fragment_0_of_segment_1(net)
+    store = FragmentStore(tmp_path / "restorer")
+    restorer = MinerService(chain=net.chain, store=store, key=RESTORER)
+    repairer = Repairer(restorer, Peers(net.chain, RESTORER, transport=peers_for(net)), retry_s=0)
+    as_on_chain = restorer.view.miner
+
+    async def slashed(public_key: bytes) -> Miner | None:
+        miner = await as_on_chain(public_key)
+        return None if miner is None else msgspec.structs.replace(miner, stake=0)
+
+    try:
+        async with following(net):
+            monkeypatch.setattr(restorer.view, "miner", slashed)
+            await with_blocks(net, repairer.scan())
+            order: Order = net.ledger.query("/restoral/order", Order, id=0)
+            assert (OrderState.OPEN, 0) == (order.state, repairer.active())
+            monkeypatch.setattr(restorer.view, "miner", as_on_chain)  # topped up
+            await with_blocks(net, repairer.scan())
+            await with_blocks(net, asyncio.gather(*repairer._active.values()))
+        assert 1 == repairer.stats.repaired
+        assert [] == net.ledger.query("/restoral/orders", list[Order])
     finally:
         store.close()
 
