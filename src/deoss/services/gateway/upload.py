@@ -13,8 +13,9 @@ Invariants:
   (and at startup, for files left by a crash: ``sweep_spool``).
 * A fid already stored is declared at once and the chain deduplicates it (no deal, no bytes
   sent), with the fragment hashes of the file record.
-* While spooling, at most two segments are in memory (one filling, one being planned); while
-  sending, at most two padded segments, read from the spool file.
+* While spooling, at most 1 + PLANNING_DEPTH segments are in memory (one filling, the others
+  being planned, with their fragments); while sending, at most two padded segments, read from
+  the spool file.
 * A deal is driven until SUCCESS or FAILED: whenever its (scheduler, attempt) changes, every
   segment is sent again to the new scheduler. A scheduler that cannot be reached (connection
   error, timeout, 5xx) is replaced with ``deals.reassign``; the chain bounds the attempts.
@@ -135,7 +136,7 @@ class SegmentPlanner:
         self._held = 0
         self._planning: collections.deque[asyncio.Future[SegmentPlan]] = collections.deque()
         self._count = 0
-        self.segments: list[SegmentPlan] = []
+        self._segments: list[SegmentPlan] = []
 
     async def update(self, chunk: bytes) -> None:
         size = self._layout.segment_size
@@ -153,7 +154,7 @@ class SegmentPlanner:
             held = self._held
             await self._plan(self._take(), held)
         await self._collect()
-        return self.segments
+        return self._segments
 
     def _take(self) -> bytes:
         # joined here: the planning thread is the slower side of spooling, the event loop not
@@ -179,7 +180,7 @@ class SegmentPlanner:
             await self._collect_oldest()
 
     async def _collect_oldest(self) -> None:
-        self.segments.append(await self._planning[0])
+        self._segments.append(await self._planning[0])
         self._planning.popleft()
 
 

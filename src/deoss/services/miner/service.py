@@ -91,7 +91,9 @@ V = TypeVar("V")
 R = TypeVar("R")
 
 BodyOpener = Callable[[int], AsyncIterator[bytes]]
-"""Given the most bytes allowed, the request body's chunks, checked against the signature."""
+"""Given the most bytes allowed, the request body's chunks, at most that many. Checked against
+the signature by the opener, or, for fragments, by the store against the declared hash (which
+must be the signed one)."""
 
 
 class FragmentMismatch(ServiceError):
