@@ -19,7 +19,20 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
-__all__ = ["bind", "listen_address", "serve_app", "write_atomic"]
+from deoss.services.common.memory import keep_freed_memory, release_freed_memory
+
+__all__ = ["bind", "listen_address", "run_process", "serve_app", "write_atomic"]
+
+
+# How often a service hands freed memory back to the kernel (memory.py): often enough that an
+# idle service shrinks within a minute, rarely enough that a busy one barely notices.
+RELEASE_MEMORY_EVERY_S = 30.0
+
+
+def run_process(main: Coroutine[Any, Any, None]) -> None:
+    """Run a service process's ``main`` to its end, with large buffers reused (memory.py)."""
+    keep_freed_memory()
+    asyncio.run(main)
 
 
 def listen_address(text: str) -> tuple[str, int]:
@@ -48,6 +61,12 @@ def write_atomic(path: Path, text: str) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temporary, path)
+
+
+async def _release_freed_memory_periodically() -> None:
+    while True:
+        await asyncio.sleep(RELEASE_MEMORY_EVERY_S)
+        await asyncio.to_thread(release_freed_memory)
 
 
 class _Server(uvicorn.Server):
@@ -91,6 +110,7 @@ async def serve_app(
         if on_started is not None:
             await on_started(url)
         tasks = [asyncio.create_task(job()) for job in background or []]
+        tasks.append(asyncio.create_task(_release_freed_memory_periodically()))
         stopping = asyncio.create_task(stop.wait())
         pending: set[asyncio.Future[Any]] = {stopping, serving, *tasks}
         while True:  # a background task that returns (a feature turned off) is simply done
