@@ -19,20 +19,13 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
-from deoss.services.common.memory import keep_freed_memory, release_freed_memory
+from deoss.runtime import release_freed_memory
 
-__all__ = ["bind", "listen_address", "run_process", "serve_app", "write_atomic"]
+__all__ = ["bind", "listen_address", "serve_app", "write_atomic"]
 
-
-# How often a service hands freed memory back to the kernel (memory.py): often enough that an
-# idle service shrinks within a minute, rarely enough that a busy one barely notices.
+# How often a service hands freed memory back to the system (deoss.runtime): often enough
+# that an idle service shrinks within a minute, rarely enough that a busy one barely notices.
 RELEASE_MEMORY_EVERY_S = 30.0
-
-
-def run_process(main: Coroutine[Any, Any, None]) -> None:
-    """Run a service process's ``main`` to its end, with large buffers reused (memory.py)."""
-    keep_freed_memory()
-    asyncio.run(main)
 
 
 def listen_address(text: str) -> tuple[str, int]:

@@ -3,6 +3,7 @@ chain (or update the endpoint), serve until SIGINT/SIGTERM (docs/services.md, "S
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
@@ -12,7 +13,7 @@ from deoss.client.chain import ChainClient
 from deoss.core.keys import KeyPair
 from deoss.keyfile import read_key_file
 from deoss.services.common.app import log_event
-from deoss.services.common.runner import bind, listen_address, run_process, serve_app
+from deoss.services.common.runner import bind, listen_address, serve_app
 from deoss.services.gateway.app import create_app
 from deoss.services.gateway.service import register_gateway
 from deoss.services.gateway.settings import GatewaySettings, load_settings
@@ -31,7 +32,7 @@ def run_gateway(config_path: Path) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
     logging.getLogger("deoss").setLevel(logging.INFO)  # our JSON lines; not httpx's per request
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    run_process(_serve(settings, key))
+    asyncio.run(_serve(settings, key))
 
 
 async def _serve(settings: GatewaySettings, key: KeyPair) -> None:

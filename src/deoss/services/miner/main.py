@@ -4,6 +4,7 @@ follow the chain, stop cleanly on SIGINT/SIGTERM (docs/services.md, "Common to e
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import socket
@@ -14,7 +15,7 @@ from pathlib import Path
 from deoss.client.chain import ChainClient
 from deoss.core.keys import KeyPair
 from deoss.keyfile import read_key_file
-from deoss.services.common.runner import bind, listen_address, run_process, serve_app
+from deoss.services.common.runner import bind, listen_address, serve_app
 from deoss.services.miner.app import create_app
 from deoss.services.miner.follower import ChainFollower
 from deoss.services.miner.peers import Peers
@@ -44,7 +45,7 @@ def run_miner(config_path: Path) -> None:
     sock = bind(host, port)
     store = FragmentStore(settings.fragments_dir)
     try:
-        run_process(_serve(settings, key, store, sock))
+        asyncio.run(_serve(settings, key, store, sock))
     finally:
         store.close()
         sock.close()

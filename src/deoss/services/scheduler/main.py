@@ -11,6 +11,7 @@ with a message for the operator; a failure of the follower later stops the proce
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
@@ -21,7 +22,7 @@ import httpx
 from deoss.client.chain import ChainClient
 from deoss.core.errors import DataPathError
 from deoss.services.common.config import ConfigError
-from deoss.services.common.runner import bind, listen_address, run_process, serve_app
+from deoss.services.common.runner import bind, listen_address, serve_app
 from deoss.services.scheduler.app import create_app
 from deoss.services.scheduler.enclave import EnclaveError
 from deoss.services.scheduler.follower import Follower
@@ -47,7 +48,7 @@ def run_scheduler(config: Path) -> None:
         raise SchedulerStartError(str(exc)) from exc
     _configure_logging()
     try:
-        run_process(serve_scheduler(settings))
+        asyncio.run(serve_scheduler(settings))
     except (SchedulerError, EnclaveError, DataPathError, ConfigError) as exc:
         raise SchedulerStartError(str(exc)) from exc
     except FileNotFoundError as exc:
