@@ -44,6 +44,10 @@ __all__ = ["run_chain_node", "serve_node"]
 log = logging.getLogger(__name__)
 
 GRACEFUL_SHUTDOWN_S = 2
+# An idle keep-alive connection is closed by its client first: httpx drops pooled connections
+# after 5 s idle, uvicorn's own default is also 5 s, and when both end it at once a request
+# sent on the closing connection fails with ReadError (seen in bench/e2e.py's logs).
+KEEP_ALIVE_S = 30
 
 
 class _Server(uvicorn.Server):
@@ -91,6 +95,7 @@ async def serve_node(
         access_log=False,
         ws="websockets-sansio",
         ws_max_size=settings.max_body_bytes,
+        timeout_keep_alive=KEEP_ALIVE_S,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )
     server = _Server(config)

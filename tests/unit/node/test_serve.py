@@ -25,3 +25,23 @@ def test_keep_alive_requests_are_fast(served_node: ServedNode) -> None:
         for _ in range(20):
             assert 200 == client.get("/health").status_code
         assert time.perf_counter() - started < 0.4
+
+
+# httpx drops a pooled connection after this long idle (httpx.Limits' default keepalive_expiry)
+HTTPX_KEEPALIVE_EXPIRY_S = 5.0
+
+
+def local_port(response: httpx.Response) -> int:
+    return int(response.extensions["network_stream"].get_extra_info("client_addr")[1])
+
+
+def test_an_idle_connection_outlives_the_clients_pool(served_node: ServedNode) -> None:
+    """The server keeps an idle connection open past httpx's pool expiry, so clients close
+    first and a request never meets the server closing the connection it was sent on."""
+    with httpx.Client(base_url=served_node.url, limits=httpx.Limits(keepalive_expiry=60)) as client:
+        first = client.get("/health")
+        first_port = local_port(first)
+        time.sleep(HTTPX_KEEPALIVE_EXPIRY_S + 1)
+        second = client.get("/health")
+        assert (200, 200) == (first.status_code, second.status_code)
+        assert first_port == local_port(second)  # the same connection, still open

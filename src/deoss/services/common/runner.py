@@ -19,6 +19,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
+from deoss.node.serve import KEEP_ALIVE_S  # idle connections: their clients close them first
 from deoss.runtime import release_freed_memory
 
 __all__ = ["bind", "listen_address", "serve_app", "write_atomic"]
@@ -82,7 +83,12 @@ async def serve_app(
     signal (or until one of them fails, which stops the service with that error; one that
     returns is done and the others go on)."""
     config = uvicorn.Config(
-        app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=2
+        app,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_keep_alive=KEEP_ALIVE_S,
+        timeout_graceful_shutdown=2,
     )
     server = _Server(config)
     stop = asyncio.Event()
@@ -115,6 +121,8 @@ async def serve_app(
             if stopping in done or serving in done:
                 break
     finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
         addr_file.unlink(missing_ok=True)
         for task in tasks:
             task.cancel()
