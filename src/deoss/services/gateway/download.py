@@ -2,7 +2,9 @@
 
 For each needed segment the gateway fetches fragments ``GET {miner}/fragments/{hash}`` (signed
 by the gateway's key), data fragments first since the code is systematic: with all k of them
-the segment is their concatenation and nothing is decoded. Invariants:
+the segment is their concatenation and nothing is decoded. A range that lies in fewer than k
+data fragments of a segment fetches only those (each whole: a fragment is checked by its
+hash), and falls back to any k fragments when one of them fails or is slow. Invariants:
 
 * Every fragment is checked (size and SHA-256 against the file record on chain) before it is
   used; a bad one counts as a failure and another fragment is fetched instead.
@@ -23,7 +25,7 @@ import contextlib
 import hashlib
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -180,6 +182,17 @@ class MinerBook:
         return failed is not None and time.monotonic() - failed < SUSPECT_S
 
 
+@dataclass
+class _HeadStart:
+    """Fetches of some fragments made before a race for k: those in, those still running, why
+    the others failed."""
+
+    got: dict[int, bytes]
+    running: dict[asyncio.Task[bytes], int]
+    errors: list[str]
+    tried: set[int]
+
+
 class _FragmentRace:
     """Fetch fragments until ``needed`` good ones are in, hedging slow and failed fetches."""
 
@@ -191,9 +204,9 @@ class _FragmentRace:
         hedge_after_s: float,
         max_in_flight: int,
         metrics: DownloadMetrics,
+        head_start: _HeadStart | None = None,
     ) -> None:
         self._fetch = fetch
-        self._order = deque(order)
         self._needed = needed
         self._hedge_after_s = hedge_after_s
         self._max_in_flight = max(max_in_flight, needed)
@@ -202,6 +215,15 @@ class _FragmentRace:
         self._hedged: set[asyncio.Task[bytes]] = set()
         self.got: dict[int, bytes] = {}
         self.errors: list[str] = []
+        if head_start is not None:  # its running fetches are already slow: hedge them now
+            self.got.update(head_start.got)
+            self.errors.extend(head_start.errors)
+            for task, index in head_start.running.items():
+                self._pending[task] = (index, time.monotonic())
+                self._hedged.add(task)
+                self._metrics.hedges.inc()
+            order = [i for i in order if i not in head_start.tried]
+        self._order = deque(order)
 
     async def run(self) -> dict[int, bytes]:
         try:
@@ -288,25 +310,59 @@ class SegmentReader:
         self._timeout_s = timeout_s
         self._metrics = metrics
 
-    async def read_segment(self, segment: SegmentPlan, holders: list[bytes]) -> bytes:
+    async def read_span(
+        self, segment: SegmentPlan, holders: list[bytes], low: int, high: int
+    ) -> bytes:
+        """Bytes ``low`` to ``high`` (exclusive) of the padded segment.
+
+        When they lie in fewer than k data fragments, those fragments alone are fetched (a
+        range read costs what it reads, not a whole segment); one that fails, or is slower
+        than the hedge delay, turns the read into a race for any k fragments that keeps
+        whatever is already in.
+
+        Raises:
+            NotEnoughFragments: the bytes could not be had; the message lists why.
+        """
+        size = self.layout.fragment_size(segment)
+        first, last = low // size, (high - 1) // size
+        wanted = range(first, last + 1)
+        if len(wanted) >= self.layout.data_shards or any(
+            self._miners.is_suspect(holders[i]) for i in wanted
+        ):
+            return (await self.read_segment(segment, holders))[low:high]
+        fetch = await self._fetcher(segment, holders)
+        tasks = {asyncio.create_task(fetch(i)): i for i in wanted}
+        done, running = await asyncio.wait(tasks, timeout=self._hedge_after_s)
+        got: dict[int, bytes] = {}
+        errors: list[str] = []
+        for task in done:
+            try:
+                got[tasks[task]] = task.result()
+            except FragmentError as exc:
+                errors.append(str(exc))
+        if len(got) == len(wanted):
+            joined = b"".join(got[i] for i in wanted)
+            return joined[low - first * size : high - first * size]
+        head_start = _HeadStart(got, {t: tasks[t] for t in running}, errors, set(wanted))
+        return (await self.read_segment(segment, holders, head_start))[low:high]
+
+    async def read_segment(
+        self, segment: SegmentPlan, holders: list[bytes], head_start: _HeadStart | None = None
+    ) -> bytes:
         """The padded segment, from any k good fragments (decoding only when needed).
 
         Raises:
             NotEnoughFragments: fewer than k fragments could be had; the message lists why.
         """
         k = self.layout.data_shards
-        endpoints = await self._miners.endpoints(holders)  # before the hedge clocks start
-
-        async def fetch(index: int) -> bytes:
-            return await self._fetch(segment, index, holders[index], endpoints.get(holders[index]))
-
         race = _FragmentRace(
-            fetch,
+            await self._fetcher(segment, holders),  # endpoints read before the hedge clocks start
             self._candidates(holders),
             k,
             self._hedge_after_s,
             self._max_in_flight,
             self._metrics,
+            head_start,
         )
         try:
             fragments = await race.run()
@@ -316,6 +372,16 @@ class SegmentReader:
             return b"".join(fragments[i] for i in range(k))
         self._metrics.decodes.inc()
         return await asyncio.to_thread(decode_segment, fragments, segment, self.layout)
+
+    async def _fetcher(
+        self, segment: SegmentPlan, holders: list[bytes]
+    ) -> Callable[[int], Coroutine[Any, Any, bytes]]:
+        endpoints = await self._miners.endpoints(holders)
+
+        async def fetch(index: int) -> bytes:
+            return await self._fetch(segment, index, holders[index], endpoints.get(holders[index]))
+
+        return fetch
 
     def _candidates(self, holders: list[bytes]) -> list[int]:
         """Fragment indices in the order to try: data first, recently failed miners last."""
@@ -396,10 +462,21 @@ async def open_download(
     if size == 0:
         return Download(record.fid, 0, None, _empty())
     start, end = (byte_range.start, byte_range.end) if byte_range else (0, size - 1)
+    wanted = ByteRange(start, end)
     indices = list(segments_for_range(start, end, size, reader.layout))
-    first = await reader.read_segment(record.segments[indices[0]], record.holders[indices[0]])
-    body = _stream(reader, record, size, indices, ByteRange(start, end), first)
+    first = await _read_part(reader, record, size, indices[0], wanted)
+    body = _stream(reader, record, size, indices, wanted, first)
     return Download(record.fid, size, byte_range, body)
+
+
+async def _read_part(
+    reader: SegmentReader, record: FileRecord, size: int, index: int, wanted: ByteRange
+) -> bytes:
+    """The bytes of segment ``index`` inside ``wanted``."""
+    offset, held = segment_span(index, size, reader.layout)
+    low = max(wanted.start, offset) - offset
+    high = min(wanted.end + 1, offset + held) - offset
+    return await reader.read_span(record.segments[index], record.holders[index], low, high)
 
 
 async def _empty() -> AsyncIterator[bytes]:
@@ -419,14 +496,13 @@ async def _stream(
     upcoming: asyncio.Task[bytes] | None = None
     try:
         data = first
-        for position, index in enumerate(indices):
+        for position in range(len(indices)):
             if position + 1 < len(indices):
                 after = indices[position + 1]
-                upcoming = asyncio.create_task(
-                    reader.read_segment(record.segments[after], record.holders[after])
-                )
-            for chunk in _cut(data, index, size, wanted, reader.layout):
-                yield chunk
+                upcoming = asyncio.create_task(_read_part(reader, record, size, after, wanted))
+            view = memoryview(data)
+            for at in range(0, len(data), CHUNK_BYTES):
+                yield bytes(view[at : at + CHUNK_BYTES])
             if upcoming is not None:
                 data, upcoming = await upcoming, None
     finally:
@@ -434,15 +510,3 @@ async def _stream(
             upcoming.cancel()
             with contextlib.suppress(asyncio.CancelledError, DataPathError):
                 await upcoming
-
-
-def _cut(
-    segment: bytes, index: int, size: int, wanted: ByteRange, layout: LayoutParams
-) -> Iterator[bytes]:
-    """The part of padded segment ``index`` inside ``wanted``, in chunks of at most 1 MiB."""
-    offset, held = segment_span(index, size, layout)
-    low = max(wanted.start, offset) - offset
-    high = min(wanted.end + 1, offset + held) - offset
-    view = memoryview(segment)
-    for at in range(low, high, CHUNK_BYTES):
-        yield bytes(view[at : min(at + CHUNK_BYTES, high)])

@@ -183,6 +183,48 @@ async def test_slow_miners_are_hedged(net: Net) -> None:
     assert 4 == net.metric("deoss_gateway_fragment_hedges_total")  # 2 slow per segment
 
 
+async def test_a_range_read_fetches_only_the_data_fragments_it_needs(net: Net) -> None:
+    """Inside one data fragment: one fetch, not k; across two fragments or two segments: two."""
+    fragment = SEGMENT // LAYOUT.data_shards
+    data = sample(2 * SEGMENT)
+    cases = {  # range -> fetches (fragment j of every segment is on miner j here)
+        (fragment + 10, fragment + 19): 1,
+        (fragment - 5, fragment + 4): 2,
+        (SEGMENT - 5, SEGMENT + 4): 2,
+        (0, SEGMENT - 1): 4,
+    }
+    async with net.client() as client:
+        await client.put_bytes("photos", "ranged", data)
+        for (start, end), fetches in cases.items():
+            before = sum(miner.served for miner in net.miners)
+            got = await client.read_object("photos", "ranged", byte_range=f"{start}-{end}")
+            assert data[start : end + 1] == got, (start, end)
+            assert fetches == sum(miner.served for miner in net.miners) - before, (start, end)
+    assert 0 == net.metric("deoss_gateway_segment_decodes_total")
+
+
+@pytest.mark.parametrize("failure", ["down", "error", "corrupt", "slow"])
+async def test_a_range_read_whose_fragment_fails_reads_any_k(net: Net, failure: str) -> None:
+    """The one data fragment a range needs is down, failing, corrupt or slow: the range is
+    rebuilt from other fragments, without waiting for the slow one."""
+    fragment = SEGMENT // LAYOUT.data_shards
+    data = sample(SEGMENT)
+    async with net.client() as client:
+        await client.put_bytes("photos", "ranged", data)
+        if failure == "down":
+            net.network.down.add("miner1.test")
+        else:
+            net.miners[1].mode = failure
+        started = time.monotonic()
+        got = await client.read_object(
+            "photos", "ranged", byte_range=f"{fragment + 10}-{fragment + 19}"
+        )
+    assert data[fragment + 10 : fragment + 20] == got
+    assert time.monotonic() - started < 2.0  # the slow miner takes 5 s
+    assert 1 == net.metric("deoss_gateway_segment_decodes_total")
+    assert (1 if failure == "slow" else 0) == net.metric("deoss_gateway_fragment_hedges_total")
+
+
 @pytest.mark.parametrize("failure", ["refuse", "timeout", "503"])
 async def test_unreachable_scheduler_is_replaced(net: Net, failure: str) -> None:
     """The first scheduler contacted refuses, times out or fails: reassign, resend, SUCCESS."""
