@@ -222,15 +222,22 @@ class TagKey:
         """The 32-byte secret, for sealing to disk by the owner of this key."""
         return bytes(self._secret.to_le_bytes())
 
-    def _tag_blocks(self, fragment: bytes, fragment_hash: bytes, first: int, end: int) -> bytes:
+    def tag_blocks(self, blocks: bytes, fragment_hash: bytes, first: int) -> bytes:
+        """The tags of consecutive blocks ``first``, ``first + 1``, ... of a fragment, given
+        their bytes (the fragment's last block may be short): a piece of ``tag_fragment`` for a
+        worker that holds the key. ``fragment_hash`` is not checked here."""
         s, size = self.sectors_per_block, self.sectors_per_block * SECTOR_BYTES
         bases = [G1Point(), *self._scaled_bases]
         out = bytearray()
-        for i in range(first, end):
-            bases[0] = _block_point(fragment_hash, i)
-            scalars = [self._secret, *_sector_scalars(fragment[i * size : (i + 1) * size], s)]
+        for i in range(block_count(len(blocks), s)):  # an empty fragment has one (empty) block
+            bases[0] = _block_point(fragment_hash, first + i)
+            scalars = [self._secret, *_sector_scalars(blocks[i * size : (i + 1) * size], s)]
             out += G1Point.multiexp_unchecked(bases, scalars).to_compressed_bytes()
         return bytes(out)
+
+    def _tag_blocks(self, fragment: bytes, fragment_hash: bytes, first: int, end: int) -> bytes:
+        size = self.sectors_per_block * SECTOR_BYTES
+        return self.tag_blocks(fragment[first * size : end * size], fragment_hash, first)
 
     def tag_fragment(
         self,

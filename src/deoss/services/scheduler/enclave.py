@@ -2,8 +2,15 @@
 
 Invariants:
 
-* The secret exists only inside ``Enclave`` (in its ``TagKey``) and in the sealed file. The class
-  exposes the public key and ``tag_fragment``, nothing else; a real TEE could replace it.
+* The secret exists only inside ``Enclave`` (in its ``TagKey``), in the enclave's worker
+  processes, and in the sealed file. The class exposes the public key and ``tag_fragment``,
+  nothing else; a real TEE could replace it.
+* Tags are computed in worker processes that ``start_workers`` spawns (the secret reaches them
+  through their start-up pipe, never through a file or the environment), at a lower CPU
+  priority. Processes, not threads: a low-priority thread that holds the GIL stalls the
+  scheduler's event loop whenever the machine is busy (measured: uploads placed at 2.5 MB/s
+  and failed while the scheduler tagged, docs/benchmarks.md); a worker process yields the CPU
+  without holding anything the service needs.
 * The sealed file is created once, atomically (temporary file, fsync, link: an existing file is
   never overwritten), with mode 0600. A file that the group or others may access, or that is not
   a regular file, is refused, as account key files are (``deoss.keyfile``).
@@ -19,20 +26,29 @@ Sealed file format (TOML)::
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hashlib
+import multiprocessing
 import os
+import signal
 import stat
 import tomllib
-from concurrent.futures import Executor
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
-from deoss.core.errors import DataPathError
-from deoss.core.podr2 import TagKey, TagPublicKey
+from deoss.core.errors import DataPathError, InvalidParameters
+from deoss.core.podr2 import SECTOR_BYTES, TagKey, TagPublicKey, block_count
 from deoss.keyfile import write_private_file
 
 __all__ = ["Enclave", "EnclaveError"]
 
 FORMAT_VERSION = 1
 MAX_SEALED_BYTES = 4096
+# Blocks per task sent to a worker: 16 blocks of 512 sectors are 248 KiB and about 0.2 s of work,
+# small enough to spread one fragment over the workers, large enough to hide the pipe.
+BLOCKS_PER_TASK = 16
 _HEADER = (
     "# DeOSS scheduler PoDR2 tag key. Keep this file secret: whoever reads it can forge\n"
     "# possession proofs for every fragment this scheduler tagged.\n"
@@ -46,10 +62,13 @@ class EnclaveError(Exception):
 class Enclave:
     """Holds the tag key; computes tags. Open it with ``Enclave.open``."""
 
-    __slots__ = ("_key",)
+    __slots__ = ("_key", "_workers", "_worker_count", "_worker_nice")
 
     def __init__(self, key: TagKey) -> None:
         self._key = key
+        self._workers: ProcessPoolExecutor | None = None
+        self._worker_count = 0
+        self._worker_nice = 0
 
     @classmethod
     def open(cls, path: Path, sectors_per_block: int) -> Enclave:
@@ -79,11 +98,83 @@ class Enclave:
     def sectors_per_block(self) -> int:
         return self._key.sectors_per_block
 
-    def tag_fragment(
-        self, fragment: bytes | memoryview, fragment_hash: bytes, executor: Executor | None = None
-    ) -> bytes:
-        """The PoDR² tags of a fragment (48 bytes per block); ``fragment_hash`` is checked."""
-        return self._key.tag_fragment(fragment, fragment_hash, executor)
+    def start_workers(self, count: int, nice: int) -> None:
+        """Tag from now on in ``count`` worker processes (started when first needed) that
+        raise their nice value by ``nice``."""
+        self.stop_workers()
+        self._worker_count, self._worker_nice = count, nice
+        self._workers = self._new_pool()
+
+    def stop_workers(self) -> None:
+        """Stop the worker processes (a tag computation in progress fails); tag in the
+        calling thread from now on."""
+        workers, self._workers = self._workers, None
+        if workers is not None:
+            workers.shutdown(wait=False, cancel_futures=True)
+
+    def tag_fragment(self, fragment: bytes | memoryview, fragment_hash: bytes) -> bytes:
+        """The PoDR² tags of a fragment (48 bytes per block); ``fragment_hash`` is checked.
+        Blocking (in the calling thread when no workers run); a service uses ``tag``."""
+        workers = self._workers
+        if workers is None:
+            return self._key.tag_fragment(fragment, fragment_hash)
+        data = _checked(fragment, fragment_hash)
+        try:
+            return b"".join(task.result() for task in self._submit(workers, data, fragment_hash))
+        except BrokenProcessPool:
+            workers = self._replace(workers)
+            return b"".join(task.result() for task in self._submit(workers, data, fragment_hash))
+
+    async def tag(self, fragment: bytes | memoryview, fragment_hash: bytes) -> bytes:
+        """``tag_fragment`` for the event loop: it waits for the workers without holding a
+        thread. (Tag jobs once waited in ``asyncio.to_thread`` and filled the loop's default
+        executor, so a scheduler busy tagging could not code a segment for seconds.) A worker
+        that died is replaced and the fragment tagged again once."""
+        workers = self._workers
+        if workers is None:
+            return await asyncio.to_thread(self._key.tag_fragment, fragment, fragment_hash)
+        data = await asyncio.to_thread(_checked, fragment, fragment_hash)
+        try:
+            parts = await asyncio.gather(
+                *map(asyncio.wrap_future, self._submit(workers, data, fragment_hash))
+            )
+        except BrokenProcessPool:
+            workers = self._replace(workers)
+            parts = await asyncio.gather(
+                *map(asyncio.wrap_future, self._submit(workers, data, fragment_hash))
+            )
+        return b"".join(parts)
+
+    def _submit(
+        self, workers: ProcessPoolExecutor, data: bytes, fragment_hash: bytes
+    ) -> list[Future[bytes]]:
+        """One task per BLOCKS_PER_TASK blocks of the fragment."""
+        step = BLOCKS_PER_TASK * self._key.sectors_per_block * SECTOR_BYTES
+        count = block_count(len(data), self._key.sectors_per_block)
+        return [
+            workers.submit(_worker_tag, data[at : at + step], fragment_hash, first)
+            for first, at in zip(
+                range(0, count, BLOCKS_PER_TASK), range(0, max(1, len(data)), step), strict=True
+            )
+        ]
+
+    def _replace(self, broken: ProcessPoolExecutor) -> ProcessPoolExecutor:
+        """A new pool for one that lost a worker (unless the workers were stopped)."""
+        if self._workers is broken:
+            self._workers = self._new_pool()
+            broken.shutdown(wait=False, cancel_futures=True)
+        if self._workers is None:
+            raise BrokenProcessPool("the tagging workers were stopped")
+        return self._workers
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            self._worker_count,
+            # spawn: a fork of a process running threads and an event loop is not safe
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_worker_start,
+            initargs=(self._key.export_secret(), self._key.sectors_per_block, self._worker_nice),
+        )
 
     def __repr__(self) -> str:
         return f"Enclave(key_id={self.key_id.hex()}, sectors_per_block={self.sectors_per_block})"
@@ -98,6 +189,33 @@ class Enclave:
 
     def __deepcopy__(self, memo: object) -> Enclave:
         raise TypeError("the tag key cannot leave the enclave (no copies)")
+
+
+def _checked(fragment: bytes | memoryview, fragment_hash: bytes) -> bytes:
+    data = bytes(fragment)
+    if hashlib.sha256(data).digest() != fragment_hash:
+        raise InvalidParameters("fragment_hash is not the SHA-256 of the fragment")
+    return data
+
+
+# --- inside a worker process ---------------------------------------------------------------
+
+_worker_key: TagKey | None = None
+
+
+def _worker_start(secret: bytes, sectors_per_block: int, nice: int) -> None:
+    global _worker_key
+    _worker_key = TagKey.from_secret(secret, sectors_per_block)
+    with contextlib.suppress(OSError):
+        os.nice(nice)
+    # Ctrl-C reaches the whole process group; the service stops its workers itself
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _worker_tag(blocks: bytes, fragment_hash: bytes, first: int) -> bytes:
+    if _worker_key is None:
+        raise RuntimeError("a tagging worker was not started with a key")
+    return _worker_key.tag_blocks(blocks, fragment_hash, first)
 
 
 def _seal(path: Path, key: TagKey) -> None:

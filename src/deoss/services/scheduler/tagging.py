@@ -3,9 +3,9 @@
 A tag job names a fid this scheduler must tag: one it reported (after ``deal.success``) or one
 the chain reassigned to it (``file.tag_reassigned``). For every fragment of the file: take it
 from the copy of its segment kept since placement, or fetch it from its holder (``GET
-/fragments/{hash}``), check its hash, compute its PoDR² tags in the enclave on a thread pool,
-and ``PUT /tags/{hash}?fid=`` them to the holder; then submit ``files.tagged`` and delete the
-local copies.
+/fragments/{hash}``), check its hash, compute its PoDR² tags in the enclave's low-priority
+worker processes, and ``PUT /tags/{hash}?fid=`` them to the holder; then submit
+``files.tagged`` and delete the local copies.
 
 Invariants:
 
@@ -19,19 +19,16 @@ Invariants:
   fetch them when challenged, and a dead one is found FAULTY and repaired.
 * Only the enclave sees the tag secret; this module sees tags.
 
-``tag_bytes`` lends the same pool to tags computed on request (``retag``).
+``tag_bytes`` lends the same workers to tags computed on request (``retag``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import os
-import threading
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,7 +57,7 @@ ReadLocal = Callable[[int, SegmentPlan, int], bytes | None]  # (deal, plan, inde
 ForgetDeal = Callable[[int], Awaitable[None]]
 
 
-TAGGING_NICE = 15
+TAGGING_NICE = 15  # added to the enclave's worker processes' nice value
 
 
 class TaggingError(Exception):
@@ -107,9 +104,7 @@ class Tagger:
         self.retry_delay_s = retry_delay_s
         self.partial_after_s = partial_after_s
         self.min_delivered = min_delivered
-        self._pool = ThreadPoolExecutor(
-            workers, thread_name_prefix="deoss-tag", initializer=_lower_priority
-        )
+        enclave.start_workers(workers, TAGGING_NICE)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._request_slots = asyncio.Semaphore(workers)  # tags on request (retag.py)
 
@@ -154,13 +149,13 @@ class Tagger:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.enclave.stop_workers()
 
     async def tag_bytes(self, data: bytes, digest: bytes) -> bytes:
-        """The tags of one fragment, computed in the low-priority pool; at most ``workers``
-        callers compute at once, the others wait their turn."""
+        """The tags of one fragment, computed by the enclave's low-priority workers; at most
+        ``workers`` callers compute at once, the others wait their turn."""
         async with self._request_slots:
-            return await asyncio.to_thread(self.enclave.tag_fragment, data, digest, self._pool)
+            return await self.enclave.tag(data, digest)
 
     def _start(self, job: _Job) -> None:
         running = self._tasks.get(job.fid)
@@ -253,7 +248,7 @@ class Tagger:
             raise TaggingError(f"holder {address_of(holder)} is not a registered miner")
         async with slots:
             data = await self._fragment(job.deal_id, plan, index, endpoint)
-            tags = await asyncio.to_thread(self.enclave.tag_fragment, data, digest, self._pool)
+            tags = await self.enclave.tag(data, digest)
         await self._put_tags(endpoint, job.fid, digest, tags)
         job.delivered.add((holder, digest))
 
@@ -310,13 +305,6 @@ class Tagger:
     async def _endpoints(self) -> dict[bytes, str]:
         entries = await self.chain.query("/miners/list", QueryArgs(), list[MinerEntry])
         return {parse_address(e.address): e.miner.endpoint.rstrip("/") for e in entries}
-
-
-def _lower_priority() -> None:
-    """Tagging runs off the user's wait: its threads yield the CPU to uploads and downloads
-    (Linux applies a nice value to the calling thread only)."""
-    with contextlib.suppress(OSError, AttributeError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), TAGGING_NICE)
 
 
 def _write_durably(path: Path, text: str) -> None:

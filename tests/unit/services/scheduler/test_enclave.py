@@ -1,19 +1,26 @@
 """The enclave boundary: sealed once with mode 0600, refused when others can read it, the
-secret never shown (repr, str, errors, logs), tags that verify."""
+secret never shown (repr, str, errors, logs), tags that verify, computed in worker processes
+of lower priority that are replaced when they die."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import hashlib
 import logging
 import os
 import pickle
+import signal
 import stat
+import time
 import tomllib
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
+from deoss.core.errors import InvalidParameters
 from deoss.core.podr2 import FragmentRef, PodrParams, derive_challenge, prove, verify_proof
 from deoss.services.scheduler.enclave import Enclave, EnclaveError
 
@@ -100,3 +107,95 @@ def test_tags_verify_with_the_public_key(tmp_path: Path) -> None:
         return fragment[index * block : (index + 1) * block], tags[48 * index : 48 * index + 48]
 
     verify_proof(enclave.public_key, items, prove(items, read, SECTORS))
+
+
+def worker_pids(enclave: Enclave) -> list[int]:
+    """The enclave's worker processes (a peek at the pool: the enclave exposes no such thing)."""
+    pool = enclave._workers
+    assert pool is not None
+    return list(pool._processes or {})
+
+
+def nice_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
+@pytest.fixture
+def working(tmp_path: Path) -> Iterator[Enclave]:
+    enclave = Enclave.open(tmp_path / "tag.key", SECTORS)
+    enclave.start_workers(2, nice=5)
+    yield enclave
+    enclave.stop_workers()
+
+
+@pytest.mark.parametrize("size", [0, 1, 30 * SECTORS * 31 + 7])
+def test_workers_tag_as_the_key_itself_does(working: Enclave, tmp_path: Path, size: int) -> None:
+    """Empty, one byte, and a fragment spread over several tasks of BLOCKS_PER_TASK blocks."""
+    fragment = os.urandom(size)
+    digest = hashlib.sha256(fragment).digest()
+    in_process = Enclave.open(tmp_path / "tag.key", SECTORS)  # same sealed key, no workers
+    assert in_process.tag_fragment(fragment, digest) == working.tag_fragment(fragment, digest)
+    with pytest.raises(InvalidParameters, match="SHA-256"):
+        working.tag_fragment(fragment + b"x", digest)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_workers_are_processes_of_lower_priority(working: Enclave) -> None:
+    fragment = os.urandom(4000)
+    working.tag_fragment(fragment, hashlib.sha256(fragment).digest())
+    pids = worker_pids(working)
+    assert pids and os.getpid() not in pids
+    expected = nice_of(os.getpid()) + 5
+    deadline = time.monotonic() + 10  # a worker spawned last may still be starting
+    while any(nice_of(pid) != expected for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert all(nice_of(pid) == expected for pid in pids)
+
+
+def test_a_killed_worker_is_replaced(working: Enclave, tmp_path: Path) -> None:
+    fragment = os.urandom(20 * SECTORS * 31)
+    digest = hashlib.sha256(fragment).digest()
+    expected = working.tag_fragment(fragment, digest)
+    for pid in worker_pids(working):
+        os.kill(pid, signal.SIGKILL)
+    assert expected == working.tag_fragment(fragment, digest)
+
+
+@pytest.mark.anyio
+async def test_tagging_holds_no_thread_while_the_workers_compute(tmp_path: Path) -> None:
+    """Tag jobs waiting for the workers leave the event loop's default executor free (jobs
+    that waited in threads once starved a scheduler's segment coding for seconds)."""
+    enclave = Enclave.open(tmp_path / "tag.key", SECTORS)
+    enclave.start_workers(1, nice=0)
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(ThreadPoolExecutor(2))  # as many threads as jobs below
+    try:
+        fragments = [os.urandom(400 * SECTORS * 31) for _ in range(3)]  # about 0.5 s each
+        jobs = [
+            asyncio.create_task(enclave.tag(fragment, hashlib.sha256(fragment).digest()))
+            for fragment in fragments
+        ]
+        await asyncio.sleep(0.3)  # the worker has started: every job is waiting for it
+        started = time.monotonic()
+        assert 1 == await asyncio.to_thread(lambda: 1)
+        waited = time.monotonic() - started
+        assert not all(job.done() for job in jobs)
+        tags = await asyncio.gather(*jobs)
+    finally:
+        loop.set_default_executor(ThreadPoolExecutor())
+        enclave.stop_workers()
+    assert waited < 0.2
+    digest = hashlib.sha256(fragments[2]).digest()
+    assert Enclave.open(tmp_path / "tag.key", SECTORS).tag_fragment(fragments[2], digest) == tags[2]
+
+
+@pytest.mark.anyio
+async def test_tag_replaces_a_killed_worker(working: Enclave) -> None:
+    fragment = os.urandom(20 * SECTORS * 31)
+    digest = hashlib.sha256(fragment).digest()
+    expected = await working.tag(fragment, digest)
+    for pid in worker_pids(working):
+        os.kill(pid, signal.SIGKILL)
+    assert expected == await working.tag(fragment, digest)
+    with pytest.raises(InvalidParameters, match="SHA-256"):
+        await working.tag(fragment + b"x", digest)

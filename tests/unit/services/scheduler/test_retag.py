@@ -9,8 +9,6 @@ import asyncio
 import hashlib
 import logging
 import os
-import threading
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -383,20 +381,17 @@ async def test_at_most_tag_workers_requests_tag_at_once(
     """With tag_workers = 2, six requests at once compute tags two at a time; all are served."""
     running = 0
     most = 0
-    lock = threading.Lock()
-    real = Enclave.tag_fragment
+    real = Enclave.tag
 
-    def slow_tag(self: Enclave, data: bytes, digest: bytes, executor: object = None) -> bytes:
+    async def slow_tag(self: Enclave, data: bytes, digest: bytes) -> bytes:
         nonlocal running, most
-        with lock:
-            running += 1
-            most = max(most, running)
-        time.sleep(0.05)
-        with lock:
-            running -= 1
-        return real(self, data, digest)
+        running += 1
+        most = max(most, running)
+        await asyncio.sleep(0.05)
+        running -= 1
+        return await real(self, data, digest)
 
-    monkeypatch.setattr(Enclave, "tag_fragment", slow_tag)
+    monkeypatch.setattr(Enclave, "tag", slow_tag)
     async with running_network(tmp_path, tag_workers=2) as net:
         record = await store_file(net)
         requests = []
