@@ -229,6 +229,25 @@ def test_report_refuses_exiting_miner_and_full_miner() -> None:
     )
 
 
+def test_a_stale_reassign_is_refused_and_changes_nothing(chain: Chain) -> None:
+    """A reassign naming an assignment the deal already left (the chain moved it at its
+    deadline, or someone else asked first) must not move it again."""
+    deal = declare(chain)
+    assert 1 == deal.attempts
+    chain.run("alice", ReassignDeal(deal_id=deal.id, attempt=1))
+    moved = chain.query("/deals/deal", Deal, id=deal.id)
+    assert 2 == moved.attempts
+    chain.run(
+        "alice",
+        ReassignDeal(deal_id=deal.id, attempt=1),
+        valid=False,
+        code=errors.InvalidTransition.code,
+    )
+    assert moved == chain.query("/deals/deal", Deal, id=deal.id)
+    chain.run("alice", ReassignDeal(deal_id=deal.id, attempt=2))
+    assert 3 == chain.query("/deals/deal", Deal, id=deal.id).attempts
+
+
 def test_reassign_on_request_then_fail_after_max_attempts(chain: Chain) -> None:
     deal = declare(chain)
     first = deal.scheduler

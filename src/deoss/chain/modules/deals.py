@@ -205,6 +205,9 @@ class DeclareDeal(Call, tag="deals.declare"):
 
 class ReassignDeal(Call, tag="deals.reassign"):
     deal_id: int
+    # The assignment the sender gives up on (the deal's ``attempts``); None: whichever is
+    # current. A stale one is refused, so a deal the chain already moved stays where it went.
+    attempt: int | None = None
 
 
 class ReportDeal(Call, tag="deals.report"):
@@ -369,6 +372,11 @@ def apply_reassign(state: State, ctx: TxContext, call: ReassignDeal) -> None:
         raise Unauthorized(f"only the declarer or owner may reassign deal {deal.id}")
     if deal.state != DealState.ASSIGNED:
         raise InvalidTransition(f"deal {deal.id} is {deal.state.name}, not ASSIGNED")
+    if call.attempt is not None and call.attempt != deal.attempts:
+        raise InvalidTransition(
+            f"deal {deal.id} is at assignment {deal.attempts}, not {call.attempt}: "
+            "it was reassigned already"
+        )
     _retry(state, ctx.block, load_params(state), deal, "reassigned on request", ctx.events)
 
 

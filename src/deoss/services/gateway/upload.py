@@ -421,9 +421,9 @@ async def _reassign(uplink: Uplink, deal: Deal, why: str) -> None:
     log_event("gateway", "deal.reassign", deal=deal.id, attempt=deal.attempts, why=why)
     uplink.metrics.reassigns.inc()
     try:
-        await uplink.chain.submit(uplink.key, ReassignDeal(deal_id=deal.id))
+        await uplink.chain.submit(uplink.key, ReassignDeal(deal_id=deal.id, attempt=deal.attempts))
     except TxRefused as exc:
-        if exc.code != InvalidTransition.code:  # no longer ASSIGNED: read it again
+        if exc.code != InvalidTransition.code:  # no longer ASSIGNED, or moved: read it again
             raise
 
 

@@ -38,8 +38,10 @@ class MinerFailed(Exception):
 
 @dataclass
 class DealWork:
-    """A deal in progress: bytes planned per miner, miners that failed, per-segment locks."""
+    """A deal in progress: bytes planned per miner, miners that failed, per-segment locks, for
+    one assignment (``attempt``, the deal's ``attempts`` when it was assigned here)."""
 
+    attempt: int = -1
     reserved: dict[bytes, int] = field(default_factory=dict)
     failed: set[bytes] = field(default_factory=set)
     locks: dict[int, asyncio.Lock] = field(default_factory=dict)

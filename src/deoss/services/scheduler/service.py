@@ -368,7 +368,22 @@ class SchedulerService:
             )
             return await self.sender.place(work, deal, plan, fragments, chosen, spares)
         except NotEnoughMiners as exc:
+            await self._still_mine(deal, plan)
             raise ServiceUnavailable(str(exc)) from exc
+
+    async def _still_mine(self, deal: Deal, plan: SegmentPlan) -> None:
+        """Raises Conflict if the chain moved the deal away while its segment was placed (its
+        miners then refuse this scheduler: they did not fail)."""
+        try:
+            now = await self._deal_or_none(deal.id)
+        except ClientError:
+            return  # the chain cannot tell: the placement failure stands as it is
+        if now is not None and (not self._is_mine(now) or now.attempts != deal.attempts):
+            where = f"scheduler {address_of(now.scheduler)}" if now.scheduler else "no scheduler"
+            raise Conflict(
+                f"deal {deal.id} left this scheduler while segment {plan.index} was placed: it "
+                f"is {now.state.name}, assigned to {where} (attempt {now.attempts})"
+            )
 
     # --- reporting -------------------------------------------------------------------------
 
@@ -461,10 +476,13 @@ class SchedulerService:
         return deal.state == DealState.ASSIGNED and deal.scheduler == self.key.public_key
 
     def _work_on(self, deal: Deal) -> DealWork:
-        """The deal's in-memory work, rebuilt from its receipts on disk after a restart."""
+        """The deal's in-memory work for its current assignment, rebuilt from its receipts on
+        disk after a restart; a deal assigned here again starts afresh (miners that failed it
+        before, as when they refused this scheduler after the chain moved the deal away, may
+        take it now)."""
         work = self._work.get(deal.id)
-        if work is None:
-            work = self._work[deal.id] = DealWork()
+        if work is None or work.attempt != deal.attempts:
+            work = self._work[deal.id] = DealWork(attempt=deal.attempts)
             for index, receipts in self.store.placements(deal.id).items():
                 size = self.params.layout.fragment_size(deal.segments[index])
                 for receipt in receipts:

@@ -29,7 +29,7 @@ from deoss.chain.modules.space import BuySpace
 from deoss.chain.query import QueryArgs
 from deoss.chain.types import Call
 from deoss.client.chain import ChainClient
-from deoss.core.keys import KeyPair
+from deoss.core.keys import KeyPair, address_of
 from deoss.core.layout import EncodedSegment, LayoutParams, iter_encoded_segments
 from deoss.core.merkle import compute_fid
 from deoss.core.podr2 import PodrParams
@@ -128,6 +128,9 @@ class FakeMiner:
             await asyncio.sleep(3600)
         query = request.url.params
         deal = await self.chain.query("/deals/deal", QueryArgs(id=int(query["deal"])), Deal)
+        if deal.scheduler != SCHEDULER.public_key:  # as a real miner: only the assigned one
+            message = f"deal {deal.id} is assigned to scheduler {address_of(deal.scheduler)}"
+            return httpx.Response(403, json={"error": {"code": "forbidden", "message": message}})
         segment, fragment = int(query["segment"]), int(query["fragment"])
         if hashlib.sha256(body).digest() != digest:
             return httpx.Response(422, json={"error": {"code": "hash_mismatch", "message": ""}})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
@@ -182,6 +183,44 @@ async def test_a_deal_assigned_to_another_scheduler_is_409(tmp_path: Path) -> No
         assert (409, "conflict") == (response.status_code, error_code(response))
         assert OTHER_SCHEDULER.address in response.json()["error"]["message"]
         assert 0 == net.fragment_puts()
+
+
+async def test_a_deal_moved_away_while_placing_is_409_and_starts_afresh_back_here(
+    tmp_path: Path,
+) -> None:
+    """The chain moves the deal while a miner hangs: the segment is answered 409 naming the
+    new scheduler (not 503: the miners did not fail). Assigned here again, the deal's earlier
+    failures are forgotten: the miner that hung may take its fragment now."""
+    async with running_network(tmp_path, miner_timeout_s=1.0) as net:
+        deal_id, segments = await net.declare(os.urandom(3000))  # to the only scheduler
+        deal = await net.deal(deal_id)
+        assert net.service.key.public_key == deal.scheduler
+        other = TagKey.generate(SECTORS)
+        await net.submit(
+            OTHER_SCHEDULER,
+            RegisterScheduler(
+                endpoint="http://other.test", stake=PARAMS.scheduler_min_stake, tag_key=other.public
+            ),
+        )
+        size = segments[0].plan.padded_size // 4
+        hanging = net.miner(await first_choice(net, deal_id, 0, size))
+        hanging.mode = "hang"
+        sending = asyncio.create_task(net.put_segment(deal_id, segments[0]))
+        async with asyncio.timeout(5):
+            while hanging.fragment_puts == 0:
+                await asyncio.sleep(0.01)
+        await net.submit(ALICE, ReassignDeal(deal_id=deal_id, attempt=deal.attempts))
+        response = await sending
+        assert (409, "conflict") == (response.status_code, error_code(response))
+        assert "left this scheduler" in response.json()["error"]["message"]
+        assert OTHER_SCHEDULER.address in response.json()["error"]["message"]
+
+        await net.submit(ALICE, ReassignDeal(deal_id=deal_id))  # back here (third and last try)
+        assert net.service.key.public_key == (await net.deal(deal_id)).scheduler
+        hanging.mode = "ok"
+        again = await net.put_segment(deal_id, segments[0])
+        assert 200 == again.status_code, again.text
+        assert hanging.key.address in again.json()["miners"]
 
 
 async def test_unknown_deal_and_segment_are_404(tmp_path: Path) -> None:
