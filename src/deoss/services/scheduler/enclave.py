@@ -6,11 +6,12 @@ Invariants:
   processes, and in the sealed file. The class exposes the public key and ``tag_fragment``,
   nothing else; a real TEE could replace it.
 * Tags are computed in worker processes that ``start_workers`` spawns (the secret reaches them
-  through their start-up pipe, never through a file or the environment), at a lower CPU
-  priority. Processes, not threads: a low-priority thread that holds the GIL stalls the
-  scheduler's event loop whenever the machine is busy (measured: uploads placed at 2.5 MB/s
-  and failed while the scheduler tagged, docs/benchmarks.md); a worker process yields the CPU
-  without holding anything the service needs.
+  through their start-up pipe, never through a file or the environment), at idle CPU priority
+  (SCHED_IDLE where Linux offers it, a nice value otherwise); they exit when the service does,
+  even one killed with SIGKILL. Processes, not threads: a low-priority thread that holds the
+  GIL stalls the scheduler's event loop whenever the machine is busy (measured: uploads placed
+  at 2.5 MB/s and failed while the scheduler tagged, docs/benchmarks.md); a worker process
+  yields the CPU without holding anything the service needs.
 * The sealed file is created once, atomically (temporary file, fsync, link: an existing file is
   never overwritten), with mode 0600. A file that the group or others may access, or that is not
   a regular file, is refused, as account key files are (``deoss.keyfile``).
@@ -33,6 +34,8 @@ import multiprocessing
 import os
 import signal
 import stat
+import threading
+import time
 import tomllib
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -49,6 +52,7 @@ MAX_SEALED_BYTES = 4096
 # Blocks per task sent to a worker: 16 blocks of 512 sectors are 248 KiB and about 0.2 s of work,
 # small enough to spread one fragment over the workers, large enough to hide the pipe.
 BLOCKS_PER_TASK = 16
+PARENT_CHECK_S = 0.5  # how often a worker checks that the service that started it still runs
 _HEADER = (
     "# DeOSS scheduler PoDR2 tag key. Keep this file secret: whoever reads it can forge\n"
     "# possession proofs for every fragment this scheduler tagged.\n"
@@ -208,8 +212,21 @@ def _worker_start(secret: bytes, sectors_per_block: int, nice: int) -> None:
     _worker_key = TagKey.from_secret(secret, sectors_per_block)
     with contextlib.suppress(OSError):
         os.nice(nice)
+    # Linux: run only when no normal task wants the CPU, and give way at once when one wakes
+    # (a download's hops wake up all the time; a nice value alone left them waiting)
+    with contextlib.suppress(OSError, AttributeError):
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     # Ctrl-C reaches the whole process group; the service stops its workers itself
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # a worker outlives a service killed with SIGKILL (its queues stay open): leave with it
+    parent = os.getppid()
+    threading.Thread(target=_exit_with, args=(parent,), name="deoss-parent", daemon=True).start()
+
+
+def _exit_with(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_S)
+    os._exit(0)
 
 
 def _worker_tag(blocks: bytes, fragment_hash: bytes, first: int) -> bytes:

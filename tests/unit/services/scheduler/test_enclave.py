@@ -12,6 +12,9 @@ import os
 import pickle
 import signal
 import stat
+import subprocess
+import sys
+import textwrap
 import time
 import tomllib
 from collections.abc import Iterator
@@ -150,6 +153,50 @@ def test_workers_are_processes_of_lower_priority(working: Enclave) -> None:
     while any(nice_of(pid) != expected for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert all(nice_of(pid) == expected for pid in pids)
+    if hasattr(os, "SCHED_IDLE"):
+        assert all(os.SCHED_IDLE == os.sched_getscheduler(pid) for pid in pids)
+
+
+def test_workers_leave_with_a_service_killed_by_sigkill(tmp_path: Path) -> None:
+    """A service that dies without stopping its workers (SIGKILL, OOM) leaves no worker behind
+    holding the tag secret."""
+    script = textwrap.dedent(
+        f"""
+        import hashlib, os, sys, time
+        from pathlib import Path
+        from deoss.services.scheduler.enclave import Enclave
+        enclave = Enclave.open(Path({str(tmp_path / "tag.key")!r}), {SECTORS})
+        enclave.start_workers(2, nice=0)
+        data = os.urandom(40 * {SECTORS} * 31)
+        enclave.tag_fragment(data, hashlib.sha256(data).digest())
+        print(*enclave._workers._processes, flush=True)
+        time.sleep(600)
+        """
+    )
+    service = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert service.stdout is not None
+    try:
+        pids = [int(pid) for pid in service.stdout.readline().split()]
+        assert pids and all(Path(f"/proc/{pid}").exists() for pid in pids)
+    finally:
+        service.kill()
+        service.wait()
+        service.stdout.close()  # not communicate(): a worker left behind holds this pipe too
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = [pid for pid in pids if alive(pid)]
+    for pid in left:  # a failing run must not leave them behind either
+        os.kill(pid, signal.SIGKILL)
+    assert [] == left
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"  # a zombie has exited; only its (dead) parent could reap it
 
 
 def test_a_killed_worker_is_replaced(working: Enclave, tmp_path: Path) -> None:
