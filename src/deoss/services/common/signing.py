@@ -91,6 +91,22 @@ def require_length(request: Request, expected: int) -> None:
         raise BadRequest(f"body must be {expected} bytes, Content-Length says {declared}")
 
 
+def sent_once(data: bytes) -> tuple[AsyncIterator[bytes], dict[str, str]]:
+    """A large request body for httpx, and the Content-Length header to send with it.
+
+    httpx keeps a bytes ``content`` on its Request, and its Request, Response and stream
+    objects refer to one another, so the body outlived the request until the cyclic garbage
+    collector ran: an idle gateway held all 8 segments (256 MiB) of its last upload. Streamed
+    from here, the body is referenced only while it is being sent. Pass its SHA-256 in the
+    X-Deoss-Content-Sha256 header (``SigningAuth`` does not read a streamed body)."""
+    holder = [data]
+
+    async def body() -> AsyncIterator[bytes]:
+        yield holder.pop()
+
+    return body(), {"content-length": str(len(data))}
+
+
 class SigningAuth(httpx.Auth):
     """Signs every outgoing request with ``key``. Byte bodies are hashed here; for a streamed
     body pass its SHA-256 in the X-Deoss-Content-Sha256 header yourself."""

@@ -58,6 +58,7 @@ from deoss.core.merkle import compute_fid
 from deoss.services.common.app import log_event
 from deoss.services.common.auth import HEADER_BODY, AuthError
 from deoss.services.common.errors import ServiceError, UpstreamFailed
+from deoss.services.common.signing import sent_once
 from deoss.services.gateway.settings import GatewaySettings
 
 __all__ = [
@@ -391,18 +392,17 @@ async def send_segments(
 async def _send_segment(
     uplink: Uplink, deal: Deal, endpoint: str, spool: Path, segment: SegmentPlan
 ) -> None:
-    data = await asyncio.to_thread(_read_segment, spool, segment, uplink.layout)
+    body, length = sent_once(await asyncio.to_thread(_read_segment, spool, segment, uplink.layout))
     url = f"{endpoint}/deals/{deal.id}/segments/{segment.index}"
     try:
         response = await uplink.http.put(
             url,
-            content=data,
-            headers={HEADER_BODY: segment.hash.hex()},
+            content=body,
+            headers={HEADER_BODY: segment.hash.hex(), **length},
             timeout=uplink.settings.scheduler_timeout_s,
         )
     except httpx.TransportError as exc:
         raise SchedulerUnreachable(f"{url}: {type(exc).__name__}: {exc}") from exc
-    del data
     if response.status_code >= 500:
         message = _error_message(response)
         raise SchedulerUnreachable(f"{url}: HTTP {response.status_code}: {message}")

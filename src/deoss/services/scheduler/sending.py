@@ -25,6 +25,7 @@ from deoss.core.keys import verify
 from deoss.core.layout import SegmentPlan
 from deoss.services.common.app import log_event
 from deoss.services.common.auth import HEADER_BODY
+from deoss.services.common.signing import sent_once
 from deoss.services.scheduler.placement import Candidate, NotEnoughMiners, has_room
 
 __all__ = ["DealWork", "FragmentSender", "MinerFailed"]
@@ -148,8 +149,9 @@ class FragmentSender:
         who = f"miner {miner.address} at {miner.endpoint}"
         try:
             async with asyncio.timeout(self.timeout_s):
+                body, length = sent_once(data)
                 response = await self.http.put(
-                    url, params=query, content=data, headers={HEADER_BODY: digest.hex()}
+                    url, params=query, content=body, headers={HEADER_BODY: digest.hex(), **length}
                 )
         except TimeoutError as exc:
             raise MinerFailed(f"{who}: no answer within {self.timeout_s:g} s") from exc
