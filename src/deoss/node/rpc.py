@@ -41,6 +41,7 @@ from deoss.node.jsonrpc import (
     ParamKind,
     ParseError,
     RpcError,
+    decode_json,
     error_response,
     params_from_json,
     params_from_uri,
@@ -54,6 +55,7 @@ __all__ = ["METHODS", "RpcMethods", "RpcSettings", "create_app"]
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+DECODE_IN_THREAD_BYTES = 64 * 1024
 COMETBFT_COMPAT_VERSION = "0.38.25"
 VERSION = f"{COMETBFT_COMPAT_VERSION}+deoss.{deoss.__version__}"
 
@@ -340,10 +342,11 @@ async def handle_post(methods: RpcMethods, request: Request) -> Response:
     except ClientDisconnect:
         return Response(status_code=499)  # the client went away mid-request: nobody to answer
     try:
-        document = msgspec.json.decode(body)
-    except msgspec.DecodeError as exc:
-        error = ParseError(f"error unmarshaling request: {exc}")
-        return json_response(error_response(None, error), 500)
+        # a large body is decoded off the loop: its depth scan and decoding take a while
+        large = len(body) > DECODE_IN_THREAD_BYTES
+        document = await asyncio.to_thread(decode_json, body) if large else decode_json(body)
+    except ParseError as exc:
+        return json_response(error_response(None, exc), 500)
     if not isinstance(document, list):
         response = await methods.handle_request(document, None)
         return Response(status_code=200) if response is None else json_response(response)

@@ -22,6 +22,7 @@ from deoss.node.jsonrpc import (
     InternalError,
     ParseError,
     ServerError,
+    decode_json,
     error_response,
     success_response,
 )
@@ -62,9 +63,9 @@ class WsSession:
             if text is None:
                 text = (message.get("bytes") or b"").decode("utf-8", "replace")
             try:
-                document = msgspec.json.decode(text)
-            except msgspec.DecodeError as exc:
-                response: Any = error_response(None, ParseError(f"error unmarshaling: {exc}"))
+                document = decode_json(text.encode())
+            except ParseError as exc:
+                response: Any = error_response(None, exc)
             else:
                 response = await self.methods.handle_request(document, self)
             if response is not None:

@@ -18,6 +18,7 @@ from deoss.chain.modules.accounts import Account
 from deoss.chain.query import QueryArgs
 from deoss.core import codec
 from deoss.node.devnode import DevNode
+from deoss.node.jsonrpc import json_depth
 from deoss.node.rpc import RpcSettings, create_app
 from tests.chain_fixtures import KEYS, RECIPIENT, transfer
 
@@ -299,6 +300,108 @@ async def test_uri_requests_and_errors(node: DevNode) -> None:
     assert (500, -32602) == (bad.status_code, bad.json()["error"]["code"])
     assert (404, -32601) == (unknown.status_code, unknown.json()["error"]["code"])
     assert "status" in index.json()["methods"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 100_000,
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"a":' * 50_000 + b"1" + b"}" * 50_000,
+        b'{"jsonrpc": "2.0", "id": 1, "method": "block", "params": {"height": '
+        + b"[" * 900
+        + b"1"
+        + b"]" * 900
+        + b"}}",
+    ],
+)
+async def test_deeply_nested_json_is_a_parse_error(node: DevNode, body: bytes) -> None:
+    """JSON nested deeper than the limit is refused like any unparsable body (HTTP 500,
+    -32700, saying the nesting is too deep), not a RecursionError."""
+    async with rpc_client(node) as client:
+        response = await client.post("/", content=body)
+    assert (500, -32700) == (response.status_code, response.json()["error"]["code"])
+    assert "nested deeper than" in response.json()["error"]["data"]
+
+
+async def test_json_nested_within_the_limit_and_brackets_in_strings_are_fine(
+    node: DevNode,
+) -> None:
+    """Depth counts structure only: brackets inside strings (escaped quotes included) do not
+    count, and a request nested to the limit is answered."""
+    async with rpc_client(node) as client:
+        in_string = await error(client, "abci_query", path='\\"[[[' + "[" * 5000, data="zz")
+        nested = await client.post(
+            "/",
+            content=b'{"jsonrpc": "2.0", "id": 3, "method": "health", "x": '
+            + b"[" * 60
+            + b"]" * 60
+            + b"}",
+        )
+    assert "data: not valid hex" in in_string["data"]
+    assert {} == nested.json()["result"]
+
+
+@pytest.mark.parametrize(
+    ("body", "depth"),
+    [
+        (b"", 0),
+        (b"[[], {}]", 2),
+        (b'{"a": "]]]]", "b": ["[[\\"[["]}', 2),  # brackets and an escaped quote in strings
+        (b'["\\\\", [1]]', 2),  # an escaped backslash ends before the quote
+        (b'"unterminated [[[', 0),
+        (b'[["' + b'\\"' * 10_000, 2),
+        (b"[" * 3_000_000, 3_000_000),  # past one scanning chunk
+    ],
+)
+def test_json_depth_counts_structure_only(body: bytes, depth: int) -> None:
+    assert depth == json_depth(body)
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["height=" + "9" * 5000, 'height="' + "9" * 5000 + '"', "height=%C2%B2", "height=5%0A"],
+)
+async def test_uri_integers_are_a_few_ascii_digits(node: DevNode, query: str) -> None:
+    """A 5,000-digit, non-ASCII or newline-terminated height is Invalid params, not a 500
+    from int() or a height of 5."""
+    node.produce_block()
+    async with rpc_client(node) as client:
+        response = await client.get("/block?" + query)
+    assert (500, -32602) == (response.status_code, response.json()["error"]["code"])
+    assert "height: expected an integer" in response.json()["error"]["data"]
+
+
+async def test_json_integers_are_bounded_too(node: DevNode) -> None:
+    """A height given as a 5,000-digit string, or a number beyond 64 bits, is refused."""
+    node.produce_block()
+    async with rpc_client(node) as client:
+        long_string = await error(client, "block", height="9" * 5000)
+        newline = await error(client, "block", height="1\n")
+        huge = await client.post(
+            "/",
+            content=b'{"jsonrpc":"2.0","id":1,"method":"block","params":{"height":'
+            + b"9" * 5000
+            + b"}}",
+        )
+    assert (-32602, "height: expected integer") == (
+        long_string["code"],
+        long_string["data"][: len("height: expected integer")],
+    )
+    assert -32602 == newline["code"]
+    assert (500, -32700) == (huge.status_code, huge.json()["error"]["code"])
+
+
+def test_websocket_refuses_deep_json(node: DevNode) -> None:
+    """The websocket answers a too-deep message with a parse error and stays open."""
+    app = create_app(node)
+    with TestClient(app) as client, client.websocket_connect("/websocket") as socket:
+        socket.send_text("[" * 100_000)
+        refused = socket.receive_json()
+        socket.send_json({"jsonrpc": "2.0", "id": 2, "method": "health"})
+        answer = socket.receive_json()
+    assert (-32700, True) == (refused["error"]["code"], "nested deeper" in refused["error"]["data"])
+    assert {} == answer["result"]
 
 
 async def test_oversized_body_is_refused(node: DevNode) -> None:
