@@ -100,6 +100,7 @@ def create_service_app(
 ) -> tuple[FastAPI, ServiceMetrics]:
     """A FastAPI app with error handlers, request logging, /healthz and /metrics."""
     app = FastAPI(title=title)
+    app.state.role = role  # for the runner's log lines about the app's background tasks
     metrics = ServiceMetrics(role)
     install_error_handlers(app)
 

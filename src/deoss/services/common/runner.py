@@ -21,6 +21,7 @@ from fastapi import FastAPI
 
 from deoss.node.serve import KEEP_ALIVE_S  # idle connections: their clients close them first
 from deoss.runtime import release_freed_memory
+from deoss.services.common.supervise import DEFAULT_BACKOFF, Backoff, job_name, supervise
 
 __all__ = ["bind", "listen_address", "serve_app", "write_atomic"]
 
@@ -78,10 +79,11 @@ async def serve_app(
     *,
     on_started: Callable[[str], Awaitable[None]] | None = None,
     background: list[Callable[[], Coroutine[Any, Any, None]]] | None = None,
+    backoff: Backoff = DEFAULT_BACKOFF,
 ) -> None:
     """Serve ``app`` on ``sock``; then ``on_started(url)``; run ``background`` tasks until a
-    signal (or until one of them fails, which stops the service with that error; one that
-    returns is done and the others go on)."""
+    signal. A background task that fails is logged and started again after ``backoff``
+    (``supervise``): it never stops the service; one that returns is done, the others go on."""
     config = uvicorn.Config(
         app,
         log_level="warning",
@@ -108,8 +110,12 @@ async def serve_app(
         write_atomic(addr_file, f"{host}:{port}\n")
         if on_started is not None:
             await on_started(url)
-        tasks = [asyncio.create_task(job()) for job in background or []]
-        tasks.append(asyncio.create_task(_release_freed_memory_periodically()))
+        role = getattr(app.state, "role", "service")
+        jobs = [*(background or []), _release_freed_memory_periodically]
+        tasks = [
+            asyncio.create_task(supervise(job, name=job_name(job), role=role, backoff=backoff))
+            for job in jobs
+        ]
         stopping = asyncio.create_task(stop.wait())
         pending: set[asyncio.Future[Any]] = {stopping, serving, *tasks}
         while True:  # a background task that returns (a feature turned off) is simply done
