@@ -5,6 +5,7 @@ The tree::
     DataPathError                 any refusal of the data path
     ├── DecodeError               bytes that are not a valid canonical record
     ├── InvalidParameters         layout / erasure / PoDR² parameters out of range
+    │   └── BadTag                a stored PoDR² tag that is not a point (names its fragment)
     ├── InvalidKey                a key, address, key file or signature that is malformed
     ├── BadSignature              a well-formed signature that does not verify
     ├── NotEnoughFragments        fewer than k usable fragments of a segment
@@ -26,6 +27,15 @@ class DecodeError(DataPathError):
 
 class InvalidParameters(DataPathError):
     """A layout, erasure or PoDR² parameter is out of its allowed range."""
+
+
+class BadTag(InvalidParameters):
+    """A PoDR² tag read for a proof is not a 48-byte compressed G1 point."""
+
+    def __init__(self, message: str, *, fragment_hash: bytes, index: int) -> None:
+        super().__init__(message)
+        self.fragment_hash = fragment_hash
+        self.index = index
 
 
 class InvalidKey(DataPathError):

@@ -35,7 +35,7 @@ import nacl.utils
 from py_arkworks_bls12381 import GT, G1Point, G2Point, Scalar
 
 from deoss.core.codec import Record
-from deoss.core.errors import BadProof, InvalidKey, InvalidParameters
+from deoss.core.errors import BadProof, BadTag, InvalidKey, InvalidParameters
 
 __all__ = [
     "SECTOR_BYTES",
@@ -360,7 +360,12 @@ BlockReader = Callable[[bytes, int], tuple[bytes, bytes]]
 
 
 def prove(items: Sequence[ChallengeItem], read: BlockReader, sectors_per_block: int) -> Proof:
-    """Build the proof, reading only the challenged blocks and their tags through ``read``."""
+    """Build the proof, reading only the challenged blocks and their tags through ``read``.
+
+    Raises:
+        BadTag: a tag read is not 48 bytes or not a point (it names the fragment and block).
+        InvalidParameters: a block read is longer than ``sectors_per_block`` sectors.
+    """
     s = sectors_per_block
     mu = [0] * s
     tags: list[G1Point] = []
@@ -368,15 +373,25 @@ def prove(items: Sequence[ChallengeItem], read: BlockReader, sectors_per_block: 
     for item in items:
         for index, nu in zip(item.indices, item.nus(), strict=True):
             block, tag = read(item.fragment_hash, index)
-            if len(block) > s * SECTOR_BYTES or len(tag) != TAG_BYTES:
-                raise InvalidParameters(f"block {index}: wrong block or tag size")
+            if len(block) > s * SECTOR_BYTES:
+                raise InvalidParameters(f"block {index}: {len(block)} bytes, more than a block")
+            if len(tag) != TAG_BYTES:
+                raise BadTag(
+                    f"tag of block {index}: {len(tag)} bytes, not {TAG_BYTES}",
+                    fragment_hash=item.fragment_hash,
+                    index=index,
+                )
             for j, m in enumerate(_sector_ints(block, s)):
                 if m:
                     mu[j] += nu * m
             try:
                 tags.append(G1Point.from_compressed_bytes_unchecked(tag))
             except Exception as exc:
-                raise InvalidParameters(f"stored tag of block {index} is not a G1 point") from exc
+                raise BadTag(
+                    f"stored tag of block {index} is not a G1 point",
+                    fragment_hash=item.fragment_hash,
+                    index=index,
+                ) from exc
             nus.append(Scalar(nu))
     sigma = G1Point.multiexp_unchecked(tags, nus) if tags else G1Point.identity()
     mu_bytes = b"".join((value % ORDER).to_bytes(SCALAR_BYTES, "little") for value in mu)
@@ -418,10 +433,12 @@ def check_tags(
 ) -> None:
     """Check every tag of one fragment at once, as a proof over all its blocks.
 
-    The coefficients come from ``seed``, which the caller must draw at random after it has the
-    tags (small-exponent batch verification: a single wrong tag passes with probability about
-    2^-128). Costs one proof and one verification over ``block_count`` blocks, far less than
-    tagging the fragment again.
+    Every tag is first decoded with the subgroup check; the coefficients then come from
+    ``seed``, which the caller must draw at random after it has the tags (small-exponent batch
+    verification: a single wrong tag passes with probability about 2^-128, which holds only for
+    tags in the group). Costs one proof and one verification over ``block_count`` blocks (about
+    0.3 s for an 8 MiB fragment, the subgroup checks 0.03 s of it), far less than tagging the
+    fragment again.
 
     Raises:
         BadProof: the tags have the wrong length or do not all verify.
@@ -430,6 +447,14 @@ def check_tags(
     count = block_count(len(data), s)
     if len(tags) != count * TAG_BYTES:
         raise BadProof(f"{len(tags)} bytes of tags for {count} blocks of {TAG_BYTES} bytes")
+    for index in range(count):
+        # the subgroup check matters: a tag plus a point of small order (3, say) passes the
+        # batch below whenever its coefficient is a multiple of that order, and then spoils
+        # every later proof whose coefficient is not
+        try:
+            G1Point.from_compressed_bytes(tags[index * TAG_BYTES : (index + 1) * TAG_BYTES])
+        except Exception as exc:
+            raise BadProof(f"the tag of block {index} is not a point of the group G1") from exc
     indices = list(range(count))
     item = ChallengeItem(
         fragment_hash=fragment_hash,

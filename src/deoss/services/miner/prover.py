@@ -9,8 +9,14 @@ Invariants:
 
 * A round is answered at most once; a refusal saying it is answered or closed ends the attempt.
 * Tags missing for a challenged fragment of a file are asked from the file's tagger (the chain
-  names it) with the fragment's bytes, stored, and the proof is built then: a holder whose tags
-  never arrived (a restoral racing the tagging, say) still proves.
+  names it) with the fragment's bytes, checked against the fragment (``check_tags``), stored,
+  and the proof is built then: a holder whose tags never arrived (a restoral racing the
+  tagging, say) still proves.
+* A stored tag that is not a point (a damaged disk, or a store from before tags were checked
+  on arrival) is handled like a missing tag: that tag set is dropped and fetched again. If
+  no good tags can be had this round (the tagger unreachable or answering tags that do not
+  verify), the attempt fails with a logged ``prover_retry`` and is tried again every
+  ``poll_s`` until the round closes: the round is MISSED, the prover and the miner go on.
 * A challenged fragment that is missing or unreadable cannot be proven honestly: the miner
   reports the loss (``restoral.report_loss``), which opens a restoral order, and sends no proof
   for the round (the chain counts it MISSED). It never sends a proof it knows to be wrong.
@@ -19,6 +25,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -28,7 +35,8 @@ from deoss.chain.modules.audit import Challenge, KeyProof, Result, Round, Submit
 from deoss.chain.modules.restoral import ReportLoss
 from deoss.chain.query import QueryArgs
 from deoss.client.errors import ClientError, QueryFailed, TxRefused
-from deoss.core.podr2 import TAG_BYTES, BlockReader, block_span, prove
+from deoss.core.errors import BadProof, BadTag
+from deoss.core.podr2 import TAG_BYTES, BlockReader, block_span, check_tags, prove
 from deoss.services.common.app import log_event
 from deoss.services.miner.peers import PeerError, Peers
 from deoss.services.miner.service import ROLE, MinerService
@@ -41,7 +49,7 @@ DEFAULT_POLL_S = 5.0
 
 @dataclass
 class MissingData(Exception):
-    """Challenged fragments whose bytes or tags are not here."""
+    """Challenged fragments whose bytes or usable tags are not here."""
 
     fragments: list[bytes] = field(default_factory=list)
     tags: list[tuple[bytes, bytes]] = field(default_factory=list)  # (fragment hash, key id)
@@ -68,7 +76,8 @@ def build_proofs(
     """The proofs for a challenge, one per tag key, reading only the challenged blocks.
 
     Raises:
-        MissingData: a challenged fragment or its tags are not in the store.
+        MissingData: a challenged fragment or its tags are not in the store, or a tag read
+            is not a point (``tags`` names it; a key's proof stops at its first bad tag).
     """
     _check_present(store, challenge)
     sizes: dict[bytes, int] = {}
@@ -90,10 +99,18 @@ def build_proofs(
 
         return read
 
-    return [
-        KeyProof(key_id=key.key_id, proof=prove(key.items, reader(key.key_id), sectors_per_block))
-        for key in challenge.keys
-    ]
+    proofs: list[KeyProof] = []
+    unusable = MissingData()
+    for key in challenge.keys:
+        try:
+            proof = prove(key.items, reader(key.key_id), sectors_per_block)
+        except BadTag as exc:
+            unusable.tags.append((exc.fragment_hash, key.key_id))
+            continue
+        proofs.append(KeyProof(key_id=key.key_id, proof=proof))
+    if unusable.tags:
+        raise unusable
+    return proofs
 
 
 class Prover:
@@ -144,18 +161,24 @@ class Prover:
         params = await self.service.view.params()
         sectors = params.podr2.sectors_per_block
         started = time.perf_counter()
-        try:
-            proofs = await asyncio.to_thread(build_proofs, self.store, challenge, sectors)
-        except MissingData as missing:
-            if missing.fragments:
-                await self._report_lost(missing.fragments)
-                self.answered_round = round_.number
-                log_event(
-                    ROLE, "proof_impossible", round=round_.number, lost=len(missing.fragments)
-                )
-                return
-            await self._fetch_tags(missing.tags)
-            proofs = await asyncio.to_thread(build_proofs, self.store, challenge, sectors)
+        replaced: set[tuple[bytes, bytes]] = set()
+        while True:  # ends: each pass replaces at least one challenged tag set, or raises
+            try:
+                proofs = await asyncio.to_thread(build_proofs, self.store, challenge, sectors)
+                break
+            except MissingData as missing:
+                if missing.fragments:
+                    await self._report_lost(missing.fragments)
+                    self.answered_round = round_.number
+                    log_event(
+                        ROLE, "proof_impossible", round=round_.number, lost=len(missing.fragments)
+                    )
+                    return
+                unusable = [t for t in missing.tags if t not in replaced]
+                if not unusable:  # fetched tags are checked: only a bug or a disk error
+                    raise PeerError(f"tags unusable after fetching them: {missing}") from None
+                await self._replace_tags(unusable)
+                replaced.update(unusable)
         self.last_proof_s = time.perf_counter() - started
         try:
             outcome = await self.service.chain.submit(
@@ -176,8 +199,23 @@ class Prover:
             )
         self.answered_round = round_.number
 
+    async def _replace_tags(self, wanted: list[tuple[bytes, bytes]]) -> None:
+        """Drop these tag sets (missing, or found unusable) and fetch them again."""
+        for fragment_hash, key_id in wanted:
+            if await asyncio.to_thread(self.store.has_tags, fragment_hash, key_id):
+                log_event(
+                    ROLE, "tags_unusable", fragment=fragment_hash.hex(), key=key_id.hex()[:16]
+                )
+            await asyncio.to_thread(self.store.remove_tags, fragment_hash, key_id)
+        await self._fetch_tags(wanted)
+
     async def _fetch_tags(self, wanted: list[tuple[bytes, bytes]]) -> None:
-        """Ask the tagger of the file tagged with each key for the tags this miner lacks."""
+        """Ask the tagger of the file tagged with each key for the tags this miner lacks, and
+        keep them only if they verify against the fragment.
+
+        Raises:
+            PeerError: the tagger is unknown, unreachable, or its tags do not verify.
+        """
         for fragment_hash, key_id in wanted:
             places = await asyncio.to_thread(self.store.places_of, fragment_hash)
             if not places:
@@ -199,6 +237,18 @@ class Prover:
             tags = await self.peers.request_tags(
                 endpoint, record.fid, fragment_hash, data, params.podr2.sectors_per_block
             )
+            scheduler = await self.service.view.scheduler(record.tagger)
+            if scheduler is None or scheduler.tag_key.key_id != key_id:
+                raise PeerError(f"the key {key_id.hex()} is not the tagger's of {record.fid}")
+            try:
+                await asyncio.to_thread(
+                    check_tags, scheduler.tag_key, fragment_hash, data, tags, os.urandom(32)
+                )
+            except BadProof as exc:
+                raise PeerError(
+                    f"the tags from {endpoint} do not verify against fragment "
+                    f"{fragment_hash.hex()}: {exc}"
+                ) from exc
             await asyncio.to_thread(self.store.put_tags, fragment_hash, key_id, tags)
             log_event(ROLE, "tags_fetched", fid=record.fid, fragment=fragment_hash.hex())
 

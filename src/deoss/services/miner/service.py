@@ -12,7 +12,9 @@ chain (``ChainView``) and the fragment store. Invariants:
   size and hash check (before the rename). Any failure, disconnect included, leaves nothing.
 * Store calls run in worker threads (``asyncio.to_thread``); the event loop never touches disk.
 * Tags are accepted only from the file's current tagger, for a fragment held for that fid, with
-  exactly ``block_count(size, s) × 48`` bytes, s from the tagger's registered tag key.
+  exactly ``block_count(size, s) × 48`` bytes, s from the tagger's registered tag key, and only
+  if they verify against the stored fragment (``core.podr2.check_tags``): a tag that is not a
+  valid tag of its block would fail, or stop, this miner's proofs, so it is never stored.
 * Fragments are served to registered gateways, miners and schedulers, and to the owner of an
   object (``bucket`` and ``name`` of an object of the signer) whose file uses the fragment.
 """
@@ -44,8 +46,9 @@ from deoss.chain.modules.schedulers import Scheduler
 from deoss.chain.query import QueryArgs
 from deoss.client.chain import ChainClient
 from deoss.client.errors import ClientError, NodeUnavailable, QueryFailed
+from deoss.core.errors import BadProof
 from deoss.core.keys import KeyPair, address_of
-from deoss.core.podr2 import TAG_BYTES, block_count
+from deoss.core.podr2 import TAG_BYTES, TagPublicKey, block_count, check_tags
 from deoss.services.common.app import log_event
 from deoss.services.common.auth import AuthError
 from deoss.services.common.errors import (
@@ -97,7 +100,8 @@ must be the signed one)."""
 
 
 class FragmentMismatch(ServiceError):
-    """The request does not match what the deal declared: hash, size, indices, tag length."""
+    """The request does not match what the deal declared: hash, size, indices; or tags of the
+    wrong length, or that do not verify against the fragment."""
 
     status, code = 422, "fragment_mismatch"
 
@@ -353,7 +357,8 @@ class MinerService:
         """Store the PoDR² tags of a fragment held for ``fid``; returns the block count.
 
         Raises:
-            NotFound (file, fragment), Forbidden (not the tagger), FragmentMismatch (length).
+            NotFound (file, fragment), Forbidden (not the tagger), FragmentMismatch (length,
+            or tags that do not verify against the fragment: nothing is stored).
         """
         record = await self.view.file(fid)
         if record is None:
@@ -378,6 +383,7 @@ class MinerService:
             raise FragmentMismatch(
                 f"tags of a {place.size}-byte fragment are {expected} bytes, not {len(tags)}"
             )
+        await asyncio.to_thread(_check_tags, self.store, place, scheduler.tag_key, tags)
         await asyncio.to_thread(self.store.put_tags, fragment_hash, scheduler.tag_key.key_id, tags)
         return blocks
 
@@ -444,6 +450,24 @@ def _same_place(a: FragmentPlace, b: FragmentPlace) -> bool:
         b.fragment,
         b.fragment_hash,
     )
+
+
+def _check_tags(
+    store: FragmentStore, place: FragmentPlace, public: TagPublicKey, tags: bytes
+) -> None:
+    """Check tags against the stored fragment, all blocks at once (about 0.3 s of one core
+    for an 8 MiB fragment). Raises FragmentMismatch when they do not verify."""
+    try:
+        data = store.read_range(place.fragment_hash, 0, place.size)
+    except StoreError as exc:
+        raise NotFound(f"fragment {place.fragment_hash.hex()} is not readable here") from exc
+    try:
+        # coefficients drawn after the tags arrived: the sender cannot aim at them
+        check_tags(public, place.fragment_hash, data, tags, os.urandom(32))
+    except BadProof as exc:
+        raise FragmentMismatch(
+            f"the tags do not verify against fragment {place.fragment_hash.hex()}: {exc}"
+        ) from exc
 
 
 def _open_fragment(store: FragmentStore, fragment_hash: bytes) -> OpenFragment:

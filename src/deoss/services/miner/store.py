@@ -217,6 +217,15 @@ class FragmentStore:
                 (fragment_hash, key_id, len(tags)),
             )
 
+    def remove_tags(self, fragment_hash: bytes, key_id: bytes) -> None:
+        """Forget the tags of a fragment under one key (found unusable): the index row first,
+        so a crash in between leaves a stray file the startup sweep removes."""
+        with self._lock:
+            self._db.execute(
+                "DELETE FROM key_tags WHERE hash = ? AND key_id = ?", (fragment_hash, key_id)
+            )
+        self._tags_path(fragment_hash, key_id).unlink(missing_ok=True)
+
     def promote(self, fid: str) -> int:
         """Deal SUCCESS: move the fid's fragments from TEMP to PERM; returns how many."""
         moved = 0

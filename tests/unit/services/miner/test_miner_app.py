@@ -475,7 +475,8 @@ async def test_tags_only_from_the_tagger_and_with_the_right_length(net: Net) -> 
     digest = net.plan.segments[0].fragment_hashes[0]
     expected = block_count(len(net.fragments[0][0]), SECTORS) * TAG_BYTES
     path = f"/tags/{digest.hex()}?fid={net.plan.fid}"
-    tags = os.urandom(expected)
+    tags = tag_key("sched0").tag_fragment(net.fragments[0][0], digest)
+    assert expected == len(tags)
     outsider = await net.http.put(path, content=tags, auth=SigningAuth(key("sched1")))
     short = await net.http.put(path, content=tags[:-1], auth=SigningAuth(SCHEDULER))
     long = await net.http.put(path, content=tags + b"x", auth=SigningAuth(SCHEDULER))
@@ -497,7 +498,7 @@ async def test_stored_tags_are_served_to_registered_parties_only(net: Net) -> No
         await succeed(net)
         await caught_up(net)
     digest = net.plan.segments[0].fragment_hashes[0]
-    tags = os.urandom(block_count(len(net.fragments[0][0]), SECTORS) * TAG_BYTES)
+    tags = tag_key("sched0").tag_fragment(net.fragments[0][0], digest)
     stored = await net.http.put(
         f"/tags/{digest.hex()}?fid={net.plan.fid}", content=tags, auth=SigningAuth(SCHEDULER)
     )
