@@ -25,6 +25,13 @@ from pathlib import Path
 
 import uvicorn
 
+from deoss.http_server import (
+    BACKLOG,
+    DEFAULT_HTTP_LIMITS,
+    HttpLimits,
+    guarded_protocol,
+    raise_open_file_limit,
+)
 from deoss.node.devnode import DevNode
 from deoss.node.home import (
     HomeError,
@@ -67,7 +74,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
-        sock.listen(2048)
+        sock.listen(BACKLOG)
         sock.setblocking(False)
     except OSError:
         sock.close()
@@ -82,6 +89,7 @@ async def serve_node(
     *,
     on_listening: Callable[[str, int], None] | None = None,
     settings: RpcSettings | None = None,
+    http_limits: HttpLimits = DEFAULT_HTTP_LIMITS,
 ) -> None:
     """Serve ``node``'s RPC on ``sock`` and produce blocks until ``stop`` is set.
 
@@ -89,10 +97,13 @@ async def serve_node(
         NodeHalted: block production failed (the server is stopped first).
     """
     settings = settings or RpcSettings()
+    raise_open_file_limit()  # every held connection is a file
     config = uvicorn.Config(
         create_app(node, settings),
         log_level="warning",
         access_log=False,
+        http=guarded_protocol(http_limits),  # slow clients: deoss.http_server
+        backlog=BACKLOG,
         ws="websockets-sansio",
         ws_max_size=settings.max_body_bytes,
         timeout_keep_alive=KEEP_ALIVE_S,

@@ -19,6 +19,13 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
+from deoss.http_server import (
+    BACKLOG,
+    DEFAULT_HTTP_LIMITS,
+    HttpLimits,
+    guarded_protocol,
+    raise_open_file_limit,
+)
 from deoss.node.serve import KEEP_ALIVE_S  # idle connections: their clients close them first
 from deoss.runtime import release_freed_memory
 from deoss.services.common.supervise import DEFAULT_BACKOFF, Backoff, job_name, supervise
@@ -44,7 +51,7 @@ def bind(host: str, port: int) -> socket.socket:
     )
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
-    sock.listen(1024)
+    sock.listen(BACKLOG)
     sock.setblocking(False)
     return sock
 
@@ -79,16 +86,20 @@ async def serve_app(
     *,
     on_started: Callable[[str], Awaitable[None]] | None = None,
     background: list[Callable[[], Coroutine[Any, Any, None]]] | None = None,
+    http_limits: HttpLimits = DEFAULT_HTTP_LIMITS,
     backoff: Backoff = DEFAULT_BACKOFF,
 ) -> None:
     """Serve ``app`` on ``sock``; then ``on_started(url)``; run ``background`` tasks until a
     signal. A background task that fails is logged and started again after ``backoff``
     (``supervise``): it never stops the service; one that returns is done, the others go on."""
+    raise_open_file_limit()  # every held connection is a file
     config = uvicorn.Config(
         app,
         log_level="warning",
         access_log=False,
         lifespan="on",
+        http=guarded_protocol(http_limits),  # slow clients: deoss.http_server
+        backlog=BACKLOG,
         timeout_keep_alive=KEEP_ALIVE_S,
         timeout_graceful_shutdown=2,
     )
