@@ -23,9 +23,14 @@ from fastapi import Request
 from websockets.asyncio.client import connect
 
 from deoss.http_server import HttpLimits, raise_open_file_limit, read_http_limits
+from deoss.node.home import HomeError, load_node_config
 from deoss.node.serve import bind_socket, serve_node
 from deoss.services.common.app import create_service_app
+from deoss.services.common.config import ConfigError
 from deoss.services.common.runner import bind, serve_app
+from deoss.services.gateway.settings import load_settings as load_gateway_settings
+from deoss.services.miner.settings import load_settings as load_miner_settings
+from deoss.services.scheduler.settings import load_settings as load_scheduler_settings
 from tests.chain_fixtures import anyio_backend, open_node
 
 __all__ = ["anyio_backend"]
@@ -370,3 +375,37 @@ def test_the_soft_file_limit_is_raised_to_the_hard_limit() -> None:
         soft = raise_open_file_limit()
         hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
         assert (soft, soft) == (resource.getrlimit(resource.RLIMIT_NOFILE)[0], hard)
+
+
+SETTINGS_LOADERS = {
+    "gateway": load_gateway_settings,
+    "scheduler": load_scheduler_settings,
+    "miner": load_miner_settings,
+}
+
+
+@pytest.mark.parametrize("role", sorted(SETTINGS_LOADERS))
+def test_a_services_bounds_come_from_its_service_section(
+    role: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """[service] header_timeout_s, body_idle_timeout_s, max_header_bytes (and DEOSS_SERVICE_*
+    overrides) reach the settings; a bad value stops the service naming the key."""
+    load = SETTINGS_LOADERS[role]
+    config = tmp_path / f"{role}.toml"
+    config.write_text("[service]\nheader_timeout_s = 3\nmax_header_bytes = 8192\n")
+    monkeypatch.setenv("DEOSS_SERVICE_BODY_IDLE_TIMEOUT_S", "4.5")
+    assert HttpLimits(3.0, 4.5, 8192) == load(config).http_limits
+    monkeypatch.delenv("DEOSS_SERVICE_BODY_IDLE_TIMEOUT_S")
+    assert HttpLimits(header_timeout_s=3.0, max_header_bytes=8192) == load(config).http_limits
+    config.write_text("[service]\nheader_timeout_s = 0\n")
+    with pytest.raises(ConfigError, match="service.header_timeout_s must be"):
+        load(config)
+
+
+def test_the_nodes_bounds_come_from_its_rpc_section(tmp_path: Path) -> None:
+    """node.toml's [rpc] takes the same keys; a bad one is refused naming it."""
+    (tmp_path / "node.toml").write_text('[rpc]\nlisten = "127.0.0.1:0"\nbody_idle_timeout_s = 7\n')
+    assert HttpLimits(body_idle_timeout_s=7.0) == load_node_config(tmp_path).http_limits
+    (tmp_path / "node.toml").write_text("[rpc]\nmax_header_bytes = 10\n")
+    with pytest.raises(HomeError, match="rpc.max_header_bytes must be"):
+        load_node_config(tmp_path)

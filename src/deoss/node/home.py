@@ -2,6 +2,7 @@
 
     HOME/genesis.json      the Genesis record as readable JSON (objects with field names)
     HOME/node.toml         [rpc] listen = "127.0.0.1:26657", [chain] block_ms = 1000
+                           ([rpc] also takes the slow-client bounds of deoss.http_server)
     HOME/keys/dev-<i>.toml the endowed dev accounts' keys (mode 0600)
     HOME/data/chain.sqlite the node's store
     HOME/rpc.addr          "HOST:PORT" the RPC listens on, written once it listens
@@ -17,7 +18,7 @@ import os
 import time
 import tomllib
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from deoss.chain.genesis import ChainParams, Genesis, GenesisAccount, GenesisErr
 from deoss.core import codec
 from deoss.core.errors import DataPathError
 from deoss.core.keys import KeyPair
+from deoss.http_server import DEFAULT_HTTP_LIMITS, HTTP_LIMIT_DEFAULTS, HttpLimits, read_http_limits
 from deoss.keyfile import write_key_file
 
 __all__ = [
@@ -57,6 +59,7 @@ class NodeConfig:
     rpc_host: str = DEFAULT_RPC_HOST
     rpc_port: int = DEFAULT_RPC_PORT
     block_ms: int = 1000
+    http_limits: HttpLimits = DEFAULT_HTTP_LIMITS
 
 
 def genesis_path(home: Path) -> Path:
@@ -236,7 +239,7 @@ def load_node_config(home: Path) -> NodeConfig:
         document = tomllib.loads(_read(path).decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise HomeError(f"{path}: not valid TOML: {exc}") from exc
-    allowed = {"rpc": {"listen"}, "chain": {"block_ms"}}
+    allowed = {"rpc": {"listen", *HTTP_LIMIT_DEFAULTS}, "chain": {"block_ms"}}
     for section, table in document.items():
         if section not in allowed or not isinstance(table, dict):
             raise HomeError(f"{path}: unknown section [{section}]")
@@ -251,7 +254,11 @@ def load_node_config(home: Path) -> NodeConfig:
     block_ms = document.get("chain", {}).get("block_ms")
     if block_ms is not None:
         config = NodeConfig(config.rpc_host, config.rpc_port, check_block_ms(block_ms, path.name))
-    return config
+    try:
+        limits = read_http_limits(document.get("rpc", {}), "rpc")
+    except ValueError as exc:
+        raise HomeError(f"{path}: {exc}") from exc
+    return replace(config, http_limits=limits)
 
 
 def check_block_ms(value: object, where: str) -> int:

@@ -155,13 +155,15 @@ def run_chain_node(home: Path, *, block_ms: int | None = None, rpc: str | None =
     try:
         node = DevNode(store, genesis=genesis, block_ms=interval_ms)
         sock = bind_socket(host, port)
-        asyncio.run(_main(node, sock, address_file))
+        asyncio.run(_main(node, sock, address_file, config.http_limits))
     finally:
         address_file.unlink(missing_ok=True)
         store.close()
 
 
-async def _main(node: DevNode, sock: socket.socket, address_file: Path) -> None:
+async def _main(
+    node: DevNode, sock: socket.socket, address_file: Path, http_limits: HttpLimits
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -180,5 +182,5 @@ async def _main(node: DevNode, sock: socket.socket, address_file: Path) -> None:
         sys.stdout.flush()
 
     with sock:
-        await serve_node(node, sock, stop, on_listening=announce)
+        await serve_node(node, sock, stop, on_listening=announce, http_limits=http_limits)
     log.info("chain node stopped at height %d", node.height)

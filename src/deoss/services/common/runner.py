@@ -12,7 +12,7 @@ import contextlib
 import os
 import signal
 import socket
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +25,14 @@ from deoss.http_server import (
     HttpLimits,
     guarded_protocol,
     raise_open_file_limit,
+    read_http_limits,
 )
 from deoss.node.serve import KEEP_ALIVE_S  # idle connections: their clients close them first
 from deoss.runtime import release_freed_memory
+from deoss.services.common.config import ConfigError
 from deoss.services.common.supervise import DEFAULT_BACKOFF, Backoff, job_name, supervise
 
-__all__ = ["bind", "listen_address", "serve_app", "write_atomic"]
+__all__ = ["bind", "listen_address", "serve_app", "service_http_limits", "write_atomic"]
 
 # How often a service hands freed memory back to the system (deoss.runtime): often enough
 # that an idle service shrinks within a minute, rarely enough that a busy one barely notices.
@@ -43,6 +45,18 @@ def listen_address(text: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"listen address {text!r} is not host:port")
     return host, int(port)
+
+
+def service_http_limits(service: Mapping[str, Any]) -> HttpLimits:
+    """The ``[service]`` section's bounds on slow clients (deoss.http_server).
+
+    Raises:
+        ConfigError: a bad value, named ``service.<key>``.
+    """
+    try:
+        return read_http_limits(service, "service")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def bind(host: str, port: int) -> socket.socket:

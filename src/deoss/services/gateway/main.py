@@ -49,6 +49,12 @@ async def _serve(settings: GatewaySettings, key: KeyPair) -> None:
             print(json.dumps({"role": "gateway", "address": key.address, "url": url}), flush=True)
 
         try:
-            await serve_app(app, sock, settings.addr_path, on_started=on_started)
+            await serve_app(
+                app,
+                sock,
+                settings.addr_path,
+                on_started=on_started,
+                http_limits=settings.http_limits,
+            )
         finally:
             sock.close()

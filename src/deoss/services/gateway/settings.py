@@ -29,8 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from deoss.http_server import DEFAULT_HTTP_LIMITS, HTTP_LIMIT_DEFAULTS, HttpLimits
 from deoss.services.common.config import ConfigError, load_config, resolve
-from deoss.services.common.runner import listen_address
+from deoss.services.common.runner import listen_address, service_http_limits
 
 __all__ = ["DEFAULT_MAX_OBJECT_BYTES", "GatewaySettings", "load_settings"]
 
@@ -44,6 +45,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "listen": DEFAULT_LISTEN,
         "data_dir": "gateway",
         "public_url": "",
+        **HTTP_LIMIT_DEFAULTS,  # header_timeout_s, body_idle_timeout_s, max_header_bytes
     },
     "gateway": {
         "max_object_bytes": DEFAULT_MAX_OBJECT_BYTES,
@@ -76,6 +78,7 @@ class GatewaySettings:
     data_dir: Path
     listen: str = DEFAULT_LISTEN
     public_url: str = ""
+    http_limits: HttpLimits = DEFAULT_HTTP_LIMITS
     max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES
     spool_dir: Path | None = None  # None: <data_dir>/spool
     hedge_after_ms: int = 500
@@ -133,6 +136,7 @@ def load_settings(config_path: Path) -> GatewaySettings:
         data_dir=resolve(config_path, service["data_dir"]).absolute(),
         listen=service["listen"],
         public_url=service["public_url"].rstrip("/"),
+        http_limits=service_http_limits(service),
         max_object_bytes=gateway["max_object_bytes"],
         spool_dir=resolve(config_path, spool).absolute() if spool else None,
         hedge_after_ms=gateway["hedge_after_ms"],

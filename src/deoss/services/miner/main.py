@@ -95,6 +95,7 @@ async def _serve(
                 settings.addr_path,
                 on_started=on_started,
                 background=[follower.run, prover.run, repairer.run, scrubber.run],
+                http_limits=settings.http_limits,
             )
         finally:
             await peers.aclose()

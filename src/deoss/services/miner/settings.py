@@ -25,8 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from deoss.http_server import DEFAULT_HTTP_LIMITS, HTTP_LIMIT_DEFAULTS, HttpLimits
 from deoss.services.common.config import ConfigError, load_config, resolve
-from deoss.services.common.runner import listen_address
+from deoss.services.common.runner import listen_address, service_http_limits
 
 __all__ = ["DEFAULT_CAPACITY_BYTES", "MinerSettings", "load_settings"]
 
@@ -39,6 +40,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "listen": "127.0.0.1:0",
         "data_dir": "miner",
         "public_url": "",
+        **HTTP_LIMIT_DEFAULTS,  # header_timeout_s, body_idle_timeout_s, max_header_bytes
     },
     "miner": {
         "capacity_bytes": DEFAULT_CAPACITY_BYTES,
@@ -58,6 +60,7 @@ class MinerSettings:
     listen: str
     data_dir: Path
     public_url: str = ""
+    http_limits: HttpLimits = DEFAULT_HTTP_LIMITS
     capacity_bytes: int = DEFAULT_CAPACITY_BYTES
     stake: int = 0  # 0: STAKE_HEADROOM x the chain's required stake for capacity_bytes
     repair_slots: int = 2
@@ -114,6 +117,7 @@ def load_settings(config_path: Path) -> MinerSettings:
         listen=service["listen"],
         data_dir=resolve(config_path, service["data_dir"]).absolute(),
         public_url=service["public_url"].rstrip("/"),
+        http_limits=service_http_limits(service),
         capacity_bytes=miner["capacity_bytes"],
         stake=miner["stake"],
         repair_slots=miner["repair_slots"],

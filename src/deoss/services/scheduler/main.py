@@ -80,6 +80,7 @@ async def serve_scheduler(
                 settings.addr_file,
                 on_started=started,
                 background=[follower.run],
+                http_limits=settings.http_limits,
             )
         finally:
             await service.aclose()

@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from deoss.client.chain import DEFAULT_NODE_URL
+from deoss.http_server import DEFAULT_HTTP_LIMITS, HTTP_LIMIT_DEFAULTS, HttpLimits
 from deoss.services.common.config import ConfigError, load_config, resolve
-from deoss.services.common.runner import listen_address
+from deoss.services.common.runner import listen_address, service_http_limits
 
 __all__ = ["DEFAULTS", "SchedulerSettings", "load_settings"]
 
@@ -32,6 +33,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "listen": "127.0.0.1:0",
         "data_dir": "scheduler",
         "public_url": "",
+        **HTTP_LIMIT_DEFAULTS,  # header_timeout_s, body_idle_timeout_s, max_header_bytes
     },
     "scheduler": {
         "stake": 0,
@@ -52,6 +54,7 @@ class SchedulerSettings:
     data_dir: Path
     listen: str = "127.0.0.1:0"
     public_url: str = ""
+    http_limits: HttpLimits = DEFAULT_HTTP_LIMITS
     stake: int = 0
     tag_key_path: Path | None = None
     tag_workers: int = 2
@@ -101,6 +104,7 @@ def load_settings(path: Path) -> SchedulerSettings:
             data_dir=resolve(path, service["data_dir"]),
             listen=service["listen"],
             public_url=service["public_url"].rstrip("/"),
+            http_limits=service_http_limits(service),
             stake=scheduler["stake"],
             tag_key_path=resolve(path, tag_key) if tag_key else None,
             tag_workers=scheduler["tag_workers"],
