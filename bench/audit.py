@@ -465,6 +465,8 @@ def store_objects(
             for index, miner in enumerate(row_holders):
                 message = deals.receipt_message(
                     CHAIN_ID,
+                    ids[p.fid],
+                    1,  # reported in its first assignment
                     p.fid,
                     segment.index,
                     index,

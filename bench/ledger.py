@@ -119,15 +119,18 @@ def setup(ledger: Ledger, tag_key: TagKey) -> None:
 
 
 def placements_for(
-    chain_id: str, plan: ObjectPlan, holders: list[KeyPair]
+    chain_id: str, deal_id: int, plan: ObjectPlan, holders: list[KeyPair]
 ) -> list[list[deals.Receipt]]:
-    """Receipts of ``holders`` (fragment i on holder i) for every segment of ``plan``."""
+    """Receipts of ``holders`` (fragment i on holder i) for every segment of ``plan``, for the
+    deal's first assignment (the bench's deals are reported in it)."""
     placements = []
     for segment in plan.segments:
         row = []
         for index, miner in enumerate(holders):
             message = deals.receipt_message(
                 chain_id,
+                deal_id,
+                1,
                 plan.fid,
                 segment.index,
                 index,
@@ -140,7 +143,7 @@ def placements_for(
 
 
 def report_tx(ledger: Ledger, deal_id: int, plan: ObjectPlan) -> bytes:
-    placements = placements_for(CHAIN_ID, plan, MINERS)
+    placements = placements_for(CHAIN_ID, deal_id, plan, MINERS)
     return ledger.tx(SCHEDULER, deals.ReportDeal(deal_id=deal_id, placements=placements))
 
 
@@ -269,7 +272,7 @@ def bench_deal_cycles_rpc(directory: Path, count: int, concurrency: int) -> dict
                     if e.type == "deal.declared"
                 )
             )
-            placements = placements_for(CHAIN_ID, plan, holders)
+            placements = placements_for(CHAIN_ID, deal_id, plan, holders)
             await client.submit(scheduler, deals.ReportDeal(deal_id=deal_id, placements=placements))
 
     async def run(url: str) -> float:

@@ -235,7 +235,7 @@ def test_bad_requests_to_schedulers_and_miners_are_refused(network: Network) -> 
     fragment = bytes(encoded.fragments[0])
     fragment_hash = encoded.plan.fragment_hashes[0].hex()
     miner_url = network.net.process("miner-0").url
-    path = f"/fragments/{fragment_hash}?deal={deal_id}&segment=0&fragment=0"
+    path = f"/fragments/{fragment_hash}?deal={deal_id}&attempt={deal.attempts}&segment=0&fragment=0"
     other_index = next(i for n, _, i in network.spec.services() if n == other)
     with network.client(network.key(other_index), miner_url) as client:
         assert 403 == client.put(path, content=fragment).status_code

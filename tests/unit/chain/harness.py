@@ -190,10 +190,18 @@ def declare_call(
 
 
 def receipts(
-    chain: Chain, deal_id: int, p: ObjectPlan, holders: list[list[str]] | None = None
+    chain: Chain,
+    deal_id: int,
+    p: ObjectPlan,
+    holders: list[list[str]] | None = None,
+    attempt: int | None = None,
 ) -> list[list[deals.Receipt]]:
-    """Receipts signed by miners 0..n-1 (or the given holders) for every fragment."""
+    """Receipts signed by miners 0..n-1 (or the given holders) for every fragment, for the
+    deal's current assignment unless ``attempt`` names another."""
     n = chain.params.layout.total_shards
+    if attempt is None:
+        deal = deals.get_deal(chain.machine.state, deal_id)
+        attempt = deal.attempts if deal is not None else 0
     out = []
     for segment in p.segments:
         names = holders[segment.index] if holders else [f"miner{i}" for i in range(n)]
@@ -202,6 +210,8 @@ def receipts(
             miner = key(name)
             message = deals.receipt_message(
                 CHAIN_ID,
+                deal_id,
+                attempt,
                 p.fid,
                 segment.index,
                 index,

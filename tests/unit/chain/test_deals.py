@@ -361,3 +361,116 @@ def test_deadline_grows_with_the_number_of_segments() -> None:
     setup_network(chain)
     deal = declare(chain)  # two segments
     assert chain.height + chain.params.deal_timeout_blocks + 2 * 3 == deal.deadline
+
+
+def test_receipts_of_an_earlier_deal_of_the_same_fid_are_refused(chain: Chain) -> None:
+    """Receipts are public once reported. After the object is deleted (its fragments dropped)
+    and the same bytes declared again, the new deal's scheduler must not report the old
+    receipts: that would record a file nobody stored and get honest miners slashed."""
+    first, p = upload(chain, DATA)
+    old = receipts(chain, first.id, p)
+    chain.run("alice", DeleteObject(bucket="photos", name="cat.jpg"))
+    again = declare(chain)
+    assert (p.fid, 1) == (again.fid, again.attempts)
+    chain.run(
+        scheduler_name(again.scheduler),
+        ReportDeal(deal_id=again.id, placements=old),
+        valid=False,
+        code=errors.BadReport.code,
+    )
+    assert again == chain.query("/deals/deal", Deal, id=again.id)
+    assert 0 != chain.query_code("/files/file", fid=p.fid)
+    chain.run(
+        scheduler_name(again.scheduler),
+        ReportDeal(deal_id=again.id, placements=receipts(chain, again.id, p)),
+    )
+
+
+def test_receipts_of_an_earlier_assignment_are_refused(chain: Chain) -> None:
+    """A receipt names the assignment it was given for: receipts collected (or seen in a
+    refused report) under one scheduler's assignment do not pass for the next one."""
+    deal = declare(chain)
+    p = plan(DATA, chain)
+    earlier = receipts(chain, deal.id, p)
+    chain.run("alice", ReassignDeal(deal_id=deal.id, attempt=1))
+    moved = chain.query("/deals/deal", Deal, id=deal.id)
+    assert 2 == moved.attempts
+    chain.run(
+        scheduler_name(moved.scheduler),
+        ReportDeal(deal_id=deal.id, placements=earlier),
+        valid=False,
+        code=errors.BadReport.code,
+    )
+    assert moved == chain.query("/deals/deal", Deal, id=deal.id)
+    chain.run(
+        scheduler_name(moved.scheduler),
+        ReportDeal(deal_id=deal.id, placements=receipts(chain, deal.id, p)),
+    )
+
+
+ONE_SEGMENT = bytes(range(256)) * 12  # 3072 bytes: one segment, fragments of 768 bytes
+
+
+def bob_with_space(chain: Chain) -> None:
+    chain.run("bob", BuySpace(gib=1, days=10))
+    chain.run("bob", CreateBucket(name="bobs"))
+
+
+def test_a_dedup_declaration_with_a_forged_size_and_hashes_is_refused(chain: Chain) -> None:
+    """The fid is a root over segment hashes only: anyone who read a fid and its segment hash
+    on chain can declare it as a 1-byte object with made-up fragment hashes. Deduplicating that
+    would charge 1 byte and keep the owner's file stored after the owner deletes it."""
+    _, stored = upload(chain, ONE_SEGMENT)
+    bob_with_space(chain)
+    tiny = plan(b"x", chain)
+    forged = msgspec.structs.replace(tiny.segments[0], hash=stored.segments[0].hash)
+    call = deals.DeclareDeal(bucket="bobs", name="free", size=1, fid=stored.fid, segments=[forged])
+    chain.run("bob", call, valid=False, code=errors.InvalidArgument.code)
+    assert 0 == lease(chain, "bob").used_bytes
+    assert 1 == chain.query("/files/file", FileRecord, fid=stored.fid).owners
+    chain.run("alice", DeleteObject(bucket="photos", name="cat.jpg"))
+    assert 0 != chain.query_code("/files/file", fid=stored.fid)
+
+
+def test_a_dedup_declaration_must_match_every_fragment_hash(chain: Chain) -> None:
+    """Right sizes, right segment hash, one fragment hash made up: refused."""
+    _, stored = upload(chain, ONE_SEGMENT)
+    bob_with_space(chain)
+    segment = stored.segments[0]
+    hashes = [*segment.fragment_hashes[:-1], bytes(32)]
+    forged = msgspec.structs.replace(segment, fragment_hashes=hashes)
+    call = deals.DeclareDeal(
+        bucket="bobs", name="copy", size=stored.size, fid=stored.fid, segments=[forged]
+    )
+    chain.run("bob", call, valid=False, code=errors.InvalidArgument.code)
+    assert 1 == chain.query("/files/file", FileRecord, fid=stored.fid).owners
+
+
+def test_an_honest_dedup_is_charged_the_stored_file_size(chain: Chain) -> None:
+    """Another user declaring the same bytes shares the file and pays for all of them; the same
+    bytes with a zero byte added inside the last segment's padding (same fid, same fragments)
+    are that object's own size, a download being cut to it."""
+    data = DATA[:-2]  # the last segment is 1022 bytes, padded to 1024
+    _, stored = upload(chain, data)
+    bob_with_space(chain)
+    result = chain.run("bob", declare_call(stored, "copy", bucket="bobs"))
+    assert 1 == len(chain.events(result, "deal.deduplicated"))
+    assert len(data) == lease(chain, "bob").used_bytes
+    padded = plan(data + b"\x00", chain)
+    assert stored.fid == padded.fid
+    chain.run("bob", declare_call(padded, "copy0", bucket="bobs"))
+    assert 2 * len(data) + 1 == lease(chain, "bob").used_bytes
+    assert 3 == chain.query("/files/file", FileRecord, fid=stored.fid).owners
+
+
+def test_the_receipt_message_names_the_deal_and_the_assignment() -> None:
+    """Known answer for the receipt format (docs/chain.md): the v2 domain, then the canonical
+    array [chain_id, deal_id, attempt, fid, segment, fragment, fragment_hash, miner]."""
+    fid, digest, miner = "ab" * 32, bytes(range(32)), bytes(range(32, 64))
+    message = deals.receipt_message("c", 7, 2, fid, 1, 3, digest, miner)
+    domain = b"deoss-receipt-v2"
+    assert domain == message[: len(domain)]
+    assert ["c", 7, 2, fid, 1, 3, digest, miner] == msgspec.msgpack.decode(message[len(domain) :])
+    other = {deals.receipt_message("c", 8, 2, fid, 1, 3, digest, miner)}
+    other.add(deals.receipt_message("c", 7, 1, fid, 1, 3, digest, miner))
+    assert message not in other and 2 == len(other)

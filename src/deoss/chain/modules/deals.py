@@ -7,7 +7,10 @@ hashes. The owner's space is locked at declaration, used at SUCCESS, released at
 that is already stored is deduplicated at once (no deal; the object points at the file). A deal
 is reassigned on the declarer's request or when its deadline passes, and FAILED after
 ``max_deal_attempts`` assignments. A report must carry, for every segment, k + m receipts signed
-by distinct, active miners with room for the fragment.
+by distinct, active miners with room for the fragment, each for this deal and its current
+assignment (receipts are public once reported: bound to anything less, they would pass for a
+later deal of the same fid, or a later assignment, and record fragments nobody stored). A
+declaration that deduplicates must describe the stored file segment by segment.
 
 Keys: ``deal/<id>`` -> Deal; ``deal-dl/<height><id>`` deadlines; ``deal-open/<id>`` deals
 waiting for a scheduler; ``deal-fid/<fid>`` and ``deal-name/<owner><bucket>\\0<name>`` -> id of
@@ -49,7 +52,7 @@ BY_FID = b"deal-fid/"
 BY_NAME = b"deal-name/"
 SEQUENCE = b"deal-seq"
 COUNT = b"deal-count/"
-RECEIPT_DOMAIN = b"deoss-receipt-v1"
+RECEIPT_DOMAIN = b"deoss-receipt-v2"
 
 
 class DealState(enum.IntEnum):  # stored on chain: never renumber
@@ -100,6 +103,8 @@ class Receipt(Record):
 
 class ReceiptBody(Record):
     chain_id: str
+    deal_id: int
+    attempt: int
     fid: str
     segment: int
     fragment: int
@@ -108,11 +113,20 @@ class ReceiptBody(Record):
 
 
 def receipt_message(
-    chain_id: str, fid: str, segment: int, fragment: int, fragment_hash: bytes, miner: bytes
+    chain_id: str,
+    deal_id: int,
+    attempt: int,
+    fid: str,
+    segment: int,
+    fragment: int,
+    fragment_hash: bytes,
+    miner: bytes,
 ) -> bytes:
-    """What a miner signs when it accepts a fragment."""
+    """What a miner signs when it accepts a fragment for assignment ``attempt`` of a deal."""
     body = ReceiptBody(
         chain_id=chain_id,
+        deal_id=deal_id,
+        attempt=attempt,
         fid=fid,
         segment=segment,
         fragment=fragment,
@@ -194,6 +208,39 @@ def check_declaration(
         )
 
 
+def check_same_file(fid: str, stored: list[SegmentPlan], declared: list[SegmentPlan]) -> None:
+    """Raises InvalidArgument unless a declaration of stored ``fid`` describes its segments: the
+    fid covers segment hashes only, so sizes and fragment hashes must be compared here.
+
+    Only the last segment's size may differ, within its padding (the same padded segment, so
+    the same fragments): the same object with trailing zeros there has the same fid.
+    """
+    if len(declared) != len(stored):
+        raise InvalidArgument(
+            f"fid {fid} is stored with {len(stored)} segments, {len(declared)} declared"
+        )
+    for mine, theirs in zip(declared, stored, strict=True):
+        where = f"fid {fid} segment {mine.index}"
+        # segment hashes are equal already: the fid is their root
+        if mine.padded_size != theirs.padded_size:
+            raise InvalidArgument(
+                f"{where} is stored padded to {theirs.padded_size} bytes, "
+                f"{mine.padded_size} declared"
+            )
+        if mine.size != theirs.size and mine.index != len(stored) - 1:
+            raise InvalidArgument(
+                f"{where} is stored with {theirs.size} bytes, {mine.size} declared"
+            )
+        for index, (ours, stored_hash) in enumerate(
+            zip(mine.fragment_hashes, theirs.fragment_hashes, strict=True)
+        ):
+            if ours != stored_hash:
+                raise InvalidArgument(
+                    f"{where} fragment {index} is stored as {stored_hash.hex()}, "
+                    f"{ours.hex()} declared"
+                )
+
+
 class DeclareDeal(Call, tag="deals.declare"):
     bucket: str
     name: str
@@ -219,8 +266,9 @@ def apply_declare(state: State, ctx: TxContext, call: DeclareDeal) -> None:
     """Declare an upload for the owner (the sender or a user who authorized it).
 
     Raises:
-        Unauthorized, NotFound (bucket), InvalidArgument (name, layout, fid),
-        AlreadyExists (object or deal in progress), InsufficientSpace.
+        Unauthorized, NotFound (bucket), InvalidArgument (name, layout, fid, a stored fid
+        declared with other sizes or fragment hashes), AlreadyExists (object or deal in
+        progress), InsufficientSpace.
     """
     owner = acting_owner(state, ctx, call.owner)
     buckets.require_bucket(state, owner, call.bucket)
@@ -236,7 +284,10 @@ def apply_declare(state: State, ctx: TxContext, call: DeclareDeal) -> None:
     if pending is not None:
         raise AlreadyExists(f"deal {int.from_bytes(pending, 'big')} for this name is in progress")
     owner_address = address_of(owner)
-    if files.get_file(state, call.fid) is not None:
+    stored = files.get_file(state, call.fid)
+    if stored is not None:
+        # charged the object's size, which matching segments make the file's (up to padding)
+        check_same_file(call.fid, stored.segments, call.segments)
         space.use_direct(state, owner, call.size)
         files.add_object(
             state, ctx.block.height, owner, call.bucket, call.name, call.fid, call.size
@@ -403,6 +454,8 @@ def _check_placements(
                 )
             message = receipt_message(
                 chain_id,
+                deal.id,
+                deal.attempts,
                 deal.fid,
                 segment.index,
                 index,
@@ -413,7 +466,8 @@ def _check_placements(
                 verify(receipt.miner, message, receipt.signature)
             except DataPathError as exc:
                 raise BadReport(
-                    f"segment {segment.index} fragment {index}: receipt of {who} does not verify"
+                    f"segment {segment.index} fragment {index}: receipt of {who} does not verify "
+                    f"for deal {deal.id} assignment {deal.attempts}"
                 ) from exc
             load[receipt.miner] = load.get(receipt.miner, 0) + size
     for pubkey, needed in load.items():

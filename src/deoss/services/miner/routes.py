@@ -73,13 +73,16 @@ async def put_fragment(
     miner: MinerDep,
     signer: SignerDep,
     deal: Annotated[int, Query(ge=0, lt=2**63)],
+    attempt: Annotated[int, Query(ge=1, lt=2**32)],
     segment: Annotated[int, Query(ge=0, lt=2**32)],
     fragment: Annotated[int, Query(ge=0, lt=2**16)],
 ) -> ReceiptPublic:
-    """Accept a fragment from the scheduler its deal is assigned to; answer a signed receipt."""
+    """Accept a fragment from the scheduler its deal is assigned to, for the assignment
+    ``attempt``; answer a receipt signed for that deal and assignment."""
     wanted = FragmentRequest(
         fragment_hash=parse_hash(fragment_hash),
         deal_id=deal,
+        attempt=attempt,
         segment=segment,
         fragment=fragment,
         declared_length=content_length(request),

@@ -3,10 +3,11 @@
 Routes call one function here each; everything the miner decides is decided here, against the
 chain (``ChainView``) and the fragment store. Invariants:
 
-* A fragment is accepted only from the scheduler its deal is ASSIGNED to, only for a declared
-  (deal, segment, fragment) whose hash is the one in the request, and only with exactly the
-  declared size. The signed body SHA-256 must be that hash too, so the signature covers the
-  bytes the miner signs a receipt for.
+* A fragment is accepted only from the scheduler its deal is ASSIGNED to, for the assignment
+  (attempt) the request names, only for a declared (deal, segment, fragment) whose hash is the
+  one in the request, and only with exactly the declared size. The signed body SHA-256 must be
+  that hash too, so the signature covers the bytes the miner signs a receipt for. The receipt
+  names the deal and that assignment: the chain takes it for no other.
 * Bytes reach the index only after both checks of the body passed: ``iter_checked_body``
   (the signed SHA-256, checked before the end of the stream is handed on) and the store's own
   size and hash check (before the rename). Any failure, disconnect included, leaves nothing.
@@ -110,6 +111,7 @@ class FragmentMismatch(ServiceError):
 class FragmentRequest:
     fragment_hash: bytes
     deal_id: int
+    attempt: int  # the deal's assignment the scheduler places for (the deal's ``attempts``)
     segment: int
     fragment: int
     declared_length: int | None  # Content-Length, when the client sent one
@@ -279,10 +281,11 @@ class MinerService:
         SHA-256 pass over each fragment instead of two).
 
         Raises:
-            NotFound (no deal), Conflict (not ASSIGNED), Forbidden (not its scheduler),
-            FragmentMismatch (indices, hash, size), PayloadTooLarge, AuthError (body hash).
+            NotFound (no deal), Conflict (not ASSIGNED, or at another assignment), Forbidden
+            (not its scheduler), FragmentMismatch (indices, hash, size), PayloadTooLarge,
+            AuthError (body hash).
         """
-        deal = await self._assigned_deal(request.deal_id, signer.public_key)
+        deal = await self._assigned_deal(request.deal_id, request.attempt, signer.public_key)
         size = await self._check_declared(deal, request, signer)
         place = FragmentPlace(
             request.fragment_hash, deal.fid, request.segment, request.fragment, Area.TEMP, size
@@ -292,9 +295,9 @@ class MinerService:
         held = await asyncio.to_thread(self.store.places_of, request.fragment_hash)
         if not any(_same_place(p, place) for p in held):
             await write_streamed(self.store, place, open_body(size))
-        return await self.sign_receipt(deal.fid, request.segment, request.fragment, place)
+        return await self.sign_receipt(deal, request.segment, request.fragment, place)
 
-    async def _assigned_deal(self, deal_id: int, scheduler: bytes) -> Deal:
+    async def _assigned_deal(self, deal_id: int, attempt: int, scheduler: bytes) -> Deal:
         deal = await self.view.deal(deal_id)
         if deal.state != DealState.ASSIGNED:
             raise Conflict(f"deal {deal_id} is {deal.state.name}, not ASSIGNED")
@@ -302,6 +305,11 @@ class MinerService:
             raise Forbidden(
                 f"deal {deal_id} is assigned to scheduler {address_of(deal.scheduler)}, "
                 f"not to {address_of(scheduler)}"
+            )
+        if deal.attempts != attempt:  # the receipt would name an assignment that is over
+            raise Conflict(
+                f"deal {deal_id} is at assignment {deal.attempts}, not {attempt}: "
+                "the chain moved it"
             )
         return deal
 
@@ -332,11 +340,15 @@ class MinerService:
         return size
 
     async def sign_receipt(
-        self, fid: str, segment: int, fragment: int, place: FragmentPlace
+        self, deal: Deal, segment: int, fragment: int, place: FragmentPlace
     ) -> Receipt:
+        """The receipt for one fragment of the deal's current assignment (checked by the
+        caller against the chain and the request)."""
         message = receipt_message(
             await self.view.chain_id(),
-            fid,
+            deal.id,
+            deal.attempts,
+            deal.fid,
             segment,
             fragment,
             place.fragment_hash,

@@ -1,7 +1,8 @@
 """Sending the fragments of one segment to miners and collecting receipts that will pass the chain.
 
-Each fragment goes to its chosen miner with ``PUT {endpoint}/fragments/{hash}?deal=&segment=
-&fragment=`` (signed; the body hash in X-Deoss-Content-Sha256), all fragments in parallel.
+Each fragment goes to its chosen miner with ``PUT {endpoint}/fragments/{hash}?deal=&attempt=
+&segment=&fragment=`` (signed; the body hash in X-Deoss-Content-Sha256), all fragments in
+parallel; ``attempt`` is the deal's assignment being placed for, which the receipt names.
 A miner fails when the request errors or times out (a deadline for the whole exchange, whatever
 the transport), when it answers anything but 200, or when its receipt is malformed, names
 another miner, or does not verify against ``deals.receipt_message``. A failed miner is
@@ -145,7 +146,12 @@ class FragmentSender:
     ) -> Receipt:
         digest = plan.fragment_hashes[index]
         url = f"{miner.endpoint}/fragments/{digest.hex()}"
-        query = {"deal": str(deal.id), "segment": str(plan.index), "fragment": str(index)}
+        query = {
+            "deal": str(deal.id),
+            "attempt": str(deal.attempts),
+            "segment": str(plan.index),
+            "fragment": str(index),
+        }
         who = f"miner {miner.address} at {miner.endpoint}"
         try:
             async with asyncio.timeout(self.timeout_s):
@@ -179,6 +185,8 @@ class FragmentSender:
             raise MinerFailed(f"{who}: the receipt names miner {signer}")
         message = receipt_message(
             self.chain_id,
+            deal.id,
+            deal.attempts,
             deal.fid,
             plan.index,
             index,

@@ -14,9 +14,11 @@ Flow of ``PUT /deals/{id}/segments/{i}`` (docs/services.md, DESIGN 2 steps 5 and
 3. Once every segment has receipts, ``deals.report`` is submitted in the background, retrying
    what may pass later (an unreachable node, a transaction not seen in time).
 
-Invariants: a placed segment is never placed twice (per-segment lock, answered again from
-disk); a restart loses no placed segment and resumes the report; the deal state kept here is
-dropped when the deal fails, goes to another scheduler, or its file is tagged.
+Invariants: a placed segment is never placed twice for one assignment (per-segment lock,
+answered again from disk; a deal assigned here again is placed afresh, since receipts name the
+assignment they were signed for); a restart loses no placed segment and resumes the report;
+the deal state kept here is dropped when the deal fails, goes to another scheduler, or its
+file is tagged.
 """
 
 from __future__ import annotations
@@ -299,7 +301,8 @@ class SchedulerService:
         work = self._work_on(deal)
         lock = work.locks.setdefault(plan.index, asyncio.Lock())
         async with lock:
-            placed = (await asyncio.to_thread(self.store.placements, deal.id)).get(plan.index)
+            placements = await asyncio.to_thread(self.store.placements, deal.id, deal.attempts)
+            placed = placements.get(plan.index)
             if placed is None:
                 started = time.perf_counter()
                 fragments = await asyncio.to_thread(self._check_and_code, deal.id, plan, data)
@@ -310,7 +313,9 @@ class SchedulerService:
                     placed = await self._place_on_miners(work, deal, plan, fragments)
                 finally:
                     await keep
-                await asyncio.to_thread(self.store.save_placement, deal.id, plan.index, placed)
+                await asyncio.to_thread(
+                    self.store.save_placement, deal.id, deal.attempts, plan.index, placed
+                )
                 log_event(
                     ROLE,
                     "segment_placed",
@@ -390,7 +395,7 @@ class SchedulerService:
     async def _report_if_complete(self, deal: Deal) -> None:
         if deal.id in self._reports and not self._reports[deal.id].done():
             return
-        placements = await asyncio.to_thread(self.store.placements, deal.id)
+        placements = await asyncio.to_thread(self.store.placements, deal.id, deal.attempts)
         if len(placements) < len(deal.segments):
             return
         if await asyncio.to_thread(self.store.is_reported, deal.id):
@@ -449,7 +454,7 @@ class SchedulerService:
     async def deal_progress(self, deal_id: int) -> DealProgress:
         """What this scheduler did for a deal so far."""
         deal = await self._deal(deal_id)
-        placements = await asyncio.to_thread(self.store.placements, deal_id)
+        placements = await asyncio.to_thread(self.store.placements, deal_id, deal.attempts)
         reported = await asyncio.to_thread(self.store.is_reported, deal_id)
         work = self._work.get(deal_id)
         return DealProgress(
@@ -483,7 +488,7 @@ class SchedulerService:
         work = self._work.get(deal.id)
         if work is None or work.attempt != deal.attempts:
             work = self._work[deal.id] = DealWork(attempt=deal.attempts)
-            for index, receipts in self.store.placements(deal.id).items():
+            for index, receipts in self.store.placements(deal.id, deal.attempts).items():
                 size = self.params.layout.fragment_size(deal.segments[index])
                 for receipt in receipts:
                     work.reserve(receipt.miner, size)

@@ -3,8 +3,12 @@
 Layout under ``<data_dir>/deals/<id>/``::
 
     segments/<i>            the padded segment, kept until the file is tagged
-    segment-<i>.receipts    canonical list of Receipt, one per fragment, in fragment order
+    receipts/<a>/<i>        canonical list of Receipt for segment i, one per fragment, in
+                            fragment order, signed for the deal's assignment (attempt) a
     reported                the height at which deals.report landed
+
+Receipts name the assignment they were signed for and the chain takes them for no other, so
+those of an earlier assignment here are never reported (nor answered) for a later one.
 
 The segment, not its k + m fragments, is kept for tagging: a third of the bytes to write while
 the user waits (4 + 8 code), and any fragment is one erasure coding away (data fragments are
@@ -98,22 +102,27 @@ class DealStore:
             return None
         return fragment
 
-    def save_placement(self, deal_id: int, segment: int, receipts: list[Receipt]) -> None:
-        directory = self._dir(deal_id)
-        directory.mkdir(parents=True, exist_ok=True)
-        _write_atomic(
-            directory / f"segment-{segment}.receipts", codec.encode(receipts), durable=True
-        )
+    def _receipts_dir(self, deal_id: int, attempt: int) -> Path:
+        return self._dir(deal_id) / "receipts" / str(attempt)
 
-    def placements(self, deal_id: int) -> dict[int, list[Receipt]]:
-        directory = self._dir(deal_id)
+    def save_placement(
+        self, deal_id: int, attempt: int, segment: int, receipts: list[Receipt]
+    ) -> None:
+        """Keep a segment's receipts, signed for assignment ``attempt`` (fsynced)."""
+        directory = self._receipts_dir(deal_id, attempt)
+        directory.mkdir(parents=True, exist_ok=True)
+        _write_atomic(directory / str(segment), codec.encode(receipts), durable=True)
+
+    def placements(self, deal_id: int, attempt: int) -> dict[int, list[Receipt]]:
+        """The receipts of every segment placed for assignment ``attempt``, by segment."""
+        directory = self._receipts_dir(deal_id, attempt)
         if not directory.is_dir():
             return {}
-        out = {}
-        for path in directory.glob("segment-*.receipts"):
-            index = int(path.name.split("-", 1)[1].split(".", 1)[0])
-            out[index] = codec.decode(path.read_bytes(), list[Receipt])
-        return out
+        return {
+            int(path.name): codec.decode(path.read_bytes(), list[Receipt])
+            for path in directory.iterdir()
+            if path.name.isdigit()
+        }
 
     def mark_reported(self, deal_id: int, height: int) -> None:
         _write_atomic(self._dir(deal_id) / "reported", f"{height}\n".encode(), durable=True)

@@ -193,7 +193,7 @@ class FakeScheduler:
     chain: ChainClient
     miners: list[FakeMiner]
     received: list[tuple[int, int]] = field(default_factory=list)
-    placed: dict[int, dict[int, list[Receipt]]] = field(default_factory=dict)
+    placed: dict[tuple[int, int], dict[int, list[Receipt]]] = field(default_factory=dict)
     verifier: RequestVerifier = field(default_factory=RequestVerifier)
 
     @property
@@ -235,10 +235,12 @@ class FakeScheduler:
                 return _error(422, f"fragment {j} hash mismatch")
             miner = self.miners[j]
             miner.store[digest] = bytes(fragment)
-            message = receipt_message(CHAIN_ID, deal.fid, index, j, digest, miner.key.public_key)
+            message = receipt_message(
+                CHAIN_ID, deal.id, deal.attempts, deal.fid, index, j, digest, miner.key.public_key
+            )
             receipts.append(Receipt(miner=miner.key.public_key, signature=miner.key.sign(message)))
         self.received.append((deal.id, index))
-        placed = self.placed.setdefault(deal.id, {})
+        placed = self.placed.setdefault((deal.id, deal.attempts), {})  # receipts name both
         placed[index] = receipts
         if len(placed) == len(deal.segments):
             placements = [placed[i] for i in range(len(deal.segments))]

@@ -107,10 +107,15 @@ class Net:
         service: MinerService = self.app.state.miner
         return service
 
-    def target(self, segment: int = 0, fragment: int = 0, deal_id: int | None = None) -> str:
+    def target(
+        self, segment: int = 0, fragment: int = 0, deal_id: int | None = None, attempt: int = 1
+    ) -> str:
         digest = self.plan.segments[segment].fragment_hashes[fragment].hex()
         deal = self.deal_id if deal_id is None else deal_id
-        return f"/fragments/{digest}?deal={deal}&segment={segment}&fragment={fragment}"
+        return (
+            f"/fragments/{digest}?deal={deal}&attempt={attempt}"
+            f"&segment={segment}&fragment={fragment}"
+        )
 
     async def put(
         self,
@@ -119,11 +124,12 @@ class Net:
         *,
         signer: KeyPair = SCHEDULER,
         body: bytes | None = None,
+        attempt: int = 1,
         **options: Any,
     ) -> httpx.Response:
         content = self.fragments[segment][fragment] if body is None else body
         return await self.http.put(
-            self.target(segment, fragment),
+            self.target(segment, fragment, attempt=attempt),
             content=content,
             auth=SigningAuth(signer),
             **options,
@@ -223,7 +229,9 @@ async def test_accepts_a_fragment_and_signs_a_receipt_that_verifies(net: Net) ->
     assert 200 == response.status_code, response.text
     body = response.json()
     digest = net.plan.segments[1].fragment_hashes[3]
-    message = deals.receipt_message(CHAIN_ID, net.plan.fid, 1, 3, digest, MINER.public_key)
+    message = deals.receipt_message(
+        CHAIN_ID, net.deal_id, 1, net.plan.fid, 1, 3, digest, MINER.public_key
+    )
     verify(MINER.public_key, message, bytes.fromhex(body["signature"]))
     assert MINER.address == body["miner"]
     assert [(1, 3, Area.TEMP)] == net.places()
@@ -297,7 +305,8 @@ async def test_bytes_not_matching_the_declaration_are_refused_and_leave_nothing(
     else:
         segment, fragment = change.get("segment", 0), change.get("fragment", 0)
         response = await net.http.put(
-            f"/fragments/{digest}?deal={net.deal_id}&segment={segment}&fragment={fragment}",
+            f"/fragments/{digest}?deal={net.deal_id}&attempt=1&segment={segment}"
+            f"&fragment={fragment}",
             content=net.fragments[0][0],
             auth=SigningAuth(SCHEDULER),
         )
@@ -312,7 +321,7 @@ async def test_another_fragments_hash_is_refused(net: Net) -> None:
     """The path's hash must be the one declared for (segment, fragment)."""
     other = net.plan.segments[0].fragment_hashes[1].hex()
     response = await net.http.put(
-        f"/fragments/{other}?deal={net.deal_id}&segment=0&fragment=0",
+        f"/fragments/{other}?deal={net.deal_id}&attempt=1&segment=0&fragment=0",
         content=net.fragments[0][1],
         auth=SigningAuth(SCHEDULER),
     )
@@ -323,7 +332,7 @@ async def test_another_fragments_hash_is_refused(net: Net) -> None:
 async def test_unknown_deal_is_404_and_a_deal_not_assigned_is_409(net: Net) -> None:
     digest = net.plan.segments[0].fragment_hashes[0].hex()
     unknown = await net.http.put(
-        f"/fragments/{digest}?deal=99&segment=0&fragment=0",
+        f"/fragments/{digest}?deal=99&attempt=1&segment=0&fragment=0",
         content=net.fragments[0][0],
         auth=SigningAuth(SCHEDULER),
     )
@@ -332,6 +341,22 @@ async def test_unknown_deal_is_404_and_a_deal_not_assigned_is_409(net: Net) -> N
     assert (404, 409) == (unknown.status_code, failed.status_code)
     assert "no deal 99" in unknown.json()["error"]["message"]
     assert "is FAILED, not ASSIGNED" in failed.json()["error"]["message"]
+    assert [] == net.places()
+
+
+async def test_a_request_for_another_assignment_is_refused(net: Net) -> None:
+    """The scheduler names the deal and the assignment it places for, and the miner signs only
+    for the deal's current assignment: its receipt cannot pass for any other."""
+    digest = net.plan.segments[0].fragment_hashes[0].hex()
+    stale = await net.put(0, 0, attempt=2)
+    unnamed = await net.http.put(
+        f"/fragments/{digest}?deal={net.deal_id}&segment=0&fragment=0",
+        content=net.fragments[0][0],
+        auth=SigningAuth(SCHEDULER),
+    )
+    assert (409, 400) == (stale.status_code, unnamed.status_code)
+    assert "is at assignment 1, not 2" in stale.json()["error"]["message"]
+    assert "attempt" in unnamed.json()["error"]["message"]
     assert [] == net.places()
 
 
@@ -395,7 +420,7 @@ def receipts_for(net: Net, ours: dict[tuple[int, int], str]) -> list[list[deals.
                 continue
             miner = key(f"miner{j}")
             message = deals.receipt_message(
-                CHAIN_ID, net.plan.fid, segment.index, j, digest, miner.public_key
+                CHAIN_ID, net.deal_id, 1, net.plan.fid, segment.index, j, digest, miner.public_key
             )
             row.append(deals.Receipt(miner=miner.public_key, signature=miner.sign(message)))
         rows.append(row)

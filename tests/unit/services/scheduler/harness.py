@@ -131,6 +131,9 @@ class FakeMiner:
         if deal.scheduler != SCHEDULER.public_key:  # as a real miner: only the assigned one
             message = f"deal {deal.id} is assigned to scheduler {address_of(deal.scheduler)}"
             return httpx.Response(403, json={"error": {"code": "forbidden", "message": message}})
+        if int(query["attempt"]) != deal.attempts:  # and only for its current assignment
+            message = f"deal {deal.id} is at assignment {deal.attempts}, not {query['attempt']}"
+            return httpx.Response(409, json={"error": {"code": "conflict", "message": message}})
         segment, fragment = int(query["segment"]), int(query["fragment"])
         if hashlib.sha256(body).digest() != digest:
             return httpx.Response(422, json={"error": {"code": "hash_mismatch", "message": ""}})
@@ -138,7 +141,9 @@ class FakeMiner:
         signer = MINERS[0] if self.mode == "wrong_miner" and self.key != MINERS[0] else self.key
         if self.mode == "bad_receipt":
             fragment += 1
-        message = receipt_message(CHAIN_ID, deal.fid, segment, fragment, digest, signer.public_key)
+        message = receipt_message(
+            CHAIN_ID, deal.id, deal.attempts, deal.fid, segment, fragment, digest, signer.public_key
+        )
         return httpx.Response(
             200, json={"miner": self.key.address, "signature": signer.sign(message).hex()}
         )

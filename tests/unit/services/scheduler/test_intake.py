@@ -223,6 +223,27 @@ async def test_a_deal_moved_away_while_placing_is_409_and_starts_afresh_back_her
         assert hanging.key.address in again.json()["miners"]
 
 
+async def test_a_deal_assigned_here_again_places_its_placed_segments_again(
+    tmp_path: Path,
+) -> None:
+    """Receipts name the assignment they were given for: those collected under an earlier
+    assignment here cannot be reported for this one, so a segment placed then is placed again
+    (not answered from disk), and the deal reaches SUCCESS."""
+    async with running_network(tmp_path) as net:
+        deal_id, segments = await net.declare(os.urandom(20_000))  # two 16 KiB segments
+        assert 2 == len(segments)
+        assert 200 == (await net.put_segment(deal_id, segments[0])).status_code
+        await net.submit(ALICE, ReassignDeal(deal_id=deal_id, attempt=1))  # the only scheduler
+        deal = await net.deal(deal_id)
+        assert (2, net.service.key.public_key) == (deal.attempts, deal.scheduler)
+        before = net.fragment_puts()
+        for segment in segments:
+            response = await net.put_segment(deal_id, segment)
+            assert 200 == response.status_code, response.text
+        assert before + 2 * PARAMS.layout.total_shards == net.fragment_puts()
+        await net.wait_for_state(deal_id, DealState.SUCCESS)
+
+
 async def test_unknown_deal_and_segment_are_404(tmp_path: Path) -> None:
     async with running_network(tmp_path) as net:
         deal_id, segments = await net.declare(os.urandom(3000))

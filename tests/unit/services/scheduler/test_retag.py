@@ -327,7 +327,9 @@ async def test_a_file_whose_tag_key_is_elsewhere_is_refused(tmp_path: Path) -> N
         for index, miner in enumerate(miners):
             digest = segments[0].plan.fragment_hashes[index]
             miner.fragments[digest] = bytes(segments[0].fragments[index])
-            message = receipt_message(CHAIN_ID, deal.fid, 0, index, digest, miner.key.public_key)
+            message = receipt_message(
+                CHAIN_ID, deal.id, deal.attempts, deal.fid, 0, index, digest, miner.key.public_key
+            )
             row.append(Receipt(miner=miner.key.public_key, signature=miner.key.sign(message)))
         await net.submit(OTHER_SCHEDULER, ReportDeal(deal_id=deal_id, placements=[row]))
         digest = segments[0].plan.fragment_hashes[0]

@@ -134,7 +134,9 @@ async def test_a_file_reassigned_for_tagging_is_fetched_from_its_holders(tmp_pat
             fragment = bytes(segments[0].fragments[index])
             digest = segments[0].plan.fragment_hashes[index]
             miner.fragments[digest] = fragment
-            message = receipt_message(CHAIN_ID, deal.fid, 0, index, digest, miner.key.public_key)
+            message = receipt_message(
+                CHAIN_ID, deal.id, deal.attempts, deal.fid, 0, index, digest, miner.key.public_key
+            )
             row.append(Receipt(miner=miner.key.public_key, signature=miner.key.sign(message)))
         await net.submit(OTHER_SCHEDULER, ReportDeal(deal_id=deal_id, placements=[row]))
 
