@@ -109,12 +109,10 @@ async def run_node(tmp_path: Path, limits: HttpLimits) -> AsyncIterator[Served]:
     )
     try:
         async with asyncio.timeout(10):
-            await asyncio.wait(
-                {serving, asyncio.ensure_future(listening.wait())},
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-            if serving.done():
-                await serving
+            while not listening.is_set():
+                if serving.done():
+                    await serving
+                await asyncio.sleep(0.01)
         host, port = sock.getsockname()[:2]
         yield Served(host, port, "/health", "/")
     finally:
