@@ -292,8 +292,8 @@ class SlowClientGuard(HttpToolsProtocol):
         reading, self._reading = self._reading, _Reading.NOTHING
         self._stop_timer()
         cycle = self.cycle
-        if reading is _Reading.HEAD:
-            answer = self._head_begun
+        if reading is _Reading.HEAD:  # the previous request's response must be complete
+            answer = self._head_begun and (cycle is None or cycle.response_complete)
         else:
             answer = not cycle.response_started
         if reading is _Reading.BODY and not cycle.response_complete:

@@ -218,6 +218,22 @@ async def test_a_kept_alive_connection_bounds_its_next_head_too(start: Starter) 
         assert b"HTTP/1.1 408" in response
 
 
+async def test_a_pipelined_head_waits_for_the_response_before_it(tmp_path: Path) -> None:
+    """A half head sent behind a request the app is still answering is not timed out
+    under that answer: the first response arrives whole, then the 408."""
+    async with run_service(tmp_path, FAST) as served:
+        reader, writer = await asyncio.open_connection(served.host, served.port)
+        first = post_head(served, 10).replace(b"/echo", b"/slow-echo") + b"x" * 10
+        writer.write(first + b"GET /healthz HTTP/1.1\r\nHost: te")
+        response, elapsed = await timed(
+            read_until_closed(reader, SLOW_APP_S + HEADER_TIMEOUT_S + SLACK_S)
+        )
+        writer.close()
+        assert response.startswith(b"HTTP/1.1 200")
+        assert b'{"bytes":10}HTTP/1.1 408' in response
+        assert elapsed >= SLOW_APP_S
+
+
 async def test_a_body_that_stalls_is_answered_408_at_the_idle_timeout(start: Starter) -> None:
     """Headers announce 1000 bytes, 100 arrive, then nothing: 408 and closed."""
     async with start() as served:
