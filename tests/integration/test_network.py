@@ -134,8 +134,9 @@ def test_expired_and_replayed_requests_are_refused(network: Network) -> None:
     target = f"/objects/{DEV_BUCKET}/replayed"
     body = b"replayed body"
     digest = hashlib.sha256(body).hexdigest()
-    stale = sign_request(network.user, "PUT", target, now_ms() - 5 * 60_000, digest)
-    fresh = sign_request(network.user, "PUT", target, now_ms(), digest)
+    host = httpx.URL(network.net.gateway_url).netloc.decode()
+    stale = sign_request(network.user, "PUT", target, now_ms() - 5 * 60_000, digest, host=host)
+    fresh = sign_request(network.user, "PUT", target, now_ms(), digest, host=host)
     with httpx.Client(base_url=network.net.gateway_url, timeout=60) as client:
         assert 401 == client.put(target, content=body, headers=stale).status_code
         assert 201 == client.put(target, content=body, headers=fresh).status_code

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from deoss.core.keys import KeyPair
-from deoss.services.common.auth import HEADER_BODY, RequestVerifier
+from deoss.services.common.auth import HEADER_BODY, RequestVerifier, host_names
 from deoss.services.common.signing import SigningAuth, now_ms, sent_once
 
 pytestmark = pytest.mark.anyio
@@ -34,7 +34,8 @@ class Server:
         assert scope["type"] == "http"
         headers = {k.decode(): v.decode() for k, v in scope["headers"]}
         target = scope["raw_path"].decode()
-        _, body_sha = self.verifier.verify(scope["method"], target, headers, now_ms())
+        hosts = host_names(*scope["server"])
+        _, body_sha = self.verifier.verify(scope["method"], target, headers, now_ms(), hosts=hosts)
         body = bytearray()
         while True:
             message = await receive()

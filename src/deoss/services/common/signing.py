@@ -16,13 +16,25 @@ from deoss.core.keys import KeyPair, address_of
 from deoss.services.common.auth import (
     EMPTY_BODY_SHA256,
     HEADER_BODY,
+    HEADER_HOST,
+    HEADER_RANGE,
+    SIGNED_HEADERS,
     AuthError,
     RequestVerifier,
+    host_names,
     sign_request,
 )
 from deoss.services.common.errors import BadRequest, PayloadTooLarge
 
-__all__ = ["Signer", "SigningAuth", "iter_body", "iter_checked_body", "now_ms", "verify_request"]
+__all__ = [
+    "Signer",
+    "SigningAuth",
+    "iter_body",
+    "iter_checked_body",
+    "now_ms",
+    "receiving_hosts",
+    "verify_request",
+]
 
 
 def now_ms() -> int:
@@ -50,10 +62,29 @@ def request_target(request: Request) -> str:
     return f"{target}?{query.decode('latin-1')}" if query else target
 
 
+def receiving_hosts(request: Request) -> frozenset[str]:
+    """The Host values that address the socket this request arrived on (the server's local
+    address, as the ASGI server reports it); the verifier adds the server's public URL."""
+    server = request.scope.get("server")
+    if not server:
+        return frozenset()
+    host, port = server[0], server[1]
+    return host_names(str(host), None if port is None else int(port), request.url.scheme)
+
+
 def verify_request(request: Request, verifier: RequestVerifier) -> Signer:
-    """Raises AuthError (HTTP 401) unless the request is signed, fresh and not replayed."""
+    """Raises AuthError (HTTP 401) unless the request is signed, addressed to this server,
+    fresh and not replayed."""
+    for name in SIGNED_HEADERS:
+        if len(request.headers.getlist(name)) > 1:
+            # the route reads one value; which one the signer meant is ambiguous
+            raise AuthError(f"more than one {name} header")
     public_key, body = verifier.verify(
-        request.method, request_target(request), dict(request.headers), now_ms()
+        request.method,
+        request_target(request),
+        dict(request.headers),
+        now_ms(),
+        hosts=receiving_hosts(request),
     )
     return Signer(public_key, body)
 
@@ -108,8 +139,9 @@ def sent_once(data: bytes) -> tuple[AsyncIterator[bytes], dict[str, str]]:
 
 
 class SigningAuth(httpx.Auth):
-    """Signs every outgoing request with ``key``. Byte bodies are hashed here; for a streamed
-    body pass its SHA-256 in the X-Deoss-Content-Sha256 header yourself."""
+    """Signs every outgoing request with ``key``, for the server its Host header names and with
+    its Range header. Byte bodies are hashed here; for a streamed body pass its SHA-256 in the
+    X-Deoss-Content-Sha256 header yourself."""
 
     requires_request_body = False
 
@@ -136,7 +168,14 @@ class SigningAuth(httpx.Auth):
                 raise ValueError("a streamed body needs its SHA-256 in the headers") from exc
             body_sha = hashlib.sha256(content).hexdigest() if content else EMPTY_BODY_SHA256
         target = request.url.raw_path.decode()
-        request.headers.update(
-            sign_request(self.key, request.method, target, self._next_ms(), body_sha)
+        signed = sign_request(
+            self.key,
+            request.method,
+            target,
+            self._next_ms(),
+            body_sha,
+            host=request.headers[HEADER_HOST],
+            byte_range=request.headers.get(HEADER_RANGE),
         )
+        request.headers.update(signed)
         yield request

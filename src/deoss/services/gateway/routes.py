@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
-from deoss.services.common.signing import Signer, iter_body, now_ms, request_target
+from deoss.services.common.signing import Signer, iter_body, verify_request
 from deoss.services.gateway.download import Download
 from deoss.services.gateway.service import (
     BucketChange,
@@ -72,10 +72,7 @@ GatewayDep = Annotated[Gateway, Depends(get_gateway)]
 
 async def signed_user(request: Request, gateway: GatewayDep) -> Signer:
     """The verified signer of the request, who must have authorized this gateway."""
-    public_key, body_sha256 = gateway.verifier.verify(
-        request.method, request_target(request), dict(request.headers), now_ms()
-    )
-    signer = Signer(public_key, body_sha256)
+    signer = verify_request(request, gateway.verifier)
     await gateway.require_authorized(signer.address)
     return signer
 

@@ -191,7 +191,7 @@ class Gateway:
         self.registry = registry
         self.chain = chain
         self.key = key
-        self.verifier = RequestVerifier()
+        self.verifier = RequestVerifier(public_url=settings.public_url)
         self.http = httpx.AsyncClient(auth=SigningAuth(key), transport=transport)
         self._authorized: dict[str, tuple[float, bool]] = {}
         self.uploads = UploadTasks()

@@ -27,7 +27,7 @@ def create_app(
     service = MinerService(chain=chain, store=store, key=key)
     app, _ = create_service_app(ROLE, title="DeOSS miner", health=service.health)
     app.state.miner = service
-    app.state.verifier = RequestVerifier()
+    app.state.verifier = RequestVerifier(public_url=settings.public_url)
     app.state.settings = settings
     app.include_router(router)
     return app

@@ -122,7 +122,7 @@ class SchedulerService:
         self.chain = chain
         self.params = params
         self.enclave = enclave
-        self.verifier = RequestVerifier()
+        self.verifier = RequestVerifier(public_url=settings.public_url)
         self.store = DealStore(settings.data_dir / "deals", params.layout)
         self.http = httpx.AsyncClient(
             auth=SigningAuth(key), transport=miner_transport, timeout=settings.miner_timeout_s

@@ -40,7 +40,7 @@ from deoss.core.podr2 import PodrParams
 from deoss.node.devnode import DevNode
 from deoss.node.rpc import create_app as create_rpc_app
 from deoss.node.store import open_store
-from deoss.services.common.auth import AuthError, RequestVerifier
+from deoss.services.common.auth import AuthError, RequestVerifier, host_names
 from deoss.services.common.signing import now_ms
 from deoss.services.gateway.app import create_app
 from deoss.services.gateway.service import Gateway
@@ -163,7 +163,11 @@ class FakeMiner:
     async def handle(self, request: httpx.Request) -> httpx.Response:
         try:
             signer, _ = self.verifier.verify(
-                request.method, request.url.raw_path.decode(), request.headers, now_ms()
+                request.method,
+                request.url.raw_path.decode(),
+                request.headers,
+                now_ms(),
+                hosts=host_names(request.url.host, request.url.port),
             )
         except AuthError as exc:
             return _error(401, str(exc))
@@ -206,7 +210,11 @@ class FakeScheduler:
             return _error(404, "no such route")
         try:
             signer, body_sha = self.verifier.verify(
-                request.method, request.url.raw_path.decode(), request.headers, now_ms()
+                request.method,
+                request.url.raw_path.decode(),
+                request.headers,
+                now_ms(),
+                hosts=host_names(request.url.host, request.url.port),
             )
         except AuthError as exc:
             return _error(401, str(exc))

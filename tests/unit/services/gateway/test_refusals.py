@@ -13,7 +13,7 @@ from deoss.client.gateway import Conflict, Forbidden, InsufficientSpace, NotFoun
 from deoss.services.common.auth import HEADER_BODY, sign_request
 from deoss.services.common.signing import SigningAuth, now_ms
 from tests.unit.chain.harness import key
-from tests.unit.services.gateway.network import MAX_OBJECT_BYTES, Net
+from tests.unit.services.gateway.network import GATEWAY_URL, MAX_OBJECT_BYTES, Net
 
 pytestmark = pytest.mark.anyio
 
@@ -30,7 +30,9 @@ async def assert_nothing_stored(net: Net, name: str = "x") -> None:
 
 def signed(user: str, method: str, target: str, body: bytes = b"", **kw: int) -> dict[str, str]:
     time_ms = kw.get("time_ms", now_ms())
-    return sign_request(key(user), method, target, time_ms, hashlib.sha256(body).hexdigest())
+    digest = hashlib.sha256(body).hexdigest()
+    host = GATEWAY_URL.removeprefix("http://")
+    return sign_request(key(user), method, target, time_ms, digest, host=host)
 
 
 async def test_unsigned_request_is_401(net: Net) -> None:

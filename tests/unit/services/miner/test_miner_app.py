@@ -251,9 +251,9 @@ async def test_unsigned_expired_and_replayed_requests_are_refused(net: Net) -> N
     fragment = net.fragments[0][0]
     digest = hashlib.sha256(fragment).hexdigest()
     unsigned = await net.http.put(net.target(), content=fragment)
-    stale = sign_request(SCHEDULER, "PUT", net.target(), now_ms() - 120_000, digest)
+    stale = sign_request(SCHEDULER, "PUT", net.target(), now_ms() - 120_000, digest, host="miner")
     expired = await net.http.put(net.target(), content=fragment, headers=stale)
-    fresh = sign_request(SCHEDULER, "PUT", net.target(), now_ms(), digest)
+    fresh = sign_request(SCHEDULER, "PUT", net.target(), now_ms(), digest, host="miner")
     accepted = await net.http.put(net.target(), content=fragment, headers=fresh)
     replayed = await net.http.put(net.target(), content=fragment, headers=fresh)
     assert [401, 401, 200, 401] == [r.status_code for r in (unsigned, expired, accepted, replayed)]

@@ -37,7 +37,7 @@ from deoss.keyfile import write_key_file
 from deoss.node.devnode import DevNode
 from deoss.node.rpc import create_app as create_rpc_app
 from deoss.node.store import open_store
-from deoss.services.common.auth import AuthError, RequestVerifier
+from deoss.services.common.auth import AuthError, RequestVerifier, host_names
 from deoss.services.common.signing import SigningAuth, now_ms
 from deoss.services.scheduler.app import create_app
 from deoss.services.scheduler.follower import Follower
@@ -94,7 +94,11 @@ class FakeMiner:
     async def handle(self, request: httpx.Request) -> httpx.Response:
         try:
             signer, body_sha = self.verifier.verify(
-                request.method, request.url.raw_path.decode(), dict(request.headers), now_ms()
+                request.method,
+                request.url.raw_path.decode(),
+                dict(request.headers),
+                now_ms(),
+                hosts=host_names(request.url.host, request.url.port),
             )
         except AuthError as exc:
             return httpx.Response(
