@@ -138,20 +138,19 @@ async def test_the_service_keeps_serving_while_a_background_job_fails_and_restar
                 backoff=Backoff(first_s=0.01, max_s=0.05),
             )
         )
+        running = asyncio.create_task(flaky.running.wait())
         try:
             async with asyncio.timeout(10):
-                await asyncio.wait(
-                    [serving, asyncio.create_task(flaky.running.wait())],
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
+                await asyncio.wait([serving, running], return_when=asyncio.FIRST_COMPLETED)
             assert not serving.done()
             assert 3 == flaky.starts
             url = f"http://{addr_file.read_text().strip()}"
             async with httpx.AsyncClient(base_url=url) as client:
                 assert 200 == (await client.get("/healthz")).status_code
         finally:
-            serving.cancel()
-            await asyncio.gather(serving, return_exceptions=True)
+            for task in (serving, running):
+                task.cancel()
+            await asyncio.gather(serving, running, return_exceptions=True)
             sock.close()
     logged = failures_logged(caplog)
     assert 2 == len(logged)
