@@ -34,6 +34,7 @@ from deoss.chain.types import Call
 from deoss.client.chain import ChainClient
 from deoss.client.errors import QueryFailed
 from deoss.client.gateway import GatewayClient
+from deoss.client.retry import NO_RETRY
 from deoss.core.keys import KeyPair
 from deoss.core.layout import LayoutParams, encode_segment
 from deoss.core.podr2 import PodrParams
@@ -309,7 +310,8 @@ class Net:
     app_transport: httpx.ASGITransport
 
     def client(self, user: str = "alice") -> GatewayClient:
-        return GatewayClient(GATEWAY_URL, key(user), transport=self.app_transport)
+        # no retries: these tests look at the gateway's own answers (deals are still followed)
+        return GatewayClient(GATEWAY_URL, key(user), transport=self.app_transport, retry=NO_RETRY)
 
     def raw(self) -> httpx.AsyncClient:
         """An unsigned HTTP client of the gateway app, for hand-made requests."""

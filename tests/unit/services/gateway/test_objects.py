@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 import time
 
 import pytest
@@ -45,6 +46,10 @@ async def test_round_trips_are_byte_identical(net: Net) -> None:
             assert data == await client.read_object("photos", f"obj-{size}")
             head = await client.head_object("photos", f"obj-{size}")
             assert (fid, size) == (head.fid, head.size)
+    for _ in range(100):  # the delivery deletes its spool file once it sees the deal end
+        if not net.spool_files:
+            break
+        await asyncio.sleep(0.01)
     assert [] == net.spool_files
 
 
@@ -90,6 +95,32 @@ async def test_bad_ranges_answer_416(net: Net, spec: str) -> None:
     assert 416 == response.status_code
     assert "bytes */8000" == response.headers["content-range"]
     assert "range_not_satisfiable" == response.json()["error"]["code"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "why"),
+    [
+        ("bytes=\u00b2-5".encode("latin-1"), "ASCII digits"),  # a Latin-1 superscript two
+        (("bytes=" + "9" * 5000 + "-").encode(), "at most 19 digits"),
+        (("bytes=0-" + "9" * 5000).encode(), "at most 19 digits"),
+        (("bytes=-" + "9" * 5000).encode(), "at most 19 digits"),
+        (b"bytes=+1-5", "ASCII digits"),
+        (b"bytes=1_0-20", "ASCII digits"),
+    ],
+)
+async def test_ranges_with_odd_numbers_answer_416_with_a_message(
+    net: Net, spec: bytes, why: str
+) -> None:
+    """Non-ASCII digits, signs, underscores and numbers of thousands of digits are refused
+    (416 naming what is wrong), never a 500 from int()."""
+    async with net.client() as client:
+        await client.put_bytes("photos", "small", sample(8000))
+    async with net.raw() as raw:
+        raw.auth = SigningAuth(key("alice"))
+        response = await raw.get("/objects/photos/small", headers={"range": spec})
+    assert 416 == response.status_code
+    assert "bytes */8000" == response.headers["content-range"]
+    assert why in response.json()["error"]["message"]
 
 
 async def test_empty_object_has_no_satisfiable_range(net: Net) -> None:
@@ -242,13 +273,23 @@ async def test_unreachable_scheduler_is_replaced(net: Net, failure: str) -> None
 
 
 async def test_deal_fails_when_no_scheduler_answers(net: Net) -> None:
-    """Every scheduler unreachable: reassigned until the chain gives up; 502 with the reason."""
+    """Every scheduler unreachable: reassigned until the chain gives up; 502 with the reason
+    (the client, which follows the deal itself, gets the chain's reason)."""
     net.network.down.update({"sched0.test", "sched1.test"})
+    async with net.raw() as raw:  # waiting (no ?wait=false), as GatewayClient does not
+        raw.auth = SigningAuth(key("alice"))
+        answer = await raw.put("/objects/photos/doomed", content=b"x" * 100)
+    assert 502 == answer.status_code
+    assert re.search("after 3 attempts .last scheduler failure: http", answer.text)
     async with net.client() as client:
-        with pytest.raises(UpstreamFailed, match="after 3 attempts .last scheduler failure: http"):
-            await client.put_bytes("photos", "doomed", b"x" * 100)
+        with pytest.raises(UpstreamFailed, match="deal 1 failed: .* after 3 attempts"):
+            await client.put_bytes("photos", "doomed", b"y" * 100)
         with pytest.raises(NotFound):
             await client.head_object("photos", "doomed")
+    for _ in range(100):  # the delivery deletes its spool file once it sees the deal end
+        if not net.spool_files:
+            break
+        await asyncio.sleep(0.01)
     assert [] == net.spool_files
 
 
