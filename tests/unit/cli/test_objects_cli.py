@@ -152,3 +152,19 @@ def test_put_refusals(gateway_url: str, tmp_path: Path) -> None:
     assert 1 == code and "cannot read" in json.loads(out)["error"]["message"]
     code, out = deoss("put", str(source), "carols", *common)
     assert 1 == code and "has not authorized this gateway" in json.loads(out)["error"]["message"]
+
+
+def test_put_says_what_it_waits_for_and_gives_up_at_its_deadline(tmp_path: Path) -> None:
+    """No gateway listening: put tries again, saying so on standard error, until --deadline;
+    then exit 1 naming the gateway."""
+    key_file = tmp_path / "alice.toml"
+    write_key_file(key_file, key("alice"))
+    source = tmp_path / "f.txt"
+    source.write_bytes(b"hello")
+    with bind_socket("127.0.0.1", 0) as sock:  # a port that was free a moment ago
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    args = ["put", str(source), "b/f.txt", "--gateway", url, "--key", str(key_file)]
+    result = runner.invoke(app, [*args, "--deadline", "1.5", "--json"])
+    assert 1 == result.exit_code
+    assert f"cannot reach the gateway at {url}" in json.loads(result.stdout)["error"]["message"]
+    assert "upload of b/f.txt" in result.stderr and "trying again in" in result.stderr

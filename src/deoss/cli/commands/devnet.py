@@ -22,7 +22,7 @@ def up_command(
     home: HomeOpt = Path(".deoss"),
     detach: Annotated[bool, typer.Option(help="Return once the network is ready.")] = False,
     schedulers: Annotated[int, typer.Option(min=1, max=16)] = 2,
-    miners: Annotated[int, typer.Option(min=1, max=64)] = 12,
+    miners: Annotated[int, typer.Option(min=1, max=64)] = 16,  # as DevnetSpec: room to repair
     block_ms: Annotated[int, typer.Option(min=50, max=60_000)] = 500,
     chain_port: Annotated[int, typer.Option(min=0, max=65535)] = 26657,
     gateway_port: Annotated[int, typer.Option(min=0, max=65535)] = 8080,

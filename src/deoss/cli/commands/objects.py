@@ -35,6 +35,7 @@ from deoss.cli.commands.account import load_key
 from deoss.cli.output import console, fail, print_json
 from deoss.client.chain import run
 from deoss.client.gateway import GatewayClient, GatewayError, NotFound
+from deoss.client.retry import RetryPolicy
 from deoss.core.keys import KeyPair
 
 __all__ = [
@@ -67,6 +68,20 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")
 
 progress_console = Console(stderr=True)
 
+# How long a command keeps trying a gateway that is restarting or busy: put and get take
+# --deadline (a put waits for its deal too); listing and deleting give up sooner.
+TRANSFER_DEADLINE_S = 300.0
+QUICK_DEADLINE_S = 10.0
+DeadlineOpt = Annotated[
+    float,
+    typer.Option(
+        "--deadline",
+        min=0,
+        help="Seconds to keep trying while the gateway restarts or is busy (a put: until its "
+        "deal is SUCCESS).",
+    ),
+]
+
 
 def gateway_url(option: str | None) -> str:
     """The gateway to talk to (see the module docstring for the order)."""
@@ -87,13 +102,18 @@ def with_gateway(
     key: Path | None,
     work: Callable[[GatewayClient], Awaitable[T]],
     as_json: bool,
+    *,
+    deadline_s: float = QUICK_DEADLINE_S,
 ) -> T:
-    """Run ``work`` with a client of the gateway; print a failure once and exit (1, or 3)."""
+    """Run ``work`` with a client of the gateway; print a failure once and exit (1, or 3).
+    What is safe to try again is tried again until ``deadline_s``, each wait said on stderr."""
     target = gateway_url(url)
     user: KeyPair = load_key(key, as_json)
 
     async def main() -> T:
-        async with GatewayClient(target, user) as client:
+        async with GatewayClient(
+            target, user, retry=RetryPolicy(deadline_s=deadline_s), on_wait=_say_waiting
+        ) as client:
             return await work(client)
 
     try:
@@ -101,13 +121,17 @@ def with_gateway(
     except NotFound as exc:
         fail(exc.message, as_json=as_json, code=EXIT_NOT_FOUND)
     except GatewayError as exc:
-        if exc.status == 0:
+        if exc.code == "unreachable":
             fail(
-                f"cannot reach the gateway at {target}; is it running? (deoss up, or "
-                "deoss node gateway --config FILE)",
+                f"cannot reach the gateway at {target} (tried for {deadline_s:g} s); is it "
+                "running? (deoss up, or deoss node gateway --config FILE)",
                 as_json=as_json,
             )
         fail(str(exc), as_json=as_json)
+
+
+def _say_waiting(message: str) -> None:
+    progress_console.print(f"[dim]{message}[/]", highlight=False)
 
 
 def split_target(text: str) -> tuple[str, str]:
@@ -151,6 +175,7 @@ def put_command(
     ] = True,
     gateway: GatewayOpt = None,
     key: KeyOpt = None,
+    deadline: DeadlineOpt = TRANSFER_DEADLINE_S,
     as_json: JsonOpt = False,
 ) -> None:
     """Store FILE as an object; prints its fid once the network holds it."""
@@ -171,12 +196,16 @@ def put_command(
             result = await client.put_object(bucket, name, file, wait=wait, progress=progress)
         return dataclasses.asdict(result)
 
-    stored = with_gateway(gateway, key, put, as_json)
+    stored = with_gateway(gateway, key, put, as_json, deadline_s=deadline)
     if as_json:
         print_json(stored)
         return
     how = (
-        "deduplicated" if stored["deduplicated"] else f"deal {stored['deal_id']} {stored['state']}"
+        "deduplicated"
+        if stored["deduplicated"]
+        else f"deal {stored['deal_id']} {stored['state']}"
+        if stored["deal_id"] is not None
+        else "stored by an earlier try"
     )
     console.print(f"{bucket}/{name}  {stored['fid']}  {stored['size']} bytes  ({how})")
 
@@ -197,6 +226,7 @@ def get_command(
     ] = None,
     gateway: GatewayOpt = None,
     key: KeyOpt = None,
+    deadline: DeadlineOpt = TRANSFER_DEADLINE_S,
     as_json: JsonOpt = False,
 ) -> None:
     """Download an object (or a file by fid), streamed to OUT."""
@@ -224,7 +254,7 @@ def get_command(
                 )
         return {"source": source, "output": str(out), **msgspec.structs.asdict(done)}
 
-    got = with_gateway(gateway, key, get, as_json)
+    got = with_gateway(gateway, key, get, as_json, deadline_s=deadline)
     if as_json:
         print_json(got)
     elif str(out) != "-":
