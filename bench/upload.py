@@ -125,7 +125,7 @@ def one_run(size: int, workdir: Path) -> dict[str, Any]:
         handle.flush()
         os.fsync(handle.fileno())  # else its writeback competes with the upload measured
     home = Path(tempfile.mkdtemp(prefix="deoss-upload-", dir=workdir))
-    spec = DevnetSpec(home=home, chain_port=0, gateway_port=0)
+    spec = DevnetSpec(home=home, chain_port=0, gateway_port=0, miners=12)  # as measured so far
     net = up(spec, detach=False)
     try:
         time.sleep(2)  # let registration traffic settle

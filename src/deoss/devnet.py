@@ -57,7 +57,7 @@ class DevnetError(Exception):
 class DevnetSpec:
     home: Path
     schedulers: int = 2
-    miners: int = 12
+    miners: int = 16  # 12 fragments per segment, and room to rebuild them elsewhere
     block_ms: int = 500
     chain_port: int = 26657
     gateway_port: int = 8080
@@ -227,16 +227,20 @@ class Devnet:
         return next(p for p in self.processes if p.name == name)
 
     def restart(self, name: str) -> str:
-        """Start a stopped (or killed) process again; the chain keeps its RPC port, so the
-        services find it where they left it. Returns its URL."""
+        """Start a stopped (or killed) process again on the port it had, so that its clients
+        (the services for the chain, users for the gateway) find it where they left it.
+        Returns its URL."""
         process = self.process(name)
         if process.popen is not None and process.popen.poll() is None:
             raise DevnetError(f"{name} is still running")
+        env = dict(self._env)
+        address = process.url.removeprefix("http://")
         if name == "chain":
-            port = process.url.rsplit(":", 1)[1]
             index = process.argv.index("--rpc") + 1
-            process.argv[index] = f"127.0.0.1:{port}"
-        self._spawn(process, self._env)
+            process.argv[index] = address
+        elif address:
+            env["DEOSS_SERVICE_LISTEN"] = address  # over the config's listen (port 0: any)
+        self._spawn(process, env)
         url = self._wait_for_addr(process, time.monotonic() + READY_TIMEOUT_S)
         self._write_state()
         return url

@@ -55,7 +55,12 @@ class Network:
 def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
     home = tmp_path_factory.mktemp("devnet")
     spec = DevnetSpec(
-        home=Path(home), chain_port=0, gateway_port=0, block_ms=200, segment_size=SEGMENT
+        home=Path(home),
+        chain_port=0,
+        gateway_port=0,
+        block_ms=200,
+        segment_size=SEGMENT,
+        miners=12,  # "8 of 12 miners down"
     )
     network = Network(spec, up(spec, detach=False), read_key_file(spec.key_path(0)))
     try:

@@ -2,12 +2,11 @@
 
 What is retried (``deoss.client.gateway`` applies it):
 
-* a request that never reached the gateway (connection refused, connect timeout): always;
-* 429, and 503 (the gateway or what is behind it cannot serve now): always, waiting at least
-  the ``Retry-After`` the gateway sent;
-* a connection reset or dropped before the answer, 502 and 504: only requests that are safe to
-  repeat (GET, HEAD) and uploads, which first look for the deal the lost attempt may have
-  declared (see ``GatewayClient.put_object``);
+* a request that never reached the gateway (connection refused, connect timeout), and 429:
+  always (after at least the ``Retry-After`` the gateway sent);
+* a connection reset or dropped before the answer, 502, 503 and 504: only requests that are
+  safe to repeat (GET, HEAD) and uploads, which look for the deal a lost try may have declared
+  (see ``GatewayClient.put_object``); a bucket change or a DELETE may have been done;
 * never a refusal (4xx other than 429): sending the same request again gets the same answer.
 
 Between tries the client waits an exponential backoff with jitter (``backoff_s``); a call gives
