@@ -31,7 +31,7 @@ from deoss.core.keys import KeyPair
 from deoss.keyfile import read_key_file
 from deoss.services.common.app import create_service_app
 from deoss.services.common.errors import error_body
-from deoss.services.gateway.download import UnsatisfiableRange
+from deoss.services.common.ranges import UnsatisfiableRange
 from deoss.services.gateway.routes import router
 from deoss.services.gateway.service import Gateway
 from deoss.services.gateway.settings import GatewaySettings

@@ -45,7 +45,7 @@ from deoss.core.layout import (
     segment_span,
     segments_for_range,
 )
-from deoss.services.common.errors import RangeNotSatisfiable
+from deoss.services.common.ranges import ByteRange
 
 __all__ = [
     "ByteRange",
@@ -53,9 +53,7 @@ __all__ = [
     "DownloadMetrics",
     "MinerBook",
     "SegmentReader",
-    "UnsatisfiableRange",
     "open_download",
-    "parse_range",
 ]
 
 CHUNK_BYTES = 1024 * 1024
@@ -65,58 +63,8 @@ MIN_REFRESH_S = 1.0  # ...or when an unknown miner shows up, at most this often
 SUSPECT_S = 30.0  # a miner that failed is tried last for this long
 
 
-class UnsatisfiableRange(RangeNotSatisfiable):
-    """A Range header this object cannot satisfy; the answer carries ``bytes */size``."""
-
-    def __init__(self, message: str, size: int) -> None:
-        super().__init__(message)
-        self.size = size
-
-
 class FragmentError(Exception):
     """One fragment could not be had from its miner; the message says which and why."""
-
-
-@dataclass(frozen=True)
-class ByteRange:
-    start: int
-    end: int  # inclusive
-
-    @property
-    def length(self) -> int:
-        return self.end - self.start + 1
-
-
-def parse_range(header: str | None, size: int) -> ByteRange | None:
-    """The single byte range of a Range header (None: the whole object).
-
-    Raises:
-        UnsatisfiableRange: another unit, several ranges, a malformed one, or one that does
-            not overlap the object.
-    """
-    if header is None:
-        return None
-    unit, _, spec = header.strip().partition("=")
-    if unit.strip().lower() != "bytes" or not spec.strip():
-        raise UnsatisfiableRange(f"Range {header!r}: expected bytes=START-END", size)
-    if "," in spec:
-        raise UnsatisfiableRange(f"Range {header!r}: only a single range is supported", size)
-    first, dash, last = (part.strip() for part in spec.partition("-"))
-    if not dash or not (first.isdigit() or first == "") or not (last.isdigit() or last == ""):
-        raise UnsatisfiableRange(f"Range {header!r}: expected bytes=START-END", size)
-    if first == "":
-        if last == "" or int(last) == 0 or size == 0:
-            raise UnsatisfiableRange(
-                f"Range {header!r}: empty suffix of a {size}-byte object", size
-            )
-        return ByteRange(max(0, size - int(last)), size - 1)
-    start = int(first)
-    end = int(last) if last else size - 1
-    if start > end or start >= size:
-        raise UnsatisfiableRange(
-            f"Range {header!r} does not overlap the object's {size} bytes", size
-        )
-    return ByteRange(start, min(end, size - 1))
 
 
 class DownloadMetrics:

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
+from deoss.services.common.params import Uint63
 from deoss.services.common.signing import Signer, iter_body, verify_request
 from deoss.services.gateway.download import Download
 from deoss.services.gateway.service import (
@@ -133,7 +134,7 @@ async def list_objects(
     gateway: GatewayDep,
     prefix: str = "",
     start_after: str = "",
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Annotated[Uint63, Query(ge=1, le=1000)] = 100,
 ) -> ObjectPage:
     """Objects of a bucket in name order; pass ``next_start_after`` back for the next page."""
     return await gateway.list_objects(user, bucket, prefix, start_after, limit)
@@ -212,7 +213,7 @@ async def get_file(
     fid: str,
     user: UserDep,
     gateway: GatewayDep,
-    size: Annotated[int | None, Query(ge=0)] = None,
+    size: Annotated[Uint63 | None, Query()] = None,
     range_header: RangeHeader = None,
 ) -> StreamingResponse:
     """A stored file by fid, cut to ``size`` bytes (default: the size first declared)."""
@@ -226,6 +227,6 @@ async def file_status(fid: str, user: UserDep, gateway: GatewayDep) -> FileStatu
 
 
 @router.get("/deals/{deal_id}", tags=["deals"], responses=_errors(400, 404))
-async def deal_status(deal_id: int, user: UserDep, gateway: GatewayDep) -> DealStatus:
+async def deal_status(deal_id: Uint63, user: UserDep, gateway: GatewayDep) -> DealStatus:
     """A deal's state (OPEN, ASSIGNED, SUCCESS, FAILED), scheduler, attempts and reason."""
     return await gateway.deal_status(deal_id)

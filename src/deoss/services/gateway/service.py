@@ -66,6 +66,7 @@ from deoss.services.common.errors import (
     PayloadTooLarge,
     ServiceError,
 )
+from deoss.services.common.ranges import parse_range
 from deoss.services.common.signing import Signer, SigningAuth
 from deoss.services.gateway.download import (
     Download,
@@ -73,7 +74,6 @@ from deoss.services.gateway.download import (
     MinerBook,
     SegmentReader,
     open_download,
-    parse_range,
 )
 from deoss.services.gateway.settings import GatewaySettings
 from deoss.services.gateway.upload import (

@@ -11,11 +11,12 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 
-from deoss.services.common.errors import BadRequest, RangeNotSatisfiable, error_body
+from deoss.services.common.errors import BadRequest, error_body
+from deoss.services.common.ranges import UnsatisfiableRange, parse_range
 from deoss.services.common.signing import Signer, iter_body, iter_checked_body, verify_request
 from deoss.services.miner.service import BodyOpener, FragmentRequest, MinerService
 
-__all__ = ["parse_range", "router"]
+__all__ = ["router"]
 
 router = APIRouter()
 
@@ -133,14 +134,14 @@ async def get_fragment(
     opened = await miner.open_fragment(raw)
     try:
         span = parse_range(request.headers.get("range"), opened.size)
-    except RangeNotSatisfiable as exc:
+    except UnsatisfiableRange as exc:
         opened.close()
         return JSONResponse(
             error_body(exc.code, str(exc)),
             status_code=exc.status,
-            headers={"content-range": f"bytes */{opened.size}"},
+            headers={"content-range": f"bytes */{exc.size}"},
         )
-    start, end = span if span is not None else (0, opened.size - 1)
+    start, end = (span.start, span.end) if span is not None else (0, opened.size - 1)
     headers = {"accept-ranges": "bytes", "content-length": str(end - start + 1)}
     if span is not None:
         headers["content-range"] = f"bytes {start}-{end}/{opened.size}"
@@ -150,27 +151,3 @@ async def get_fragment(
         media_type="application/octet-stream",
         headers=headers,
     )
-
-
-def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
-    """(first, last) byte of a single ``bytes=`` range, or None for the whole fragment.
-
-    Raises:
-        RangeNotSatisfiable: not one byte range, or none of its bytes exist.
-    """
-    if header is None:
-        return None
-    unit, _, spec = header.partition("=")
-    first, dash, last = spec.strip().partition("-")
-    if unit.strip().lower() != "bytes" or "," in spec or not dash:
-        raise RangeNotSatisfiable(f"Range {header!r} is not a single bytes=first-last range")
-    if not (first.isdigit() or first == "") or not (last.isdigit() or last == ""):
-        raise RangeNotSatisfiable(f"Range {header!r} is not a single bytes=first-last range")
-    if first == "":
-        if last == "" or int(last) == 0:
-            raise RangeNotSatisfiable(f"Range {header!r} asks for no bytes")
-        return max(0, size - int(last)), size - 1
-    start, end = int(first), size - 1 if last == "" else min(int(last), size - 1)
-    if start >= size or start > end:
-        raise RangeNotSatisfiable(f"Range {header!r} is outside a {size}-byte fragment")
-    return start, end

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from deoss.services.common.auth import AuthError
 from deoss.services.common.errors import PayloadTooLarge
+from deoss.services.common.params import Uint32, Uint63
 from deoss.services.common.signing import Signer, iter_body, iter_checked_body, verify_request
 from deoss.services.scheduler.retag import FragmentMismatch
 from deoss.services.scheduler.service import SchedulerService
@@ -28,11 +29,11 @@ def get_service(request: Request) -> SchedulerService:
 
 
 ServiceDep = Annotated[SchedulerService, Depends(get_service)]
-DealId = Annotated[int, Path(ge=0, lt=2**63)]
-SegmentIndex = Annotated[int, Path(ge=0, lt=2**32)]
+DealId = Annotated[Uint63, Path()]
+SegmentIndex = Annotated[Uint32, Path()]
 FragmentHash = Annotated[str, Path(pattern="^[0-9a-f]{64}$")]
 Fid = Annotated[str, Query(pattern="^[0-9a-f]{64}$")]
-OrderId = Annotated[int | None, Query(ge=0, lt=2**63)]
+OrderId = Annotated[Uint63 | None, Query()]
 
 
 class SegmentPlaced(BaseModel):

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from deoss.core.layout import LayoutParams, SegmentPlan, plan_object
 from deoss.services.common.config import ConfigError
-from deoss.services.gateway.download import ByteRange, UnsatisfiableRange, parse_range
+from deoss.services.common.ranges import ByteRange, UnsatisfiableRange, parse_range
 from deoss.services.gateway.settings import DEFAULT_MAX_OBJECT_BYTES, load_settings
 from deoss.services.gateway.upload import SegmentPlanner
 
@@ -93,6 +93,36 @@ def test_ranges_that_do_not(header: str) -> None:
     with pytest.raises(UnsatisfiableRange) as refused:
         parse_range(header, 100)
     assert 100 == refused.value.size
+
+
+@pytest.mark.parametrize(
+    ("header", "why"),
+    [
+        ("bytes=\u00b2-5", "ASCII digits"),
+        ("bytes=1-\u0665", "ASCII digits"),  # an Arabic-Indic five
+        ("bytes=+1-5", "ASCII digits"),
+        ("bytes=1_0-20", "ASCII digits"),
+        ("bytes=" + "9" * 5000 + "-", "at most 19 digits"),
+        ("bytes=0-" + "9" * 5000, "at most 19 digits"),
+        ("bytes=-" + "9" * 5000, "at most 19 digits"),
+        ("bytes=" + "0" * 20 + "1-2", "at most 19 digits"),
+    ],
+)
+def test_range_positions_are_a_few_ascii_digits(header: str, why: str) -> None:
+    """Numbers int() would choke on (or spend time on) are refused with a message, never a
+    ValueError; the message shows a bounded part of the header."""
+    with pytest.raises(UnsatisfiableRange) as refused:
+        parse_range(header, 100)
+    assert why in str(refused.value)
+    assert len(str(refused.value)) < 200
+
+
+def test_the_largest_positions_still_parse() -> None:
+    """19 digits are accepted: an end beyond the object is clamped, a start beyond it is 416."""
+    assert ByteRange(5, 99) == parse_range("bytes=5-" + "9" * 19, 100)
+    assert ByteRange(0, 99) == parse_range("bytes=-" + "9" * 19, 100)
+    with pytest.raises(UnsatisfiableRange):
+        parse_range("bytes=" + "9" * 19 + "-", 100)
 
 
 @given(st.binary(max_size=400), st.integers(min_value=1, max_value=97))

@@ -173,6 +173,31 @@ async def test_unknown_deal_and_bad_ids(net: Net) -> None:
     assert (404, 400, 400) == (unknown.status_code, bad.status_code, bad_fid.status_code)
 
 
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/deals/999999999999999999999999999999",
+        "/deals/9223372036854775808",
+        "/deals/" + "9" * 5000,
+        "/deals/%C2%B2",
+        "/deals/+5",
+        "/deals/-1",
+        "/files/" + "ab" * 32 + "?size=999999999999999999999999999999",
+        "/objects/photos?limit=%C2%B2",
+    ],
+)
+async def test_integers_out_of_range_or_not_ascii_digits_are_400(net: Net, target: str) -> None:
+    """Ids and sizes are decimal ASCII digits below 2^63: anything else is a 400 naming the
+    parameter, never a 500 from an overflow further down."""
+    async with net.raw() as raw:
+        raw.auth = SigningAuth(key("alice"))
+        response = await raw.get(target)
+    assert 400 == response.status_code
+    error = response.json()["error"]
+    assert "bad_request" == error["code"]
+    assert any(name in error["message"] for name in ("deal_id", "size", "limit"))
+
+
 async def test_unreachable_chain_is_503(net: Net) -> None:
     """With the chain node gone, requests fail with 503 naming the chain, not a traceback."""
     net.rpc.down = True

@@ -391,6 +391,23 @@ async def test_get_serves_whole_fragments_and_single_ranges(net: Net) -> None:
         assert "bytes */1024" == refused.headers["content-range"]
 
 
+async def test_ranges_with_odd_numbers_are_416_with_a_message(net: Net) -> None:
+    """A Latin-1 digit, a sign or thousands of digits in a Range: 416 saying what is wrong,
+    never a 500 from int()."""
+    assert 200 == (await net.put(0, 2)).status_code
+    path = "/fragments/" + net.plan.segments[0].fragment_hashes[2].hex()
+    for header, why in [
+        ("bytes=\u00b2-5".encode("latin-1"), "ASCII digits"),
+        (b"bytes=+1-5", "ASCII digits"),
+        (("bytes=" + "9" * 5000 + "-").encode(), "at most 19 digits"),
+        (("bytes=-" + "9" * 5000).encode(), "at most 19 digits"),
+    ]:
+        refused = await net.http.get(path, headers={"range": header}, auth=SigningAuth(key("gw")))
+        assert 416 == refused.status_code, header[:20]
+        assert "bytes */1024" == refused.headers["content-range"]
+        assert why in refused.json()["error"]["message"]
+
+
 async def test_get_needs_a_registered_party_and_a_known_hash(net: Net) -> None:
     assert 200 == (await net.put(0, 2)).status_code
     path = "/fragments/" + net.plan.segments[0].fragment_hashes[2].hex()

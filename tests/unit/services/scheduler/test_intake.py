@@ -258,6 +258,26 @@ async def test_unknown_deal_and_segment_are_404(tmp_path: Path) -> None:
         assert "no segment 1" in beyond.json()["error"]["message"]
 
 
+async def test_ids_that_are_not_a_few_ascii_digits_are_400(tmp_path: Path) -> None:
+    """Deal ids and segment indices are decimal ASCII digits in range: a sign, a Latin-1 digit,
+    an overflowing or a 5,000-digit number is a 400 naming the parameter, before any lookup."""
+    async with running_network(tmp_path) as net:
+        deal_id, _ = await net.declare(os.urandom(3000))
+        for target, name in [
+            (f"/deals/+{deal_id}", "deal_id"),
+            ("/deals/%C2%B2", "deal_id"),
+            ("/deals/9223372036854775808", "deal_id"),
+            ("/deals/" + "9" * 5000, "deal_id"),
+            (f"/deals/{deal_id}/segments/+0", "index"),
+            (f"/deals/{deal_id}/segments/4294967296", "index"),
+        ]:
+            response = await net.app_client.get(target, auth=SigningAuth(BOB))
+            if "segments" in target:
+                response = await net.app_client.put(target, content=b"x", auth=SigningAuth(ALICE))
+            assert 400 == response.status_code, target[:40]
+            assert name in response.json()["error"]["message"], target[:40]
+
+
 async def test_segment_bytes_not_matching_the_declared_hash_are_422(tmp_path: Path) -> None:
     """Nothing reaches a miner, and the same deal still takes the right bytes afterwards."""
     async with running_network(tmp_path) as net:
