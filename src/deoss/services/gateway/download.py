@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -45,6 +44,7 @@ from deoss.core.layout import (
     segment_span,
     segments_for_range,
 )
+from deoss.services.common.fetch import fetch_exact
 from deoss.services.common.ranges import ByteRange
 
 __all__ = [
@@ -57,7 +57,6 @@ __all__ = [
 ]
 
 CHUNK_BYTES = 1024 * 1024
-HASH_IN_THREAD_BYTES = 256 * 1024
 REFRESH_S = 10.0  # miner endpoints are read again after this long
 MIN_REFRESH_S = 1.0  # ...or when an unknown miner shows up, at most this often
 SUSPECT_S = 30.0  # a miner that failed is tried last for this long
@@ -357,32 +356,17 @@ class SegmentReader:
         if endpoint is None:
             raise FragmentError(f"{what}: the miner has no endpoint on chain")
         expected_hash = segment.fragment_hashes[index]
-        size = self.layout.fragment_size(segment)
         url = f"{endpoint}/fragments/{expected_hash.hex()}"
-        try:
-            async with self._http.stream("GET", url, timeout=self._timeout_s) as response:
-                if response.status_code != 200:
-                    raise FragmentError(f"{what}: HTTP {response.status_code}")
-                data = bytearray()
-                async for chunk in response.aiter_bytes():
-                    data += chunk
-                    if len(data) > size:
-                        raise FragmentError(f"{what}: longer than {size} bytes")
-        except httpx.HTTPError as exc:
-            raise FragmentError(f"{what}: {type(exc).__name__}: {exc}") from exc
-        if len(data) != size:
-            raise FragmentError(f"{what}: {len(data)} bytes, {size} expected")
-        if len(data) > HASH_IN_THREAD_BYTES:
-            digest = await asyncio.to_thread(_sha256, data)
-        else:
-            digest = _sha256(data)
-        if digest != expected_hash:
-            raise FragmentError(f"{what}: SHA-256 does not match the file record")
-        return bytes(data)
-
-
-def _sha256(data: bytes | bytearray) -> bytes:
-    return hashlib.sha256(data).digest()
+        return await fetch_exact(
+            self._http,
+            "GET",
+            url,
+            size=self.layout.fragment_size(segment),
+            sha256=expected_hash,
+            error=FragmentError,
+            what=what,
+            timeout=self._timeout_s,
+        )
 
 
 @dataclass(frozen=True)

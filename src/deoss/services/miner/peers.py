@@ -2,14 +2,14 @@
 
 Every request is signed with the miner's key (the other side checks who asks). Every answer is
 checked before it is used: a fragment must hash to the hash asked for, tags must have exactly
-the length the fragment's size gives. A failure raises ``PeerError`` with the URL and the reason;
-callers decide whether to try another peer or later.
+the length the fragment's size gives, and neither is read past that length
+(``common.fetch.fetch_exact``: a peer streaming gigabytes is cut off). A failure raises
+``PeerError`` with the URL and the reason; callers decide whether to try another peer or later.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
+from typing import Any
 
 import httpx
 
@@ -21,6 +21,7 @@ from deoss.client.chain import ChainClient
 from deoss.client.errors import QueryFailed
 from deoss.core.keys import KeyPair, address_of, parse_address
 from deoss.core.podr2 import TAG_BYTES, block_count
+from deoss.services.common.fetch import fetch_exact
 from deoss.services.common.signing import SigningAuth
 
 __all__ = ["PeerError", "Peers"]
@@ -65,22 +66,20 @@ class Peers:
             raise
         return found.endpoint.rstrip("/")
 
-    async def fetch_fragment(self, endpoint: str, fragment_hash: bytes) -> bytes:
-        """A fragment from a miner, checked against its hash."""
+    async def fetch_fragment(self, endpoint: str, fragment_hash: bytes, size: int) -> bytes:
+        """A fragment of ``size`` bytes from a miner, checked against its hash; the read stops
+        past ``size`` bytes."""
         url = f"{endpoint}/fragments/{fragment_hash.hex()}"
-        response = await self._request("GET", url)
-        if hashlib.sha256(response.content).digest() != fragment_hash:
-            raise PeerError(f"GET {url}: the bytes do not hash to {fragment_hash.hex()}")
-        return response.content
+        return await self._fetch("GET", url, size, sha256=fragment_hash)
 
     async def fetch_tags(
         self, endpoint: str, fragment_hash: bytes, key_id: bytes, expected: int
     ) -> bytes:
-        """The tags a miner stores for a fragment under one tag key, checked for length only
-        (the caller checks them against the fragment with ``core.podr2.check_tags``)."""
+        """The ``expected`` bytes of tags a miner stores for a fragment under one tag key,
+        checked for length only (the caller checks them against the fragment with
+        ``core.podr2.check_tags``)."""
         url = f"{endpoint}/tags/{fragment_hash.hex()}"
-        response = await self._request("GET", url, params={"key": key_id.hex()})
-        return _tags_of(response, f"GET {url}", expected)
+        return await self._fetch("GET", url, expected, params={"key": key_id.hex()})
 
     async def request_tags(
         self,
@@ -97,25 +96,19 @@ class Peers:
         params: dict[str, str | int] = {"fid": fid}
         if order_id is not None:
             params["order"] = order_id
-        response = await self._request("PUT", url, params=params, content=data)
-        return _tags_of(
-            response, f"PUT {url}", block_count(len(data), sectors_per_block) * TAG_BYTES
+        expected = block_count(len(data), sectors_per_block) * TAG_BYTES
+        return await self._fetch("PUT", url, expected, params=params, content=data)
+
+    async def _fetch(
+        self, method: str, url: str, size: int, sha256: bytes | None = None, **options: Any
+    ) -> bytes:
+        return await fetch_exact(
+            self.http,
+            method,
+            url,
+            size=size,
+            sha256=sha256,
+            error=PeerError,
+            timeout_s=self.timeout_s,
+            **options,
         )
-
-    async def _request(self, method: str, url: str, **options: object) -> httpx.Response:
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                response = await self.http.request(method, url, **options)  # type: ignore[arg-type]
-        except TimeoutError as exc:
-            raise PeerError(f"{method} {url}: no answer in {self.timeout_s:g} s") from exc
-        except httpx.HTTPError as exc:
-            raise PeerError(f"{method} {url}: {exc!r}") from exc
-        if response.status_code != 200:
-            raise PeerError(f"{method} {url}: HTTP {response.status_code} {response.text[:300]!r}")
-        return response
-
-
-def _tags_of(response: httpx.Response, what: str, expected: int) -> bytes:
-    if len(response.content) != expected:
-        raise PeerError(f"{what}: {len(response.content)} bytes of tags, {expected} expected")
-    return response.content

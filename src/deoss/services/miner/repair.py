@@ -238,7 +238,7 @@ class Repairer:
         endpoint = await self._exiting_former(order, endpoints)
         if endpoint is not None:
             try:
-                data = await self.peers.fetch_fragment(endpoint, order.fragment_hash)
+                data = await self.peers.fetch_fragment(endpoint, order.fragment_hash, order.size)
             except PeerError as exc:
                 log_event(ROLE, "repair_copy_failed", order=order.id, why=str(exc))
             else:
@@ -260,6 +260,7 @@ class Repairer:
         params = (await self.service.view.params()).layout
         plan = record.segments[order.segment]
         holders = record.holders[order.segment]
+        size = params.fragment_size(plan)
         # data fragments first: decoding from them is the cheapest
         candidates = [
             (index, holder)
@@ -272,7 +273,7 @@ class Repairer:
             wanted = params.data_shards - len(fragments)
             batch, candidates = candidates[:wanted], candidates[wanted:]
             results = await asyncio.gather(
-                *(self._fetch(plan.fragment_hashes[i], endpoints.get(h)) for i, h in batch),
+                *(self._fetch(plan.fragment_hashes[i], size, endpoints.get(h)) for i, h in batch),
                 return_exceptions=True,
             )
             for (index, holder), result in zip(batch, results, strict=True):
@@ -293,10 +294,10 @@ class Repairer:
             raise RepairFailed(f"rebuilt {len(rebuilt)} bytes, the order says {order.size}")
         return rebuilt
 
-    async def _fetch(self, fragment_hash: bytes, endpoint: str | None) -> bytes:
+    async def _fetch(self, fragment_hash: bytes, size: int, endpoint: str | None) -> bytes:
         if endpoint is None:
             raise PeerError("the holder is not a registered miner")
-        return await self.peers.fetch_fragment(endpoint, fragment_hash)
+        return await self.peers.fetch_fragment(endpoint, fragment_hash, size)
 
     async def _obtain_tags(self, order: Order, record: FileRecord) -> None:
         """The fragment's tags, checked against it before they are kept: copied from an exiting

@@ -133,6 +133,7 @@ class SchedulerService:
             key=key,
             enclave=enclave,
             http=self.http,
+            layout=params.layout,
             read_local=self.store.read_fragment,
             forget_deal=self.forget_deal,
             jobs_dir=settings.data_dir / "tagging",

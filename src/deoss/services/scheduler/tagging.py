@@ -3,9 +3,9 @@
 A tag job names a fid this scheduler must tag: one it reported (after ``deal.success``) or one
 the chain reassigned to it (``file.tag_reassigned``). For every fragment of the file: take it
 from the copy of its segment kept since placement, or fetch it from its holder (``GET
-/fragments/{hash}``), check its hash, compute its PoDR² tags in the enclave's low-priority
-worker processes, and ``PUT /tags/{hash}?fid=`` them to the holder; then submit
-``files.tagged`` and delete the local copies.
+/fragments/{hash}``, read no further than the fragment's size), check its hash, compute its
+PoDR² tags in the enclave's low-priority worker processes, and ``PUT /tags/{hash}?fid=`` them
+to the holder; then submit ``files.tagged`` and delete the local copies.
 
 Invariants:
 
@@ -25,7 +25,6 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -43,8 +42,9 @@ from deoss.client.chain import ChainClient
 from deoss.client.errors import ClientError, QueryFailed, TxRefused
 from deoss.core.errors import DataPathError
 from deoss.core.keys import KeyPair, address_of, parse_address
-from deoss.core.layout import SegmentPlan
+from deoss.core.layout import LayoutParams, SegmentPlan
 from deoss.services.common.app import log_event
+from deoss.services.common.fetch import fetch_exact, request_ok
 from deoss.services.scheduler.enclave import Enclave
 
 __all__ = ["Tagger", "TaggingError"]
@@ -82,6 +82,7 @@ class Tagger:
         key: KeyPair,
         enclave: Enclave,
         http: httpx.AsyncClient,
+        layout: LayoutParams,
         read_local: ReadLocal,
         forget_deal: ForgetDeal,
         jobs_dir: Path,
@@ -95,6 +96,7 @@ class Tagger:
         self.key = key
         self.enclave = enclave
         self.http = http
+        self.layout = layout
         self.read_local = read_local
         self.forget_deal = forget_deal
         self.jobs_dir = Path(jobs_dir)
@@ -261,28 +263,27 @@ class Tagger:
             local = await asyncio.to_thread(self.read_local, deal_id, plan, index)
             if local is not None:
                 return local
-        url = f"{endpoint}/fragments/{digest.hex()}"
-        response = await self._request("GET", url)
-        if response.status_code != 200:
-            raise TaggingError(f"GET {url}: HTTP {response.status_code} {response.text[:200]!r}")
-        if hashlib.sha256(response.content).digest() != digest:
-            raise TaggingError(f"GET {url}: the bytes do not hash to {digest.hex()}")
-        return response.content
+        return await fetch_exact(
+            self.http,
+            "GET",
+            f"{endpoint}/fragments/{digest.hex()}",
+            size=self.layout.fragment_size(plan),  # the read stops past it
+            sha256=digest,
+            error=TaggingError,
+            timeout_s=self.timeout_s,
+        )
 
     async def _put_tags(self, endpoint: str, fid: str, digest: bytes, tags: bytes) -> None:
         url = f"{endpoint}/tags/{digest.hex()}"
-        response = await self._request("PUT", url, params={"fid": fid}, content=tags)
-        if not 200 <= response.status_code < 300:
-            raise TaggingError(f"PUT {url}: HTTP {response.status_code} {response.text[:200]!r}")
-
-    async def _request(self, method: str, url: str, **options: object) -> httpx.Response:
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                return await self.http.request(method, url, **options)  # type: ignore[arg-type]
-        except TimeoutError as exc:
-            raise TaggingError(f"{method} {url}: no answer in {self.timeout_s:g} s") from exc
-        except httpx.HTTPError as exc:
-            raise TaggingError(f"{method} {url}: {exc!r}") from exc
+        await request_ok(
+            self.http,
+            "PUT",
+            url,
+            error=TaggingError,
+            timeout_s=self.timeout_s,
+            params={"fid": fid},
+            content=tags,
+        )
 
     async def _report_tagged(self, fid: str) -> None:
         try:

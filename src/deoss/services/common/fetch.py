@@ -1,0 +1,154 @@
+"""Reading what a peer sends when its size is known: fragments and tags between services.
+(``request_ok``: a request whose answer matters by its status only, its body not read.)
+
+Peers (miners, schedulers) are not trusted. ``fetch_exact`` streams the answer and stops as soon
+as it holds one byte more than expected, so a peer that streams gigabytes costs the reader at
+most one network read past the expected size, never its memory. Invariants:
+
+* The body is read as it comes off the wire: ``identity`` encoding is asked for and an answer
+  encoded otherwise is refused unread, so no compressed chunk expands in memory.
+* A body of another length than expected, one not hashing to the SHA-256 asked for, a status
+  other than 200 (its first ``ERROR_TEXT_BYTES`` quoted), a transport error or a deadline
+  passed all raise the caller's own error type (``PeerError``, ``TaggingError``...), with
+  what was fetched and why in the message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+__all__ = [
+    "ERROR_TEXT_BYTES",
+    "HASH_IN_THREAD_BYTES",
+    "fetch_exact",
+    "request_ok",
+    "sha256_digest",
+]
+
+ERROR_TEXT_BYTES = 300  # of an error answer, quoted in the error
+HASH_IN_THREAD_BYTES = 256 * 1024  # larger bodies are hashed off the event loop
+
+
+async def fetch_exact(
+    http: httpx.AsyncClient,
+    method: str,
+    url: str,
+    *,
+    size: int,
+    error: type[Exception],
+    sha256: bytes | None = None,
+    what: str | None = None,
+    timeout_s: float | None = None,
+    **options: Any,
+) -> bytes:
+    """The body of a 200 answer to ``method url``: exactly ``size`` bytes, hashing to
+    ``sha256`` when given. ``options`` go to ``http.stream`` (params, content, timeout).
+
+    Raises:
+        error: the answer is not that (``what`` names it in the message; default: the
+            request), or did not come within ``timeout_s`` (None: the client's timeouts only).
+    """
+    what = what or f"{method} {url}"
+    async with _exchange(http, method, url, error, what, timeout_s, options) as response:
+        if response.status_code != 200:
+            raise await _status_error(response, what, error)
+        data = await _read_exact(response, size, what, error)
+    if sha256 is not None and await sha256_digest(data) != sha256:
+        raise error(f"{what}: the bytes do not hash to {sha256.hex()}")
+    return bytes(data)
+
+
+async def request_ok(
+    http: httpx.AsyncClient,
+    method: str,
+    url: str,
+    *,
+    error: type[Exception],
+    what: str | None = None,
+    timeout_s: float | None = None,
+    **options: Any,
+) -> None:
+    """Send ``method url`` and check that the answer is 2xx, without reading its body.
+
+    Raises:
+        error: another status (the first ``ERROR_TEXT_BYTES`` of the body quoted), a transport
+            error, or no answer within ``timeout_s``.
+    """
+    what = what or f"{method} {url}"
+    async with _exchange(http, method, url, error, what, timeout_s, options) as response:
+        if not 200 <= response.status_code < 300:
+            raise await _status_error(response, what, error)
+
+
+@contextlib.asynccontextmanager
+async def _exchange(
+    http: httpx.AsyncClient,
+    method: str,
+    url: str,
+    error: type[Exception],
+    what: str,
+    timeout_s: float | None,
+    options: dict[str, Any],
+) -> AsyncIterator[httpx.Response]:
+    """The streamed answer; closing it drops whatever was not read (the connection too)."""
+    headers = {**options.pop("headers", {}), "accept-encoding": "identity"}
+    try:
+        async with asyncio.timeout(timeout_s):
+            async with http.stream(method, url, headers=headers, **options) as response:
+                yield response
+    except TimeoutError as exc:
+        if timeout_s is None:
+            raise
+        raise error(f"{what}: no answer in {timeout_s:g} s") from exc
+    except httpx.HTTPError as exc:
+        raise error(f"{what}: {type(exc).__name__}: {exc}") from exc
+
+
+async def _status_error(response: httpx.Response, what: str, error: type[Exception]) -> Exception:
+    text = await _read_at_most(response, ERROR_TEXT_BYTES)
+    return error(f"{what}: HTTP {response.status_code} {text.decode('utf-8', 'replace')!r}")
+
+
+async def _read_exact(
+    response: httpx.Response, size: int, what: str, error: type[Exception]
+) -> bytearray:
+    encoding = response.headers.get("content-encoding", "identity")
+    if encoding.strip().lower() not in ("", "identity"):
+        raise error(f"{what}: encoded as {encoding[:40]!r}, identity was asked for")
+    declared = response.headers.get("content-length")
+    if declared is not None and declared != str(size):
+        raise error(f"{what}: Content-Length {declared[:40]!r}, {size} bytes expected")
+    data = bytearray()
+    async for chunk in response.aiter_bytes():
+        data += chunk
+        if len(data) > size:  # stop reading now: the rest is never taken off the wire
+            raise error(f"{what}: longer than the {size} bytes expected")
+    if len(data) != size:
+        raise error(f"{what}: {len(data)} bytes, {size} expected")
+    return data
+
+
+async def _read_at_most(response: httpx.Response, limit: int) -> bytes:
+    data = bytearray()
+    async for chunk in response.aiter_bytes():
+        data += chunk[: limit - len(data)]
+        if len(data) >= limit:
+            break
+    return bytes(data)
+
+
+async def sha256_digest(data: bytes | bytearray) -> bytes:
+    """SHA-256 of ``data``, computed in a thread when it is large."""
+    if len(data) > HASH_IN_THREAD_BYTES:
+        return await asyncio.to_thread(_sha256, data)
+    return _sha256(data)
+
+
+def _sha256(data: bytes | bytearray) -> bytes:
+    return hashlib.sha256(data).digest()
