@@ -1,6 +1,9 @@
 """Account key files on disk: written atomically with mode 0600, refused when others can read them.
 
-The text format belongs to ``deoss.core.keys``; this module owns only the file system side.
+The text format belongs to ``deoss.core.keys``; this module owns only the file system side, and
+which file a command signs with (``find_key_path``): ``--key``, else ``$DEOSS_KEY``, else the
+local network's dev user key when the current directory holds one
+(``.deoss/chain/keys/dev-0.toml``, written by ``deoss up``), else ``~/.deoss/key.toml``.
 """
 
 from __future__ import annotations
@@ -12,15 +15,65 @@ from pathlib import Path
 from deoss.core.errors import InvalidKey
 from deoss.core.keys import KeyPair, parse_key_file, render_key_file
 
-__all__ = ["default_key_path", "read_key_file", "write_key_file", "write_private_file"]
+__all__ = [
+    "DEVNET_USER_KEY",
+    "KeyFileNotFound",
+    "default_key_path",
+    "find_key_path",
+    "read_key_file",
+    "write_key_file",
+    "write_private_file",
+]
 
 MAX_KEY_FILE_BYTES = 4096
+# The dev user's key in a local network's home, relative to the directory `deoss up` ran in
+# (the layout of deoss.devnet, whose default home is .deoss; a unit test keeps them in step).
+DEVNET_USER_KEY = Path(".deoss/chain/keys/dev-0.toml")
+
+
+class KeyFileNotFound(FileNotFoundError):
+    """No key file where the lookup order leads; the message names every place looked."""
+
+
+def home_key_path() -> Path:
+    return Path.home() / ".deoss" / "key.toml"
 
 
 def default_key_path() -> Path:
-    """$DEOSS_KEY, or ~/.deoss/key.toml."""
+    """Where a new key goes: $DEOSS_KEY, or ~/.deoss/key.toml."""
     override = os.environ.get("DEOSS_KEY")
-    return Path(override) if override else Path.home() / ".deoss" / "key.toml"
+    return Path(override) if override else home_key_path()
+
+
+def find_key_path(option: Path | None = None) -> Path:
+    """The key file a command signs with: ``option`` (--key), else $DEOSS_KEY, else the local
+    network's dev user key if this directory holds one, else ~/.deoss/key.toml.
+
+    A key named explicitly (--key, $DEOSS_KEY) must exist: signing with another account than the
+    one asked for would be worse than stopping.
+
+    Raises:
+        KeyFileNotFound: the chosen file does not exist; the message says where it looked.
+    """
+    create = "create one with: deoss keys new"
+    if option is not None:
+        if not os.path.exists(option):
+            raise KeyFileNotFound(f"no key file at {option} (--key); {create}")
+        return option
+    override = os.environ.get("DEOSS_KEY")
+    if override:
+        if not os.path.exists(override):
+            raise KeyFileNotFound(f"no key file at {override} ($DEOSS_KEY); {create}")
+        return Path(override)
+    for candidate in (DEVNET_USER_KEY, home_key_path()):
+        if os.path.exists(candidate):  # os.path: False, never an error, on any Python
+            return candidate
+    raise KeyFileNotFound(
+        "no key file found; looked at: --key (not given), $DEOSS_KEY (not set), "
+        f"{DEVNET_USER_KEY} (the dev user of a local network started here by deoss up: absent), "
+        f"{home_key_path()} (absent); {create}, or run deoss up and use its network from this "
+        "directory"
+    )
 
 
 def write_key_file(path: Path, key: KeyPair, *, overwrite: bool = False) -> None:

@@ -7,13 +7,15 @@ the user. Commands pass the work as an async function of the client.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
 from deoss.cli.output import fail
-from deoss.client.chain import ChainClient, default_node_url, run
 from deoss.client.errors import ClientError, NodeUnavailable
+
+if TYPE_CHECKING:
+    from deoss.client.chain import ChainClient
 
 __all__ = ["NodeOpt", "with_chain"]
 
@@ -29,6 +31,8 @@ NodeOpt = Annotated[
 
 def with_chain(url: str | None, work: Callable[[ChainClient], Awaitable[T]], as_json: bool) -> T:
     """Run ``work`` with a client of the node at ``url``; exit 1 with a message on failure."""
+    from deoss.client.chain import ChainClient, default_node_url, run  # heavy: not for --help
+
     node_url = url or default_node_url()
 
     async def main() -> T:

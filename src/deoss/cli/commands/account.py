@@ -3,35 +3,48 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from deoss.chain.modules.accounts import Transfer
 from deoss.cli.node_client import NodeOpt, with_chain
 from deoss.cli.output import console, fail, print_json
-from deoss.client.chain import ChainClient
 from deoss.core.errors import DataPathError
 from deoss.core.keys import KeyPair, parse_address
-from deoss.keyfile import default_key_path, read_key_file
+from deoss.keyfile import KeyFileNotFound, find_key_path, read_key_file
+
+if TYPE_CHECKING:
+    from deoss.client.chain import ChainClient
 
 app = typer.Typer(help="Show accounts and transfer funds.", no_args_is_help=True)
 
 # The chain refuses amounts of 2^63 and more (they do not fit its integers).
 MAX_AMOUNT = 2**63 - 1
 
-KeyOpt = Annotated[
-    Path | None,
-    typer.Option("--key", help="Key file (default: $DEOSS_KEY or ~/.deoss/key.toml)."),
-]
+KEY_HELP = (
+    "Key file (default: $DEOSS_KEY, else the local network's .deoss/chain/keys/dev-0.toml,"
+    " else ~/.deoss/key.toml)."
+)
+KeyOpt = Annotated[Path | None, typer.Option("--key", help=KEY_HELP)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
 def load_key(path: Path | None, as_json: bool) -> KeyPair:
-    key_path = path or default_key_path()
+    """The key to sign with; exit 1 with a message if there is none or it cannot be used."""
+    return locate_key(path, as_json)[1]
+
+
+def locate_key(path: Path | None, as_json: bool) -> tuple[Path, KeyPair]:
+    """The key file to sign with (``deoss.keyfile.find_key_path``: --key, $DEOSS_KEY, the local
+    network's dev user, ~/.deoss/key.toml) and its key; exit 1 naming every place looked if none
+    has one, or saying why the file cannot be used."""
     try:
-        return read_key_file(key_path)
-    except FileNotFoundError:
+        key_path = find_key_path(path)
+    except KeyFileNotFound as exc:
+        fail(str(exc), as_json=as_json)
+    try:
+        return key_path, read_key_file(key_path)
+    except FileNotFoundError:  # removed since it was found
         fail(f"no key file at {key_path}; create one with: deoss keys new", as_json=as_json)
     except DataPathError as exc:
         fail(str(exc), as_json=as_json)
@@ -81,6 +94,8 @@ def transfer_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Send AMOUNT to TO and wait until the transfer is in a block."""
+    from deoss.chain.modules.accounts import Transfer  # numpy and more: only when it runs
+
     recipient = check_address(to, as_json)
     sender = load_key(key, as_json)
 

@@ -8,7 +8,7 @@ exiting miners (or reported lost) waiting to be rebuilt on another miner.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -16,16 +16,21 @@ from rich.measure import Measurement
 from rich.table import Table
 
 from deoss.chain.errors import NotFound
-from deoss.chain.modules.audit import ChallengeEntry, Round
-from deoss.chain.modules.miners import MinerEntry
-from deoss.chain.modules.restoral import Order, OrderState
 from deoss.chain.query import MAX_PAGE, QueryArgs
 from deoss.cli.commands.status import JsonOpt, with_ledger
 from deoss.cli.node_client import NodeOpt
 from deoss.cli.output import console, print_json
-from deoss.client.chain import ChainClient
 from deoss.client.errors import QueryFailed
 from deoss.core.keys import address_of
+
+if TYPE_CHECKING:
+    from deoss.chain.modules.audit import ChallengeEntry, Round
+    from deoss.chain.modules.miners import MinerEntry
+    from deoss.chain.modules.restoral import Order
+    from deoss.client.chain import ChainClient
+
+# The chain's modules import numpy and the pairing library: imported where a command reads
+# from the chain, not for --help.
 
 app = typer.Typer(help="Audit rounds: challenges, proofs, slashes.", no_args_is_help=True)
 repair_app = typer.Typer(help="Restoral orders: fragments being rebuilt.", no_args_is_help=True)
@@ -92,6 +97,9 @@ def audit_json(
 
 
 async def read_audit(client: ChainClient) -> dict[str, Any]:
+    from deoss.chain.modules.audit import ChallengeEntry, Round
+    from deoss.chain.modules.miners import MinerEntry
+
     status = await client.status()
     try:
         round_: Round | None = await client.query("/audit/round", QueryArgs(), Round)
@@ -165,6 +173,8 @@ def order_json(order: Order) -> dict[str, Any]:
 
 async def read_orders(client: ChainClient, limit: int) -> tuple[list[Order], bool]:
     """Up to ``limit`` orders in id order, page by page; and whether more exist."""
+    from deoss.chain.modules.restoral import Order
+
     orders: list[Order] = []
     next_id = 0
     while True:
@@ -182,6 +192,8 @@ async def read_orders(client: ChainClient, limit: int) -> tuple[list[Order], boo
 
 def repair_json(height: int, orders: list[Order], truncated: bool) -> dict[str, Any]:
     """The document ``deoss repair status --json`` prints."""
+    from deoss.chain.modules.restoral import OrderState
+
     return {
         "height": height,
         "orders": [order_json(o) for o in orders],

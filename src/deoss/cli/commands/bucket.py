@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -13,7 +13,9 @@ from deoss.cli.commands.account import KeyOpt, check_address, load_key
 from deoss.cli.commands.status import JsonOpt, with_ledger
 from deoss.cli.node_client import NodeOpt
 from deoss.cli.output import console, print_json
-from deoss.client.chain import ChainClient
+
+if TYPE_CHECKING:
+    from deoss.client.chain import ChainClient
 
 app = typer.Typer(help="Create, list and delete buckets.", no_args_is_help=True)
 

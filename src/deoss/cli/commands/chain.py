@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from deoss.cli.node_client import NodeOpt, with_chain
 from deoss.cli.output import console, fail, print_json
-from deoss.client.chain import ChainClient
-from deoss.node.home import DEFAULT_CHAIN_ID, HomeError, genesis_path, init_home
-from deoss.node.rpc_json import rfc3339
+
+if TYPE_CHECKING:
+    from deoss.client.chain import ChainClient
+
+# deoss.node.home's DEFAULT_CHAIN_ID (a test keeps them equal): that module imports the chain's
+# parameters, numpy and more, which --help does without.
+DEFAULT_CHAIN_ID = "deoss-devnet"
 
 app = typer.Typer(help="Create a chain home and show the chain.", no_args_is_help=True)
 
@@ -28,6 +32,8 @@ def init_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Write HOME/genesis.json, HOME/node.toml and the dev accounts' keys (mode 0600)."""
+    from deoss.node.home import HomeError, genesis_path, init_home
+
     try:
         genesis, key_paths = init_home(
             home, chain_id=chain_id, dev_accounts=dev_accounts, block_ms=block_ms
@@ -59,6 +65,7 @@ def init_command(
 @app.command("status")
 def status_command(node: NodeOpt = None, as_json: JsonOpt = False) -> None:
     """Height, app hash, chain id and latest block time of a running node."""
+    from deoss.node.rpc_json import rfc3339
 
     async def read(client: ChainClient) -> dict[str, Any]:
         status = await client.status()

@@ -11,8 +11,9 @@ from typing import Annotated
 import typer
 
 from deoss.cli.output import console, fail, print_json
-from deoss.devnet import DEV_BUCKET, DevnetError, DevnetSpec, down, up
-from deoss.keyfile import read_key_file
+from deoss.keyfile import DEVNET_USER_KEY, read_key_file
+
+# deoss.devnet imports the chain, its client and numpy: imported when a command runs.
 
 HomeOpt = Annotated[Path, typer.Option("--home", help="Where the network keeps its data.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
@@ -29,6 +30,9 @@ def up_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Start a local network: chain, schedulers, miners, gateway (Ctrl-C stops it)."""
+    from deoss.client.chain import DEFAULT_NODE_URL
+    from deoss.devnet import DEV_BUCKET, DevnetError, DevnetSpec, up
+
     spec = DevnetSpec(
         home=home.resolve(),
         schedulers=schedulers,
@@ -54,7 +58,10 @@ def up_command(
     if as_json:
         print_json(info)
     else:
-        _print_ready(info)
+        # run from here, commands find this network's gateway and user key in .deoss/ and
+        # its chain at the default address; from elsewhere they need the exports
+        found = spec.key_path(0) == DEVNET_USER_KEY.resolve() and net.chain_url == DEFAULT_NODE_URL
+        _print_ready(info, found)
     if detach:
         return
     stop = threading.Event()
@@ -65,24 +72,28 @@ def up_command(
     net.stop()
 
 
-def _print_ready(info: Mapping[str, object]) -> None:
+def _print_ready(info: Mapping[str, object], found_here: bool) -> None:
     console.print(f"[bold green]DeOSS local network is up[/] (data in {info['home']})")
     console.print(f"  chain RPC   {info['chain']}")
     console.print(f"  gateway     {info['gateway']}")
     console.print(f"  dev user    {info['user']} (key {info['user_key']})")
-    console.print("Try:")
-    console.print(
-        f"  export DEOSS_KEY={info['user_key']} DEOSS_NODE={info['chain']} "
+    exports = (
+        f"export DEOSS_KEY={info['user_key']} DEOSS_NODE={info['chain']} "
         f"DEOSS_GATEWAY={info['gateway']}"
     )
+    console.print("Try, from this directory:" if found_here else f"Try:\n  {exports}")
     console.print("  deoss status")
     console.print(f"  deoss put README.md {info['bucket']}/readme.md")
     console.print(f"  deoss get {info['bucket']}/readme.md -o /tmp/readme.md")
+    if found_here:
+        console.print(f"From another directory, first: {exports}")
     console.print("Ctrl-C stops every process; data stays for the next deoss up.")
 
 
 def down_command(home: HomeOpt = Path(".deoss"), as_json: JsonOpt = False) -> None:
     """Stop a network started with deoss up --detach."""
+    from deoss.devnet import DevnetError, down
+
     try:
         count = down(home.resolve())
     except DevnetError as exc:

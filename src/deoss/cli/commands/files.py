@@ -6,19 +6,20 @@ with no file (never stored, still in progress, failed or deleted) exits 3.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from deoss.chain.modules.files import FileRecord
-from deoss.chain.modules.miners import MinerEntry
-from deoss.chain.modules.schedulers import SchedulerEntry
 from deoss.chain.query import QueryArgs
 from deoss.cli.commands.status import JsonOpt, with_ledger
 from deoss.cli.node_client import NodeOpt
 from deoss.cli.output import console, print_json
-from deoss.client.chain import ChainClient
 from deoss.core.keys import address_of
+
+if TYPE_CHECKING:
+    from deoss.chain.modules.files import FileRecord
+    from deoss.chain.modules.miners import MinerEntry
+    from deoss.client.chain import ChainClient
 
 app = typer.Typer(help="Show stored files.", no_args_is_help=True)
 
@@ -69,6 +70,10 @@ def show_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Deal state, placing scheduler, fragment holders and whether the file is tagged."""
+    # the chain's modules import numpy and the pairing library: not for --help
+    from deoss.chain.modules.files import FileRecord
+    from deoss.chain.modules.miners import MinerEntry
+    from deoss.chain.modules.schedulers import SchedulerEntry
 
     async def read(client: ChainClient) -> dict[str, Any]:
         record = await client.query("/files/file", QueryArgs(fid=fid), FileRecord)

@@ -6,7 +6,7 @@ commands go straight to the chain with the user's key.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -17,7 +17,9 @@ from deoss.cli.commands.account import KeyOpt, check_address, load_key
 from deoss.cli.commands.status import JsonOpt, with_ledger
 from deoss.cli.node_client import NodeOpt
 from deoss.cli.output import console, print_json
-from deoss.client.chain import ChainClient
+
+if TYPE_CHECKING:
+    from deoss.client.chain import ChainClient
 
 app = typer.Typer(help="Authorize and revoke gateways.", no_args_is_help=True)
 

@@ -7,16 +7,17 @@ from typing import Annotated
 
 import typer
 
+from deoss.cli.commands.account import KeyOpt, locate_key
 from deoss.cli.output import console, fail, print_json
-from deoss.core.errors import DataPathError
 from deoss.core.keys import KeyPair
-from deoss.keyfile import default_key_path, read_key_file, write_key_file
+from deoss.keyfile import default_key_path, write_key_file
 
 app = typer.Typer(help="Create and show account keys.", no_args_is_help=True)
 
-KeyOpt = Annotated[
+# A new key goes to $DEOSS_KEY or ~/.deoss/key.toml, never into a local network's home.
+NewKeyOpt = Annotated[
     Path | None,
-    typer.Option("--key", help="Key file (default: $DEOSS_KEY or ~/.deoss/key.toml)."),
+    typer.Option("--key", help="Where to write it (default: $DEOSS_KEY or ~/.deoss/key.toml)."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
@@ -32,7 +33,7 @@ def _describe(key: KeyPair, path: Path, as_json: bool) -> None:
 
 @app.command("new")
 def new_command(
-    key: KeyOpt = None,
+    key: NewKeyOpt = None,
     force: Annotated[bool, typer.Option(help="Replace an existing key file.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -50,14 +51,6 @@ def new_command(
 
 @app.command("show")
 def show_command(key: KeyOpt = None, as_json: JsonOpt = False) -> None:
-    """Show the address and public key of a key file (never the secret)."""
-    path = key or default_key_path()
-    try:
-        pair = read_key_file(path)
-    except FileNotFoundError:
-        fail(f"no key file at {path}; create one with: deoss keys new", as_json=as_json)
-    except DataPathError as exc:
-        fail(str(exc), as_json=as_json)
-    except OSError as exc:
-        fail(f"cannot read {path}: {exc.strerror}", as_json=as_json)
+    """Show the address and public key of the key commands sign with (never the secret)."""
+    path, pair = locate_key(key, as_json)
     _describe(pair, path, as_json)

@@ -13,21 +13,11 @@ nothing its stake comes back and it is EXITED.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
-from deoss.chain.genesis import ChainParams
-from deoss.chain.modules.files import Holding
-from deoss.chain.modules.miners import (
-    AddStake,
-    ExitMiner,
-    Miner,
-    MinerEntry,
-    MinerState,
-    required_stake,
-)
 from deoss.chain.query import QueryArgs
 from deoss.chain.types import Call
 from deoss.cli.commands.account import MAX_AMOUNT, KeyOpt, check_address, load_key
@@ -35,7 +25,13 @@ from deoss.cli.commands.audit import print_table
 from deoss.cli.commands.status import JsonOpt, with_ledger
 from deoss.cli.node_client import NodeOpt
 from deoss.cli.output import console, print_json
-from deoss.client.chain import ChainClient
+
+if TYPE_CHECKING:
+    from deoss.chain.modules.miners import Miner
+    from deoss.client.chain import ChainClient
+
+# The chain's modules import numpy and the pairing library: imported where a command runs,
+# not for --help.
 
 app = typer.Typer(
     help="Show storage miners; top up a miner's stake; exit as a miner.", no_args_is_help=True
@@ -61,6 +57,10 @@ def miner_json(address: str, miner: Miner) -> dict[str, Any]:
 
 
 async def _read_one(client: ChainClient, address: str) -> dict[str, Any]:
+    from deoss.chain.genesis import ChainParams
+    from deoss.chain.modules.files import Holding
+    from deoss.chain.modules.miners import Miner, required_stake
+
     miner = await client.query("/miners/miner", QueryArgs(address=address), Miner)
     holdings = await client.query("/files/holdings", QueryArgs(address=address), list[Holding])
     params = await client.query("/chain/params", QueryArgs(), ChainParams)
@@ -156,6 +156,8 @@ def status_command(
         return
 
     async def read_all(client: ChainClient) -> list[dict[str, Any]]:
+        from deoss.chain.modules.miners import MinerEntry
+
         entries = await client.query("/miners/list", QueryArgs(), list[MinerEntry])
         return [miner_json(e.address, e.miner) for e in entries]
 
@@ -179,6 +181,8 @@ def stake_command(
 
     Exit 3 if the key is not a miner's, 1 if the balance is too low or the miner has exited.
     """
+    from deoss.chain.modules.miners import AddStake
+
     shown = _submit_as_miner(key, node, AddStake(amount=amount), as_json)
     if as_json:
         print_json(shown)
@@ -195,6 +199,8 @@ def exit_command(key: KeyOpt = None, node: NodeOpt = None, as_json: JsonOpt = Fa
 
     Exit 3 if the key is not a miner's, 1 if the miner is already exiting or exited.
     """
+    from deoss.chain.modules.miners import ExitMiner, MinerState
+
     shown = _submit_as_miner(key, node, ExitMiner(), as_json)
     if as_json:
         print_json(shown)

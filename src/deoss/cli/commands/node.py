@@ -1,4 +1,8 @@
-"""deoss node chain: run a node of the network (the chain for now)."""
+"""deoss node chain / miner / scheduler / gateway: run a node of the network.
+
+The service commands import their service (the web framework and more) only when they run: they
+are listed lazily (``deoss.cli.lazy``), so ``deoss node --help`` imports none of them.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +11,27 @@ from typing import Annotated
 
 import typer
 
-from deoss.cli.commands.node_gateway import gateway_command
-from deoss.cli.commands.node_miner import miner_command
-from deoss.cli.commands.node_scheduler import scheduler_command
+from deoss.cli.lazy import LazyCommand, LazyGroup
 from deoss.cli.output import fail
-from deoss.node.devnode import NodeError
-from deoss.node.home import HomeError
-from deoss.node.serve import run_chain_node
-from deoss.node.store import StoreError
 
-app = typer.Typer(help="Run a node of the network.", no_args_is_help=True)
+_C = "deoss.cli.commands"
+
+
+class NodeGroup(LazyGroup):
+    lazy_commands = {
+        "miner": LazyCommand(
+            f"{_C}.node_miner", "miner_command", "Run a storage miner until SIGINT or SIGTERM."
+        ),
+        "scheduler": LazyCommand(
+            f"{_C}.node_scheduler", "scheduler_command", "Run a scheduler until SIGINT or SIGTERM."
+        ),
+        "gateway": LazyCommand(
+            f"{_C}.node_gateway", "gateway_command", "Run a gateway until SIGINT or SIGTERM."
+        ),
+    }
+
+
+app = typer.Typer(help="Run a node of the network.", cls=NodeGroup, no_args_is_help=True)
 
 
 @app.command("chain")
@@ -33,14 +48,14 @@ def chain_command(
 
     Once the RPC listens, HOME/rpc.addr holds HOST:PORT and one JSON line is printed.
     """
+    from deoss.node.devnode import NodeError
+    from deoss.node.home import HomeError
+    from deoss.node.serve import run_chain_node
+    from deoss.node.store import StoreError
+
     try:
         run_chain_node(home, block_ms=block_ms, rpc=rpc)
     except (HomeError, StoreError, NodeError) as exc:
         fail(str(exc))
     except OSError as exc:
         fail(f"cannot start the chain node: {exc.strerror or exc}")
-
-
-app.command("miner")(miner_command)
-app.command("scheduler")(scheduler_command)
-app.command("gateway")(gateway_command)

@@ -5,19 +5,23 @@ These go straight to the chain with the user's key (not through a gateway).
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from deoss.chain.modules.space import BuySpace, ExpandSpace, Lease, RenewSpace
 from deoss.chain.query import QueryArgs
 from deoss.chain.types import Call
 from deoss.cli.commands.account import KeyOpt, check_address, load_key
 from deoss.cli.commands.status import JsonOpt, with_ledger
 from deoss.cli.node_client import NodeOpt
 from deoss.cli.output import console, print_json
-from deoss.client.chain import ChainClient
 from deoss.core.keys import KeyPair
+
+if TYPE_CHECKING:
+    from deoss.chain.modules.space import Lease
+    from deoss.client.chain import ChainClient
+
+# deoss.chain.modules.space imports numpy and more: imported in the commands, not for --help.
 
 app = typer.Typer(help="Buy and show storage space.", no_args_is_help=True)
 
@@ -47,6 +51,7 @@ def _print_lease(shown: dict[str, Any]) -> None:
 
 def _change(user: KeyPair, call: Call, node: str | None, as_json: bool) -> None:
     """Submit ``call``, then show the lease as it is after the block."""
+    from deoss.chain.modules.space import Lease
 
     async def submit(client: ChainClient) -> dict[str, Any]:
         outcome = await client.submit(user, call)
@@ -70,6 +75,8 @@ def buy_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Buy GIB GiB of space for DAYS days (one lease per account; then expand or renew)."""
+    from deoss.chain.modules.space import BuySpace
+
     _change(load_key(key, as_json), BuySpace(gib=gib, days=days), node, as_json)
 
 
@@ -81,6 +88,8 @@ def expand_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Add GIB GiB to your lease, paying for the days it has left."""
+    from deoss.chain.modules.space import ExpandSpace
+
     _change(load_key(key, as_json), ExpandSpace(gib=gib), node, as_json)
 
 
@@ -92,6 +101,8 @@ def renew_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Extend your lease by DAYS days (a frozen lease becomes active again)."""
+    from deoss.chain.modules.space import RenewSpace
+
     _change(load_key(key, as_json), RenewSpace(days=days), node, as_json)
 
 
@@ -105,6 +116,8 @@ def show_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Total, used, locked and free space of an account, and when it expires (exit 3: none)."""
+    from deoss.chain.modules.space import Lease
+
     target = check_address(address, as_json) if address else load_key(key, as_json).address
 
     async def read(client: ChainClient) -> dict[str, Any]:

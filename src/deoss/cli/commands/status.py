@@ -8,21 +8,19 @@ query or transaction refused with the chain's NotFound code. Other refusals exit
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.table import Table
 
 from deoss.chain.errors import NotFound
-from deoss.chain.modules.deals import DealCounts
-from deoss.chain.modules.gateways import GatewayEntry
-from deoss.chain.modules.miners import MinerEntry
-from deoss.chain.modules.schedulers import SchedulerEntry
 from deoss.chain.query import QueryArgs
 from deoss.cli.node_client import NodeOpt, with_chain
 from deoss.cli.output import console, fail, print_json
-from deoss.client.chain import ChainClient
 from deoss.client.errors import QueryFailed, TxRefused
+
+if TYPE_CHECKING:
+    from deoss.client.chain import ChainClient
 
 __all__ = ["EXIT_NOT_FOUND", "JsonOpt", "status_command", "with_ledger"]
 
@@ -54,6 +52,12 @@ def with_ledger(node: str | None, work: Callable[[ChainClient], Awaitable[T]], a
 
 
 async def read_status(client: ChainClient) -> dict[str, Any]:
+    # the chain's modules import numpy and the pairing library: only when a command runs
+    from deoss.chain.modules.deals import DealCounts
+    from deoss.chain.modules.gateways import GatewayEntry
+    from deoss.chain.modules.miners import MinerEntry
+    from deoss.chain.modules.schedulers import SchedulerEntry
+
     status = await client.status()
     schedulers = await client.query("/schedulers/list", QueryArgs(), list[SchedulerEntry])
     miners = await client.query("/miners/list", QueryArgs(), list[MinerEntry])
