@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 
 from deoss.services.common.errors import BadRequest, error_body
+from deoss.services.common.params import Uint16, Uint32, Uint63
 from deoss.services.common.ranges import UnsatisfiableRange, parse_range
 from deoss.services.common.signing import Signer, iter_body, iter_checked_body, verify_request
 from deoss.services.miner.service import BodyOpener, FragmentRequest, MinerService
@@ -73,10 +74,10 @@ async def put_fragment(
     request: Request,
     miner: MinerDep,
     signer: SignerDep,
-    deal: Annotated[int, Query(ge=0, lt=2**63)],
-    attempt: Annotated[int, Query(ge=1, lt=2**32)],
-    segment: Annotated[int, Query(ge=0, lt=2**32)],
-    fragment: Annotated[int, Query(ge=0, lt=2**16)],
+    deal: Annotated[Uint63, Query()],
+    attempt: Annotated[Uint32, Query(ge=1)],
+    segment: Annotated[Uint32, Query()],
+    fragment: Annotated[Uint16, Query()],
 ) -> ReceiptPublic:
     """Accept a fragment from the scheduler its deal is assigned to, for the assignment
     ``attempt``; answer a receipt signed for that deal and assignment."""

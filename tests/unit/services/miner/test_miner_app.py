@@ -344,6 +344,24 @@ async def test_unknown_deal_is_404_and_a_deal_not_assigned_is_409(net: Net) -> N
     assert [] == net.places()
 
 
+async def test_query_integers_that_are_not_a_few_ascii_digits_are_400(net: Net) -> None:
+    """deal, attempt, segment and fragment are ASCII digits in range: a sign or a Latin-1
+    digit is a 400 naming the parameter, and nothing is stored."""
+    digest = net.plan.segments[0].fragment_hashes[0].hex()
+    for query, name in [
+        (f"deal=+{net.deal_id}&attempt=1&segment=0&fragment=0", "deal"),
+        (f"deal={net.deal_id}&attempt=%C2%B9&segment=0&fragment=0", "attempt"),
+        (f"deal={net.deal_id}&attempt=1&segment=0_0&fragment=0", "segment"),
+        (f"deal={net.deal_id}&attempt=1&segment=0&fragment=" + "9" * 5000, "fragment"),
+    ]:
+        refused = await net.http.put(
+            f"/fragments/{digest}?{query}", content=net.fragments[0][0], auth=SigningAuth(SCHEDULER)
+        )
+        assert 400 == refused.status_code, query[:40]
+        assert name in refused.json()["error"]["message"]
+    assert [] == net.places()
+
+
 async def test_a_request_for_another_assignment_is_refused(net: Net) -> None:
     """The scheduler names the deal and the assignment it places for, and the miner signs only
     for the deal's current assignment: its receipt cannot pass for any other."""
