@@ -26,6 +26,7 @@ __all__ = [
     "RangeNotSatisfiable",
     "ServiceError",
     "ServiceUnavailable",
+    "TooManyRequests",
     "Unauthenticated",
     "error_body",
     "install_error_handlers",
@@ -63,6 +64,17 @@ class PayloadTooLarge(ServiceError):
 
 class RangeNotSatisfiable(ServiceError):
     status, code = 416, "range_not_satisfiable"
+
+
+class TooManyRequests(ServiceError):
+    """Refused for load, before anything was done; the answer's Retry-After says when to try
+    again."""
+
+    status, code = 429, "too_many_requests"
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class UpstreamFailed(ServiceError):
@@ -103,7 +115,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ServiceError)
     async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
-        return JSONResponse(error_body(exc.code, str(exc)), status_code=exc.status)
+        headers = None
+        if isinstance(exc, TooManyRequests):
+            headers = {"retry-after": str(exc.retry_after_s)}
+        return JSONResponse(error_body(exc.code, str(exc)), status_code=exc.status, headers=headers)
 
     @app.exception_handler(AuthError)
     async def _auth_error(request: Request, exc: AuthError) -> JSONResponse:

@@ -50,10 +50,13 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
         409: "the name is taken, or the bucket is not empty",
         413: "the body is larger than its Content-Length or the gateway's limit",
         416: "a Range that is malformed, multiple, or outside the object",
+        429: "too many uploads in progress on this gateway, or of this user; nothing was read "
+        "or declared: try again after the Retry-After seconds",
         502: "the deal failed, or a scheduler refused the data",
         503: "the chain node or too many miners are unreachable",
         504: "the deal did not finish in time",
-        507: "the user's space is missing, frozen or too small",
+        507: "the user's space is missing, frozen or too small (a body without a length is "
+        "cut off once past the free space)",
     }
     return {s: {"model": ErrorBody, "description": meaning[s]} for s in (401, 403, *statuses)}
 
@@ -146,7 +149,7 @@ async def list_objects(
     tags=["objects"],
     responses={
         202: {"model": UploadResult, "description": "declared (?wait=false); delivery goes on"},
-        **_errors(400, 404, 409, 413, 502, 504, 507),
+        **_errors(400, 404, 409, 413, 429, 502, 504, 507),
     },
 )
 async def put_object(

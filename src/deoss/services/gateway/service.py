@@ -10,8 +10,9 @@ docs/api.md without HTTP concepts: routes parse, call one method, shape the answ
 * Chain refusals propagate as ``deoss.client.errors`` (the app maps their codes to statuses);
   refusals found before anything is submitted are ``ServiceError``s with a message that says
   what to do.
-* Uploads are checked (name, bucket, object, space, size) before the body is read, so a
-  refused upload spools nothing.
+* Uploads are admitted (``UploadSlots``: per gateway, per user; else 429) and checked (name,
+  bucket, object, space, size) before the body is read, so a refused upload spools nothing;
+  a body without a length is cut off as soon as it exceeds the user's free space (507).
 """
 
 from __future__ import annotations
@@ -77,8 +78,11 @@ from deoss.services.gateway.download import (
 )
 from deoss.services.gateway.settings import GatewaySettings
 from deoss.services.gateway.upload import (
+    Declared,
+    Spooled,
     Uplink,
     UploadMetrics,
+    UploadSlots,
     UploadTasks,
     declare_upload,
     drive_deal,
@@ -195,6 +199,8 @@ class Gateway:
         self.http = httpx.AsyncClient(auth=SigningAuth(key), transport=transport)
         self._authorized: dict[str, tuple[float, bool]] = {}
         self.uploads = UploadTasks()
+        self.upload_slots = UploadSlots(settings.max_uploads, settings.max_uploads_per_user)
+        self._planning = asyncio.Semaphore(settings.planning_slots)
         self.miners = MinerBook(chain)
         self.upload_metrics = UploadMetrics(registry)
         self.download_metrics = DownloadMetrics(registry)
@@ -227,6 +233,7 @@ class Gateway:
             self.http,
             self.settings,
             self.upload_metrics,
+            self._planning,
         )
 
     @property
@@ -238,7 +245,11 @@ class Gateway:
         await self.http.aclose()
 
     async def health(self) -> dict[str, Any]:
-        return {"address": self.address, "uploads_in_progress": len(self.uploads)}
+        return {
+            "address": self.address,
+            "uploads_in_progress": len(self.uploads),
+            "uploads_admitted": len(self.upload_slots),
+        }
 
     async def require_authorized(self, user: str) -> None:
         """Raises Forbidden unless ``user`` authorized this gateway on chain (cached briefly)."""
@@ -324,8 +335,9 @@ class Gateway:
 
     async def check_upload(
         self, user: Signer, bucket: str, name: str, declared_bytes: int | None
-    ) -> None:
-        """Refuse before reading the body what the chain would refuse after it.
+    ) -> int:
+        """Refuse before reading the body what the chain would refuse after it; returns the
+        user's free space in bytes, which no body may exceed.
 
         Raises:
             BadRequest, PayloadTooLarge, Conflict, InsufficientStorage, QueryFailed (404).
@@ -353,6 +365,7 @@ class Gateway:
             raise InsufficientStorage(
                 f"{declared_bytes} bytes declared, {lease.free_bytes} bytes of space free"
             )
+        return lease.free_bytes
 
     async def put_object(
         self,
@@ -364,13 +377,52 @@ class Gateway:
         *,
         wait: bool,
     ) -> UploadResult:
-        """Check, spool, declare and deliver an object (see upload.py); ``body`` is checked
-        against the SHA-256 ``user`` signed while it is spooled. With ``wait`` False,
-        answer once declared; the delivery goes on in the background."""
-        await self.check_upload(user, bucket, name, declared_bytes)
+        """Admit, check, spool, declare and deliver an object (see upload.py); ``body`` is
+        checked against the SHA-256 ``user`` signed while it is spooled. With ``wait`` False,
+        answer once declared; the delivery goes on in the background.
+
+        Raises:
+            TooManyRequests: too many uploads in flight (nothing read, nothing declared).
+        """
+        slot = self.upload_slots.admit(user.address)  # held until the spool file is deleted
+        try:
+            uplink, spooled, declared = await self._spool_and_declare(
+                user, bucket, name, body, declared_bytes
+            )
+        except BaseException:
+            slot.release()
+            raise
+        result = UploadResult(bucket, name, spooled.fid, spooled.size, declared.deal_id, "", False)
+        if declared.deal_id is None:
+            spooled.path.unlink(missing_ok=True)
+            slot.release()
+            return replace(result, state="SUCCESS", deduplicated=True)
+        work = drive_deal(uplink, declared.deal_id, spooled.path, declared.segments)
+        task = self.uploads.start(work, spooled.path, declared.deal_id, slot)
+        if not wait:
+            deal = await read_deal(self.chain, declared.deal_id)
+            return replace(result, state=deal.state.name)
+        deal = await asyncio.shield(task)  # a client that goes away does not stop the deal
+        return replace(result, state=deal.state.name)
+
+    async def _spool_and_declare(
+        self,
+        user: Signer,
+        bucket: str,
+        name: str,
+        body: AsyncIterator[bytes],
+        declared_bytes: int | None,
+    ) -> tuple[Uplink, Spooled, Declared]:
+        free_bytes = await self.check_upload(user, bucket, name, declared_bytes)
         uplink = await self._uplink()
         started = time.perf_counter()
-        spooled = await spool_body(body, self.settings.spool_path, uplink.layout, user.body_sha256)
+        spooled = await spool_body(
+            _within_space(body, free_bytes),
+            self.settings.spool_path,
+            uplink.layout,
+            user.body_sha256,
+            uplink.planning,
+        )
         self.upload_metrics.bytes_received.inc(spooled.size)
         spooled_at = time.perf_counter()
         try:
@@ -387,17 +439,7 @@ class Gateway:
             spool_ms=round((spooled_at - started) * 1000, 1),
             declare_ms=round((time.perf_counter() - spooled_at) * 1000, 1),
         )
-        result = UploadResult(bucket, name, spooled.fid, spooled.size, declared.deal_id, "", False)
-        if declared.deal_id is None:
-            spooled.path.unlink(missing_ok=True)
-            return replace(result, state="SUCCESS", deduplicated=True)
-        work = drive_deal(uplink, declared.deal_id, spooled.path, declared.segments)
-        task = self.uploads.start(work, spooled.path, declared.deal_id)
-        if not wait:
-            deal = await read_deal(self.chain, declared.deal_id)
-            return replace(result, state=deal.state.name)
-        deal = await asyncio.shield(task)  # a client that goes away does not stop the deal
-        return replace(result, state=deal.state.name)
+        return uplink, spooled, declared
 
     # --- helpers ----------------------------------------------------------------------------
 
@@ -422,6 +464,20 @@ class Gateway:
             if exc.code == ChainNotFound.code:
                 return None
             raise
+
+
+async def _within_space(body: AsyncIterator[bytes], free_bytes: int) -> AsyncIterator[bytes]:
+    """``body``, stopped (InsufficientStorage) at the first chunk past ``free_bytes``: a body
+    without a Content-Length could not be checked against the user's space before."""
+    size = 0
+    async for chunk in body:
+        size += len(chunk)
+        if size > free_bytes:
+            raise InsufficientStorage(
+                f"the body is larger than the {free_bytes} bytes of space free; "
+                "buy more (deoss space expand) or delete objects"
+            )
+        yield chunk
 
 
 async def register_gateway(chain: ChainClient, key: KeyPair, endpoint: str) -> bool:

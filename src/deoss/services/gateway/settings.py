@@ -17,6 +17,13 @@
     scheduler_timeout_s = 120          # one segment PUT to a scheduler
     miner_timeout_s = 30               # one fragment GET from a miner
     auth_cache_ms = 1000               # how long "user X authorized this gateway" is trusted
+    max_uploads = 32                   # uploads in flight on this gateway; beyond: 429
+    max_uploads_per_user = 8           # uploads in flight of one user; beyond: 429
+    planning_slots = 2                 # segments coded and hashed at once, for all uploads
+
+An upload is in flight from its request until its spool file is deleted (the deal's end, also
+after ``?wait=false``). Memory per upload is a few MiB; planning adds a segment with its
+fragments per slot (about 100 MiB at 32 MiB segments, 4+8).
 
 Invariants: paths are absolute once loaded (relative ones are relative to the config file);
 every value has been checked, so a bad file stops the process naming the key. The layout
@@ -57,6 +64,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "scheduler_timeout_s": 120,
         "miner_timeout_s": 30,
         "auth_cache_ms": 1000,
+        "max_uploads": 32,
+        "max_uploads_per_user": 8,
+        "planning_slots": 2,
     },
 }
 
@@ -68,6 +78,9 @@ _POSITIVE = (
     "deal_wait_s",
     "scheduler_timeout_s",
     "miner_timeout_s",
+    "max_uploads",
+    "max_uploads_per_user",
+    "planning_slots",
 )
 
 
@@ -88,6 +101,9 @@ class GatewaySettings:
     scheduler_timeout_s: int = 120
     miner_timeout_s: int = 30
     auth_cache_ms: int = 1000
+    max_uploads: int = 32
+    max_uploads_per_user: int = 8
+    planning_slots: int = 2
 
     @property
     def spool_path(self) -> Path:
@@ -114,6 +130,11 @@ def _check_gateway(gateway: dict[str, Any]) -> None:
     for name in _POSITIVE:
         if gateway[name] <= 0:
             raise ConfigError(f"gateway.{name} must be positive, got {gateway[name]}")
+    if gateway["max_uploads_per_user"] > gateway["max_uploads"]:
+        raise ConfigError(
+            f"gateway.max_uploads_per_user ({gateway['max_uploads_per_user']}) must not exceed "
+            f"gateway.max_uploads ({gateway['max_uploads']})"
+        )
     if gateway["auth_cache_ms"] < 0:
         value = gateway["auth_cache_ms"]
         raise ConfigError(f"gateway.auth_cache_ms must be 0 or more, got {value}")
@@ -146,4 +167,7 @@ def load_settings(config_path: Path) -> GatewaySettings:
         scheduler_timeout_s=gateway["scheduler_timeout_s"],
         miner_timeout_s=gateway["miner_timeout_s"],
         auth_cache_ms=gateway["auth_cache_ms"],
+        max_uploads=gateway["max_uploads"],
+        max_uploads_per_user=gateway["max_uploads_per_user"],
+        planning_slots=gateway["planning_slots"],
     )

@@ -1,21 +1,28 @@
-"""Uploads: spool the body, plan it, declare the deal for the user, deliver the segments.
+"""Uploads: admit, spool the body, plan it, declare the deal for the user, deliver the segments.
 
+    request --(a slot of the gateway's and of the user's, else 429 at once)--> admitted
     body --(at most the limit; hashed while written: the signed SHA-256)--> spool file
-         --(each segment erasure-coded and hashed while the next arrives: the plan, the fid)
+         --(each complete segment read back, erasure-coded and hashed while the next arrives:
+            the plan, the fid)
          --> stored already? declare the stored file's plan, else the one just made
          --> deals.declare (owner = the user) --> ASSIGNED --> PUT each padded segment to the
-             scheduler --> SUCCESS (or FAILED)
+             scheduler, streamed from the spool file --> SUCCESS (or FAILED)
 
 Invariants:
 
+* An upload holds its slot (``UploadSlots``) from its request until its spool file is deleted;
+  a refused request (429) has read no body and declared nothing.
 * Nothing is declared before the whole body is spooled and matches the SHA-256 the user
   signed; a spool file never holds more than the limit and is deleted however the upload ends
   (and at startup, for files left by a crash: ``sweep_spool``).
 * A fid already stored is declared at once and the chain deduplicates it (no deal, no bytes
   sent), with the fragment hashes of the file record.
-* While spooling, at most 1 + PLANNING_DEPTH segments are in memory (one filling, the others
-  being planned, with their fragments); while sending, at most two padded segments, read from
-  the spool file.
+* Memory is bounded per upload and per gateway, not by the body: while spooling, an upload
+  holds its last batch of the body (``FLUSH_BYTES``); a segment is in memory, with its
+  fragments, only while a planning thread codes it, and at most ``planning_slots`` do at once
+  in the gateway (an upload has at most PLANNING_DEPTH segments waiting for or in planning;
+  beyond, its body waits). While sending, at most two segments per deal travel, each streamed
+  from the spool file ``SEND_CHUNK`` bytes at a time.
 * A deal is driven until SUCCESS or FAILED: whenever its (scheduler, attempt) changes, every
   segment is sent again to the new scheduler. A scheduler that cannot be reached (connection
   error, timeout, 5xx) is replaced with ``deals.reassign``; the chain bounds the attempts.
@@ -47,18 +54,11 @@ from deoss.chain.query import QueryArgs
 from deoss.client.chain import ChainClient
 from deoss.client.errors import BadResponse, NodeUnavailable, QueryFailed, TxRefused
 from deoss.core.keys import KeyPair, address_of
-from deoss.core.layout import (
-    LayoutParams,
-    SegmentPlan,
-    encode_and_plan,
-    pad_segment,
-    segment_span,
-)
+from deoss.core.layout import LayoutParams, SegmentPlan, padded_size, segment_span
 from deoss.core.merkle import compute_fid
 from deoss.services.common.app import log_event
 from deoss.services.common.auth import HEADER_BODY, AuthError
-from deoss.services.common.errors import ServiceError, UpstreamFailed
-from deoss.services.common.signing import sent_once
+from deoss.services.common.errors import ServiceError, TooManyRequests, UpstreamFailed
 from deoss.services.gateway.settings import GatewaySettings
 
 __all__ = [
@@ -67,10 +67,13 @@ __all__ = [
     "SegmentPlanner",
     "Spooled",
     "UploadMetrics",
+    "UploadSlot",
+    "UploadSlots",
     "UploadTasks",
     "Uplink",
     "declare_upload",
     "drive_deal",
+    "plan_spooled_segment",
     "read_deal",
     "spool_body",
     "sweep_spool",
@@ -79,9 +82,13 @@ __all__ = [
 FLUSH_BYTES = 4 * 1024 * 1024
 SPOOL_PREFIX = "upload-"
 SPOOL_SUFFIX = ".spool"
-# segments coded and hashed at once while spooling: the planning thread is the slower side (2
-# took 0.1 s off spooling 256 MiB on 2 cores, for one more segment and its fragments in memory)
+# segments of one upload waiting for or in planning while it spools: the planning thread is the
+# slower side (2 took 0.1 s off spooling 256 MiB on 2 cores); the gateway's planning_slots bound
+# how many are coded at once, for all uploads
 PLANNING_DEPTH = 2
+PLAN_STRIPE = 1024 * 1024  # bytes of each fragment coded at once while planning
+SEND_CHUNK = 1024 * 1024  # a segment goes to its scheduler read from the spool this much at once
+RETRY_AFTER_S = 5  # an upload refused for load: a new slot is likely free by then
 MAX_REFUSALS = 10  # 404/409 answers for one assignment before asking for another scheduler
 
 
@@ -117,77 +124,193 @@ class Uplink:
     http: httpx.AsyncClient
     settings: GatewaySettings
     metrics: UploadMetrics
+    planning: asyncio.Semaphore  # the gateway's planning slots, shared by its uploads
+
+
+# --- admission ----------------------------------------------------------------------------
+
+
+class UploadSlot:
+    """One admitted upload's place; ``release`` (idempotent) gives it back."""
+
+    def __init__(self, slots: UploadSlots, user: str) -> None:
+        self._slots: UploadSlots | None = slots
+        self.user = user
+
+    def release(self) -> None:
+        if self._slots is not None:
+            self._slots._release(self.user)
+            self._slots = None
+
+
+class UploadSlots:
+    """Uploads in flight, per gateway and per user: admitted at once or refused, never queued,
+    so that a refused request costs no memory, no disk and no chain transaction."""
+
+    def __init__(self, per_gateway: int, per_user: int) -> None:
+        self.per_gateway = per_gateway
+        self.per_user = per_user
+        self._by_user: dict[str, int] = {}
+        self._total = 0
+
+    def __len__(self) -> int:
+        return self._total
+
+    def admit(self, user: str) -> UploadSlot:
+        """A slot for one more upload of ``user``.
+
+        Raises:
+            TooManyRequests: the gateway or the user has as many uploads in flight as allowed.
+        """
+        if self._total >= self.per_gateway:
+            raise TooManyRequests(
+                f"this gateway has {self._total} uploads in progress, its limit; try again in "
+                f"{RETRY_AFTER_S} s",
+                retry_after_s=RETRY_AFTER_S,
+            )
+        mine = self._by_user.get(user, 0)
+        if mine >= self.per_user:
+            raise TooManyRequests(
+                f"{user} has {mine} uploads in progress on this gateway, the limit per user; "
+                f"try again once one is done (in {RETRY_AFTER_S} s)",
+                retry_after_s=RETRY_AFTER_S,
+            )
+        self._by_user[user] = mine + 1
+        self._total += 1
+        return UploadSlot(self, user)
+
+    def _release(self, user: str) -> None:
+        self._total -= 1
+        left = self._by_user[user] - 1
+        if left:
+            self._by_user[user] = left
+        else:
+            del self._by_user[user]
 
 
 # --- spooling -----------------------------------------------------------------------------
 
 
 class SegmentPlanner:
-    """Plans each segment of a stream as it passes: while the next segment arrives, the last
-    complete one is erasure-coded and hashed in a worker thread, so the declaration is ready
-    when the body ends (coding after spooling took a 256 MiB upload a second more).
+    """Plans the segments of a spool file while it is written: each complete segment is read
+    back (from the page cache, just written), erasure-coded and hashed in a worker thread while
+    the body goes on arriving, so the declaration is ready when the body ends (coding after
+    spooling took a 256 MiB upload a second more).
 
-    Holds at most the segment being filled and ``PLANNING_DEPTH`` being planned. ``aclose``
-    must be awaited if the stream fails, so no planning thread outlives the upload.
+    Holds no segment itself: one is in memory only while a thread codes it, and a thread codes
+    only in one of the gateway's ``slots``. At most ``PLANNING_DEPTH`` segments of this upload
+    wait for or are in planning; ``written`` waits beyond, which holds the body back. ``aclose``
+    must be awaited if the upload fails, so no planning thread outlives it (those still waiting
+    for a slot never start).
     """
 
-    def __init__(self, layout: LayoutParams) -> None:
+    def __init__(self, path: Path, layout: LayoutParams, slots: asyncio.Semaphore) -> None:
+        self._path = path
         self._layout = layout
-        self._parts: list[bytes] = []  # of the segment being filled (joined once: one copy)
-        self._held = 0
+        self._slots = slots
         self._planning: collections.deque[asyncio.Future[SegmentPlan]] = collections.deque()
-        self._count = 0
+        self._count = 0  # segments handed to planning
         self._segments: list[SegmentPlan] = []
+        self._closed = False
 
-    async def update(self, chunk: bytes) -> None:
-        size = self._layout.segment_size
-        while chunk:
-            part = chunk[: size - self._held]  # the whole chunk (no copy) unless it crosses
-            chunk = chunk[len(part) :]
-            self._parts.append(part)
-            self._held += len(part)
-            if self._held == size:
-                await self._plan(self._take(), size)
+    async def written(self, size: int) -> None:
+        """The spool file now holds ``size`` bytes (flushed): plan every segment complete."""
+        segment_size = self._layout.segment_size
+        while (self._count + 1) * segment_size <= size:
+            await self._plan(segment_size)
 
-    async def finish(self) -> list[SegmentPlan]:
-        """Every segment's plan; the last (or only, for an empty object) segment is padded."""
-        if self._held or not self._count:
-            held = self._held
-            await self._plan(self._take(), held)
-        await self._collect()
+    async def finish(self, size: int) -> list[SegmentPlan]:
+        """Every segment's plan, for a file of ``size`` bytes; the last (or only, for an empty
+        object) segment is padded."""
+        await self.written(size)
+        held = size - self._count * self._layout.segment_size
+        if held or not self._count:
+            await self._plan(held)
+        while self._planning:
+            await self._collect_oldest()
         return self._segments
 
-    def _take(self) -> bytes:
-        # joined here: the planning thread is the slower side of spooling, the event loop not
-        segment = b"".join(self._parts)
-        self._parts, self._held = [], 0
-        return segment
-
     async def aclose(self) -> None:
+        self._closed = True
         while self._planning:
             with contextlib.suppress(Exception):
                 await self._planning.popleft()
 
-    async def _plan(self, segment: bytes, held: int) -> None:
-        while len(self._planning) >= PLANNING_DEPTH:  # memory stays bounded
+    async def _plan(self, held: int) -> None:
+        while len(self._planning) >= PLANNING_DEPTH:
             await self._collect_oldest()
-        index, layout = self._count, self._layout
-        planning = asyncio.to_thread(_plan, index, held, segment, layout)
-        self._planning.append(asyncio.ensure_future(planning))
+        self._planning.append(asyncio.ensure_future(self._plan_one(self._count, held)))
         self._count += 1
 
-    async def _collect(self) -> None:
-        while self._planning:
-            await self._collect_oldest()
+    async def _plan_one(self, index: int, held: int) -> SegmentPlan:
+        async with self._slots:
+            if self._closed:
+                raise _Abandoned  # the upload failed while this one waited: nothing to do
+            return await asyncio.to_thread(
+                plan_spooled_segment, self._path, index, held, self._layout
+            )
 
     async def _collect_oldest(self) -> None:
         self._segments.append(await self._planning[0])
         self._planning.popleft()
 
 
-def _plan(index: int, held: int, segment: bytes, layout: LayoutParams) -> SegmentPlan:
-    """Pad, code and hash one segment; only its plan is kept (the fragments are let go)."""
-    return encode_and_plan(index, held, pad_segment(segment, layout), layout).plan
+class _Abandoned(Exception):
+    """A segment whose upload failed before a planning slot came."""
+
+
+def plan_spooled_segment(
+    path: Path, index: int, held: int, layout: LayoutParams, stripe_bytes: int = PLAN_STRIPE
+) -> SegmentPlan:
+    """The plan ``encode_and_plan`` makes of segment ``index`` of a spool file (``held`` bytes,
+    zero-padded), computed a stripe at a time: the code is systematic and works byte position
+    by byte position (core/erasure.py), so coding ``stripe_bytes`` of each data fragment gives
+    the same bytes of each parity fragment. In memory: k data and m parity stripes (16 MiB at
+    4+8), not the segment and its k + m fragments (about 160 MiB at 32 MiB segments)."""
+    k, m = layout.data_shards, layout.parity_shards
+    padded = padded_size(held, layout)
+    width = padded // k  # each fragment's size
+    start = index * layout.segment_size
+    segment_hash = hashlib.sha256()
+    fragment_hashes = [hashlib.sha256() for _ in range(k + m)]
+    code = layout.code()
+    with open(path, "rb") as handle:
+        step = k * stripe_bytes
+        for at in range(0, padded, step):  # the segment in order, for its hash
+            segment_hash.update(_read_padded(handle, start, held, at, min(step, padded - at)))
+        for offset in range(0, width, stripe_bytes):
+            size = min(stripe_bytes, width - offset)
+            stripe = b"".join(
+                _read_padded(handle, start, held, j * width + offset, size) for j in range(k)
+            )
+            for digest, fragment in zip(fragment_hashes, code.encode(stripe), strict=True):
+                digest.update(fragment)
+    return SegmentPlan(
+        index=index,
+        size=held,
+        padded_size=padded,
+        hash=segment_hash.digest(),
+        fragment_hashes=[digest.digest() for digest in fragment_hashes],
+    )
+
+
+def _read_padded(handle: Any, start: int, held: int, at: int, size: int) -> bytes:
+    """``size`` bytes from ``at`` in the padded segment that starts at ``start`` in the file
+    (past its ``held`` bytes: the padding's zeros)."""
+    handle.seek(start + min(at, held))
+    data: bytes = handle.read(max(0, min(size, held - at)))
+    if len(data) != max(0, min(size, held - at)):
+        raise RuntimeError(f"spool file {handle.name} is shorter than its plan")
+    return data + bytes(size - len(data))
+
+
+def _read_at(path: Path, offset: int, size: int) -> bytes:
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        data = handle.read(size)
+    if len(data) != size:
+        raise RuntimeError(f"spool file {path} is shorter than its plan")
+    return data
 
 
 @dataclass(frozen=True)
@@ -212,21 +335,27 @@ def _write(handle: Any, digest: Any, chunks: list[bytes]) -> None:
     for chunk in chunks:
         handle.write(chunk)
         digest.update(chunk)
+    handle.flush()  # the planning threads read the file back
 
 
 async def spool_body(
-    chunks: AsyncIterator[bytes], directory: Path, layout: LayoutParams, body_sha256: str
+    chunks: AsyncIterator[bytes],
+    directory: Path,
+    layout: LayoutParams,
+    body_sha256: str,
+    planning: asyncio.Semaphore,
 ) -> Spooled:
-    """Write the body to a new spool file, planning its segments on the way; the body must hash
-    to ``body_sha256`` (what the user signed; hashed in the writing thread, off the event loop).
+    """Write the body to a new spool file, planning its segments on the way (in ``planning``'s
+    slots); the body must hash to ``body_sha256`` (what the user signed; hashed in the writing
+    thread, off the event loop).
 
     Raises:
         AuthError: the body is not the one signed. Whatever ``chunks`` raises (too large,
-        client gone). Either way the file is deleted.
+        over the user's space, client gone). Either way the file is deleted.
     """
     fd, name = tempfile.mkstemp(dir=directory, prefix=SPOOL_PREFIX, suffix=SPOOL_SUFFIX)
     path = Path(name)
-    planner = SegmentPlanner(layout)
+    planner = SegmentPlanner(path, layout, planning)
     digest = hashlib.sha256()
     size = 0
     try:
@@ -237,24 +366,19 @@ async def spool_body(
                 batch.append(chunk)
                 batched += len(chunk)
                 if batched >= FLUSH_BYTES:
-                    await _flush(handle, digest, planner, batch)
+                    await asyncio.to_thread(_write, handle, digest, batch)
                     size, batch, batched = size + batched, [], 0
-            await _flush(handle, digest, planner, batch)
+                    await planner.written(size)
+            await asyncio.to_thread(_write, handle, digest, batch)
             size += batched
         if digest.hexdigest() != body_sha256:
             raise AuthError("body does not match the signed SHA-256")
-        segments = await planner.finish()
+        segments = await planner.finish(size)
     except BaseException:
         await planner.aclose()
         path.unlink(missing_ok=True)
         raise
     return Spooled(path, size, compute_fid([s.hash for s in segments]), segments)
-
-
-async def _flush(handle: Any, digest: Any, planner: SegmentPlanner, batch: list[bytes]) -> None:
-    await asyncio.to_thread(_write, handle, digest, batch)
-    for chunk in batch:
-        await planner.update(chunk)
 
 
 # --- declaring ----------------------------------------------------------------------------
@@ -329,13 +453,18 @@ async def read_deal(chain: ChainClient, deal_id: int) -> Deal:
     return await chain.query("/deals/deal", QueryArgs(id=deal_id), Deal)
 
 
-def _read_segment(path: Path, segment: SegmentPlan, layout: LayoutParams) -> bytes:
-    with open(path, "rb") as handle:
-        handle.seek(segment.index * layout.segment_size)
-        data = handle.read(segment.size)
-    if len(data) != segment.size:
-        raise RuntimeError(f"spool file {path} is shorter than its plan")
-    return data + bytes(segment.padded_size - segment.size)
+async def _segment_body(
+    path: Path, segment: SegmentPlan, layout: LayoutParams
+) -> AsyncIterator[bytes]:
+    """A padded segment, read from the spool file ``SEND_CHUNK`` bytes at a time (opened for
+    each read: nothing stays open if the request stops early)."""
+    start = segment.index * layout.segment_size
+    for at in range(0, segment.size, SEND_CHUNK):
+        yield await asyncio.to_thread(
+            _read_at, path, start + at, min(SEND_CHUNK, segment.size - at)
+        )
+    if segment.padded_size > segment.size:
+        yield bytes(segment.padded_size - segment.size)  # less than k bytes
 
 
 async def _scheduler_endpoint(chain: ChainClient, scheduler: bytes) -> str:
@@ -361,9 +490,9 @@ SEGMENTS_IN_FLIGHT = 2  # while the scheduler places one segment, the next one t
 async def send_segments(
     uplink: Uplink, deal: Deal, spool: Path, segments: list[SegmentPlan]
 ) -> None:
-    """PUT every padded segment to the deal's scheduler, at most two at a time (so at most two
-    are in memory), a new one as soon as one is placed: sending the next segment overlaps the
-    scheduler's coding and placement.
+    """PUT every padded segment to the deal's scheduler, at most two at a time, a new one as
+    soon as one is placed: sending the next segment overlaps the scheduler's coding and
+    placement.
 
     Raises:
         SchedulerUnreachable, NotAssignedThere, UpstreamFailed (any other refusal), the first
@@ -392,13 +521,12 @@ async def send_segments(
 async def _send_segment(
     uplink: Uplink, deal: Deal, endpoint: str, spool: Path, segment: SegmentPlan
 ) -> None:
-    body, length = sent_once(await asyncio.to_thread(_read_segment, spool, segment, uplink.layout))
     url = f"{endpoint}/deals/{deal.id}/segments/{segment.index}"
     try:
         response = await uplink.http.put(
             url,
-            content=body,
-            headers={HEADER_BODY: segment.hash.hex(), **length},
+            content=_segment_body(spool, segment, uplink.layout),
+            headers={HEADER_BODY: segment.hash.hex(), "content-length": str(segment.padded_size)},
             timeout=uplink.settings.scheduler_timeout_s,
         )
     except httpx.TransportError as exc:
@@ -510,7 +638,8 @@ async def drive_deal(
 
 
 class UploadTasks:
-    """Deal deliveries running in the background; each deletes its spool file when it ends."""
+    """Deal deliveries running in the background; each deletes its spool file when it ends,
+    then gives its upload's slot back."""
 
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[Deal]] = set()
@@ -519,13 +648,14 @@ class UploadTasks:
         return len(self._tasks)
 
     def start(
-        self, work: Coroutine[Any, Any, Deal], spool: Path, deal_id: int
+        self, work: Coroutine[Any, Any, Deal], spool: Path, deal_id: int, slot: UploadSlot
     ) -> asyncio.Task[Deal]:
         async def run() -> Deal:
             try:
                 return await work
             finally:
                 spool.unlink(missing_ok=True)
+                slot.release()
 
         task = asyncio.create_task(run(), name=f"deal-{deal_id}")
         self._tasks.add(task)

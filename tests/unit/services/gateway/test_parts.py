@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -127,13 +128,17 @@ def test_the_largest_positions_still_parse() -> None:
 
 @given(st.binary(max_size=400), st.integers(min_value=1, max_value=97))
 def test_planning_while_spooling_agrees_with_planning_the_file(data: bytes, chunk: int) -> None:
-    """Planning chunks as they are spooled gives the plan (and fid) of planning the file."""
+    """Planning segments as the spool file grows gives the plan (and fid) of planning it whole."""
 
-    async def plan_chunks() -> list[SegmentPlan]:
-        planner = SegmentPlanner(SMALL)
-        for at in range(0, len(data), chunk):
-            await planner.update(data[at : at + chunk])
-        return await planner.finish()
+    async def plan_chunks(path: Path) -> list[SegmentPlan]:
+        planner = SegmentPlanner(path, SMALL, asyncio.Semaphore(1))
+        with open(path, "wb") as spool:
+            for at in range(0, len(data), chunk):
+                spool.write(data[at : at + chunk])
+                spool.flush()
+                await planner.written(spool.tell())
+        return await planner.finish(len(data))
 
-    plan = plan_object(io.BytesIO(data), SMALL)
-    assert plan.segments == asyncio.run(plan_chunks())
+    with tempfile.TemporaryDirectory() as directory:  # not tmp_path: one file per example
+        planned = asyncio.run(plan_chunks(Path(directory) / "spool"))
+    assert plan_object(io.BytesIO(data), SMALL).segments == planned
