@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(VENV)/bin/python bench/audit.py
 	$(VENV)/bin/python bench/e2e.py
 	$(VENV)/bin/python bench/upload.py
+	$(VENV)/bin/python bench/gateway_memory.py
 	$(VENV)/bin/python bench/repair.py
 
 up: $(STAMP)
