@@ -22,8 +22,8 @@
     planning_slots = 2                 # segments coded and hashed at once, for all uploads
 
 An upload is in flight from its request until its spool file is deleted (the deal's end, also
-after ``?wait=false``). Memory per upload is a few MiB; planning adds a segment with its
-fragments per slot (about 100 MiB at 32 MiB segments, 4+8).
+after ``?wait=false``). Memory per upload is a few MiB; planning adds a stripe of each
+fragment per slot (about 16 MiB at 4+8), whatever the segment size.
 
 Invariants: paths are absolute once loaded (relative ones are relative to the config file);
 every value has been checked, so a bad file stops the process naming the key. The layout

@@ -18,11 +18,12 @@ Invariants:
 * A fid already stored is declared at once and the chain deduplicates it (no deal, no bytes
   sent), with the fragment hashes of the file record.
 * Memory is bounded per upload and per gateway, not by the body: while spooling, an upload
-  holds its last batch of the body (``FLUSH_BYTES``); a segment is in memory, with its
-  fragments, only while a planning thread codes it, and at most ``planning_slots`` do at once
-  in the gateway (an upload has at most PLANNING_DEPTH segments waiting for or in planning;
-  beyond, its body waits). While sending, at most two segments per deal travel, each streamed
-  from the spool file ``SEND_CHUNK`` bytes at a time.
+  holds its last batch of the body (``FLUSH_BYTES``); a planning thread reads a segment back
+  from the spool file and codes it a stripe of ``PLAN_STRIPE`` bytes per fragment at a time,
+  and at most ``planning_slots`` threads do at once in the gateway (an upload has at most
+  PLANNING_DEPTH segments waiting for or in planning; beyond, its body waits). While sending,
+  at most two segments per deal travel, each streamed from the spool file ``SEND_CHUNK`` bytes
+  at a time.
 * A deal is driven until SUCCESS or FAILED: whenever its (scheduler, attempt) changes, every
   segment is sent again to the new scheduler. A scheduler that cannot be reached (connection
   error, timeout, 5xx) is replaced with ``deals.reassign``; the chain bounds the attempts.
@@ -197,11 +198,11 @@ class SegmentPlanner:
     the body goes on arriving, so the declaration is ready when the body ends (coding after
     spooling took a 256 MiB upload a second more).
 
-    Holds no segment itself: one is in memory only while a thread codes it, and a thread codes
-    only in one of the gateway's ``slots``. At most ``PLANNING_DEPTH`` segments of this upload
-    wait for or are in planning; ``written`` waits beyond, which holds the body back. ``aclose``
-    must be awaited if the upload fails, so no planning thread outlives it (those still waiting
-    for a slot never start).
+    Holds no segment itself: a thread reads one a stripe at a time while it codes it
+    (``plan_spooled_segment``), and codes only in one of the gateway's ``slots``. At most
+    ``PLANNING_DEPTH`` segments of this upload wait for or are in planning; ``written`` waits
+    beyond, which holds the body back. ``aclose`` must be awaited if the upload fails, so no
+    planning thread outlives it (those still waiting for a slot never start).
     """
 
     def __init__(self, path: Path, layout: LayoutParams, slots: asyncio.Semaphore) -> None:
