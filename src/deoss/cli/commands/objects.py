@@ -2,13 +2,15 @@
 
 The gateway is ``--gateway URL``, else ``$DEOSS_GATEWAY``, else the address a local network
 wrote (``.deoss/gateway/addr`` or ``.deoss/gateway/data/addr``), else http://127.0.0.1:8080.
-Requests are signed with ``--key`` (default ``$DEOSS_KEY`` or ~/.deoss/key.toml). Exit codes:
+Requests are signed with ``--key``, else ``$DEOSS_KEY``, else the local network's dev user key
+(``.deoss/chain/keys/dev-0.toml``), else ~/.deoss/key.toml (``deoss.keyfile``). Exit codes:
 0 done, 1 refused or failed, 2 bad command line, 3 not found. Downloads are written to
 ``OUT.part`` and renamed once complete, so OUT is never a partial object.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import os
@@ -16,7 +18,7 @@ import re
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, TypeVar
 
 import msgspec
 import typer
@@ -31,12 +33,14 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from deoss.cli.commands.account import load_key
+from deoss.cli.commands.account import KEY_HELP, load_key
 from deoss.cli.output import console, fail, print_json
-from deoss.client.chain import run
-from deoss.client.gateway import GatewayClient, GatewayError, NotFound
 from deoss.client.retry import RetryPolicy
 from deoss.core.keys import KeyPair
+
+if TYPE_CHECKING:
+    # the gateway client imports httpx and the web framework: imported when a command runs
+    from deoss.client.gateway import GatewayClient
 
 __all__ = [
     "EXIT_NOT_FOUND",
@@ -60,10 +64,7 @@ GatewayOpt = Annotated[
         help="Gateway URL (default: $DEOSS_GATEWAY, .deoss/gateway/addr, http://127.0.0.1:8080).",
     ),
 ]
-KeyOpt = Annotated[
-    Path | None,
-    typer.Option("--key", help="Key file (default: $DEOSS_KEY or ~/.deoss/key.toml)."),
-]
+KeyOpt = Annotated[Path | None, typer.Option("--key", help=KEY_HELP)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 progress_console = Console(stderr=True)
@@ -107,6 +108,8 @@ def with_gateway(
 ) -> T:
     """Run ``work`` with a client of the gateway; print a failure once and exit (1, or 3).
     What is safe to try again is tried again until ``deadline_s``, each wait said on stderr."""
+    from deoss.client.gateway import GatewayClient, GatewayError, NotFound
+
     target = gateway_url(url)
     user: KeyPair = load_key(key, as_json)
 
@@ -117,7 +120,7 @@ def with_gateway(
             return await work(client)
 
     try:
-        return run(main())
+        return asyncio.run(main())  # not client.chain's run: that imports the chain
     except NotFound as exc:
         fail(exc.message, as_json=as_json, code=EXIT_NOT_FOUND)
     except GatewayError as exc:
