@@ -9,7 +9,7 @@ one aggregated proof per key before the round's deadline. A proof that does not 
 as FAILED and slashed at once; no answer by the deadline is MISSED and slashed at settlement;
 PASSED miners share ``reward_per_round`` in proportion to their service space.
 ``max_consecutive_faults`` faults in a row make a miner FAULTY, and restoral orders are opened for
-all it holds.
+all it holds. ``miners.recover`` brings it back to ACTIVE (see ``apply_recover``).
 
 Keys: ``audit-round`` -> Round (the latest); ``audit-chal/<miner>`` -> Challenge (of that round).
 """
@@ -163,7 +163,7 @@ def _fault(
     faults = miner.consecutive_faults + 1
     updated = replace(miner, consecutive_faults=faults, total_faults=miner.total_faults + 1)
     if faults >= params.max_consecutive_faults and miner.state == miners.MinerState.ACTIVE:
-        updated = replace(updated, state=miners.MinerState.FAULTY)
+        updated = replace(updated, state=miners.MinerState.FAULTY, faulty_at=ctx.height)
         miners.put_miner(state, pubkey, updated)
         restoral.create_orders_for_miner(state, ctx.height, pubkey, "miner faulty", events)
         events.append(
@@ -174,6 +174,45 @@ def _fault(
         )
         return
     miners.put_miner(state, pubkey, updated)
+
+
+def apply_recover(state: State, ctx: TxContext, call: miners.RecoverMiner) -> None:
+    """FAULTY -> ACTIVE, after the cool-down, with the stake its capacity requires.
+
+    It keeps no credit for what it held when it failed: each of its fragments with a restoral
+    order naming it former holder is released (no longer in its service space nor challenged).
+    The order stands and the file record still names it until the fragment is rebuilt elsewhere
+    (completion moves the placement and tells the miner to drop its copy). Consecutive faults
+    start again from zero.
+
+    Raises:
+        NotFound (not a miner), InvalidTransition (not FAULTY, or in the cool-down),
+        InvalidArgument (stake under the requirement: ``miners.add_stake`` first).
+    """
+    miner = miners.require_miner(state, ctx.sender)
+    if miner.state != miners.MinerState.FAULTY:
+        raise InvalidTransition(f"only a faulty miner can recover, this one is {miner.state.name}")
+    params = load_params(state)
+    ready = miners.recovery_height(params, miner)
+    if ctx.block.height < ready:
+        raise InvalidTransition(f"the miner may recover from height {ready} (cool-down)")
+    needed = miners.required_stake(params, miner.capacity_bytes)
+    if miner.stake < needed:
+        raise InvalidArgument(
+            f"stake {miner.stake} is below the {needed} its capacity needs: "
+            f"add {needed - miner.stake} with miners.add_stake first"
+        )
+    released = 0
+    for h in list(files.holdings_of(state, ctx.sender)):
+        order = restoral.order_for(state, h)
+        if order is not None and order.former == ctx.sender:
+            files.drop_holding(state, ctx.sender, h.fid, h.segment, h.fragment, h.size)
+            released += 1
+    miner = miners.require_miner(state, ctx.sender)
+    miners.put_miner(
+        state, ctx.sender, replace(miner, state=miners.MinerState.ACTIVE, consecutive_faults=0)
+    )
+    ctx.emit("miner.recovered", miner=ctx.sender_address, released=released)
 
 
 def _settle(
@@ -302,7 +341,7 @@ def query_challenges(state: State, args: QueryArgs) -> bytes:
     )
 
 
-HANDLERS = {SubmitProof: apply_submit_proof}
+HANDLERS = {SubmitProof: apply_submit_proof, miners.RecoverMiner: apply_recover}
 QUERIES: dict[str, QueryHandler] = {
     "round": query_round,
     "challenge": query_challenge,

@@ -170,7 +170,10 @@ def set_holding(
 
 
 def drop_holding(state: State, miner: bytes, fid: str, segment: int, index: int, size: int) -> None:
-    state.delete(hold_key(miner, fid, segment, index))
+    key = hold_key(miner, fid, segment, index)
+    if state.get(key) is None:
+        return  # already released (a recovered miner's): its space must not shrink twice
+    state.delete(key)
     miners.add_service(state, miner, -size)
 
 

@@ -6,6 +6,13 @@ fragments), FAULTY (repeated failed or missed proofs; no new fragments, its frag
 rebuilt elsewhere), EXITING (announced exit; fragments moved away), EXITED (stake returned).
 Stake must cover ``stake_per_tib`` per started TiB of capacity (and the minimum).
 
+FAULTY is not forever: ``miners.recover`` (handled in audit, which owns faults and needs the
+restoral orders) brings a FAULTY miner back to ACTIVE once ``challenge_interval_blocks`` have
+passed since it went FAULTY and its stake covers its capacity again (``miners.add_stake`` first).
+It comes back holding nothing it held when it failed: every fragment with a restoral order naming
+it as former holder stays ordered and is released (no longer counted in its service space nor
+challenged); it is rebuilt elsewhere and the miner drops its copy on ``restoral.completed``.
+
 Keys: ``miner/<miner>`` -> Miner.
 """
 
@@ -49,6 +56,7 @@ class Miner(Record):
     rewards: int = 0
     slashed: int = 0
     registered_at: int = 0
+    faulty_at: int = 0  # height it last went FAULTY: the recovery cool-down counts from it
 
     @property
     def idle_bytes(self) -> int:
@@ -138,6 +146,16 @@ class AddStake(Call, tag="miners.add_stake"):
 
 class ExitMiner(Call, tag="miners.exit"):
     pass
+
+
+class RecoverMiner(Call, tag="miners.recover"):
+    """FAULTY -> ACTIVE; applied by ``audit.apply_recover`` (it needs the restoral orders)."""
+
+
+def recovery_height(params: ChainParams, miner: Miner) -> int:
+    """The first height at which a FAULTY miner may recover: one audit interval of cool-down,
+    so that its restoral orders are open to claims before it competes for fragments again."""
+    return miner.faulty_at + params.challenge_interval_blocks
 
 
 def apply_register(state: State, ctx: TxContext, call: RegisterMiner) -> None:

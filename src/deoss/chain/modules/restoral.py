@@ -74,6 +74,12 @@ def reported_lost(state: State, holding: files.Holding, miner: bytes) -> bool:
     return order is not None and order.former == miner and order.reason == REPORTED_LOSS
 
 
+def order_for(state: State, holding: files.Holding) -> Order | None:
+    """The pending order (open or claimed) for this fragment, if any."""
+    raw = state.get(_fragment_key(holding.fid, holding.segment, holding.fragment))
+    return None if raw is None else get_order(state, int.from_bytes(raw, "big"))
+
+
 def get_order(state: State, order_id: int) -> Order | None:
     if not isinstance(order_id, int) or not 0 <= order_id < 2**63:
         return None
