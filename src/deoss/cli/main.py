@@ -61,7 +61,9 @@ COMMANDS = {
     "gateway": LazyCommand(f"{_C}.gateway", "app", "Authorize and revoke gateways."),
     "file": LazyCommand(f"{_C}.files", "app", "Show stored files."),
     "miner": LazyCommand(
-        f"{_C}.miner", "app", "Show storage miners; top up a miner's stake; exit as a miner."
+        f"{_C}.miner",
+        "app",
+        "Show storage miners; top up a miner's stake; recover a faulty miner; exit as a miner.",
     ),
     "audit": LazyCommand(f"{_C}.audit", "app", "Audit rounds: challenges, proofs, slashes."),
     "repair": LazyCommand(f"{_C}.audit", "repair_app", "Restoral orders: fragments being rebuilt."),

@@ -285,3 +285,70 @@ def test_miner_exit_opens_restoral_orders(audited: ServedNode, miner0_key: Path)
     assert (0, [first], True) == (code, [o["id"] for o in shown["orders"]], shown["truncated"])
     assert "1 open, 1 claimed" in human("repair", "status", *node)
     assert 2 == runner.invoke(app, ["repair", "status", "--limit", "0", *node]).exit_code
+
+
+@pytest.fixture
+def faulty_node(tmp_path: Path) -> Iterator[ServedNode]:
+    """A tagged file on miners 0..11; one fault makes a miner FAULTY, and round 1 (at 20) went
+    unanswered: miners 0..11 are FAULTY since block 22, slashed under their stake, and the
+    chain is past their cool-down (one interval: block 42)."""
+    chain = NodeChain(
+        tmp_path / "chain.sqlite",
+        challenge_interval_blocks=20,
+        proof_deadline_blocks=2,
+        max_consecutive_faults=1,
+        restoral_deadline_blocks=10**6,
+    )
+    setup_network(chain, miner_count=13)
+    deal, p = upload(chain, DATA)
+    chain.run(scheduler_name(deal.scheduler), ReportTagged(fid=p.fid))
+    chain.advance(42 - chain.height)
+    yield from serve(chain)
+
+
+def test_miner_status_shows_the_way_back_and_recover_brings_it(
+    faulty_node: ServedNode, miner0_key: Path, tmp_path: Path
+) -> None:
+    """FAULTY status says when and how to recover; under stake: 1; after a top-up: ACTIVE with
+    none of its former fragments; again: 1; a non-miner: 3."""
+    node = ["--node", faulty_node.url]
+    common = ["--key", str(miner0_key), *node]
+    code, shown = deoss("miner", "status", key("miner0").address, *node)
+    assert (0, "FAULTY", 42, 2) == (code, shown["state"], shown["recover_from"], shown["fragments"])
+    missing = shown["required_stake"] - shown["stake"]
+    assert missing > 0
+    text = human("miner", "status", key("miner0").address, *node)
+    assert (
+        f"deoss miner stake {missing}" in text and "from block 42 on: deoss miner recover" in text
+    )
+    code, shown = deoss("miner", "recover", *common)
+    assert 1 == code and "miners.add_stake" in shown["error"]["message"]
+    assert 0 == deoss("miner", "stake", str(missing), *common)[0]
+    code, shown = deoss("miner", "recover", *common)
+    assert (0, "ACTIVE", 0, 0, None) == (
+        code,
+        shown["state"],
+        shown["fragments"],
+        shown["service_bytes"],
+        shown["recover_from"],
+    )
+    code, shown = deoss("miner", "recover", *common)
+    assert 1 == code and "only a faulty miner can recover" in shown["error"]["message"]
+    code, shown = deoss("repair", "status", *node)
+    # its former fragments stay ordered for rebuild elsewhere
+    assert 2 == sum(o["former"] == key("miner0").address for o in shown["orders"])
+    alice = tmp_path / "alice.toml"
+    write_key_file(alice, key("alice"))
+    code, shown = deoss("miner", "recover", "--key", str(alice), *node)
+    assert 3 == code and "is not a miner" in shown["error"]["message"]
+    miner1 = ["--key", str(miner1_key(tmp_path)), *node]
+    assert 0 == deoss("miner", "stake", str(missing), *miner1)[0]
+    result = runner.invoke(app, ["miner", "recover", *miner1])
+    assert 0 == result.exit_code, result.output
+    assert "recovered in block" in result.stdout
+
+
+def miner1_key(tmp_path: Path) -> Path:
+    path = tmp_path / "miner1.toml"
+    write_key_file(path, key("miner1"))
+    return path

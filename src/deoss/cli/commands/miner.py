@@ -1,9 +1,15 @@
-"""deoss miner status / stake / exit: storage miners as the chain records them, topping up a
-miner's stake, and a graceful exit.
+"""deoss miner status / stake / recover / exit: storage miners as the chain records them, topping
+up a miner's stake, bringing a FAULTY miner back, and a graceful exit.
 
 Slashes take a share of the stake; once it is under what the miner's capacity requires, the
 miner gets no new fragments and may not claim restoral orders until ``deoss miner stake`` tops it
 up.
+
+A FAULTY miner (too many missed or failed proofs in a row) gets no new fragments and restoral
+orders rebuild what it held elsewhere. ``deoss miner recover`` brings it back to ACTIVE once one
+audit interval has passed since it went FAULTY and its stake covers its capacity (``deoss miner
+stake`` first if slashes took it under). It comes back holding none of the fragments still being
+rebuilt: it earns and is challenged only for what it receives from then on.
 
 An exit is announced on chain with the miner's account key: from then on the miner receives no
 new fragments, restoral orders move the fragments it holds to other miners, and once it holds
@@ -34,7 +40,8 @@ if TYPE_CHECKING:
 # not for --help.
 
 app = typer.Typer(
-    help="Show storage miners; top up a miner's stake; exit as a miner.", no_args_is_help=True
+    help="Show storage miners; top up a miner's stake; recover a faulty miner; exit as a miner.",
+    no_args_is_help=True,
 )
 
 
@@ -59,13 +66,20 @@ def miner_json(address: str, miner: Miner) -> dict[str, Any]:
 async def _read_one(client: ChainClient, address: str) -> dict[str, Any]:
     from deoss.chain.genesis import ChainParams
     from deoss.chain.modules.files import Holding
-    from deoss.chain.modules.miners import Miner, required_stake
+    from deoss.chain.modules.miners import Miner, MinerState, recovery_height, required_stake
 
     miner = await client.query("/miners/miner", QueryArgs(address=address), Miner)
     holdings = await client.query("/files/holdings", QueryArgs(address=address), list[Holding])
     params = await client.query("/chain/params", QueryArgs(), ChainParams)
     required = required_stake(params, miner.capacity_bytes)
-    return {**miner_json(address, miner), "fragments": len(holdings), "required_stake": required}
+    faulty = miner.state == MinerState.FAULTY
+    return {
+        **miner_json(address, miner),
+        "fragments": len(holdings),
+        "required_stake": required,
+        # the first block a FAULTY miner may recover in (null in any other state)
+        "recover_from": recovery_height(params, miner) if faulty else None,
+    }
 
 
 def _submit_as_miner(
@@ -102,6 +116,22 @@ def _print_one(shown: dict[str, Any]) -> None:
     )
     console.print(f"rewards     {shown['rewards']}")
     console.print(f"slashed     {shown['slashed']}")
+    if shown["recover_from"] is not None:
+        _print_way_back(shown)
+
+
+def _print_way_back(shown: dict[str, Any]) -> None:
+    """What a FAULTY miner's operator does to come back."""
+    console.print("FAULTY: no new fragments; restoral orders rebuild what it held elsewhere.")
+    console.print("To come back to ACTIVE (fix the node first, and keep it running):")
+    missing = shown["required_stake"] - shown["stake"]
+    if missing > 0:
+        console.print(f"  - top up the stake: deoss miner stake {missing}")
+    console.print(f"  - from block {shown['recover_from']} on: deoss miner recover")
+    console.print(
+        "It comes back without the fragments being rebuilt: it is paid and challenged only for "
+        "what it receives from then on."
+    )
 
 
 def _print_all(miners: list[dict[str, Any]]) -> None:
@@ -190,6 +220,30 @@ def stake_command(
     console.print(
         f"miner {shown['address']} staked {amount} in block {shown['height']}: its stake is "
         f"{shown['stake']}, {shown['required_stake']} required for its capacity"
+    )
+
+
+@app.command("recover")
+def recover_command(key: KeyOpt = None, node: NodeOpt = None, as_json: JsonOpt = False) -> None:
+    """Bring the FAULTY miner whose account key is in the key file back to ACTIVE.
+
+    Exit 3 if the key is not a miner's; 1 if the miner is not FAULTY, is still in its cool-down,
+    or its stake is under what its capacity requires (top up with deoss miner stake first).
+    """
+    from deoss.chain.modules.miners import RecoverMiner
+
+    shown = _submit_as_miner(key, node, RecoverMiner(), as_json)
+    if as_json:
+        print_json(shown)
+        return
+    console.print(
+        f"miner {shown['address']} recovered in block {shown['height']}: it is {shown['state']} "
+        f"and holds {shown['fragments']} fragment(s)"
+    )
+    console.print(
+        "Its former fragments stay with the restoral orders (deoss repair status); the miner "
+        "drops each copy once it is rebuilt elsewhere. It receives new fragments and is "
+        "challenged like any miner."
     )
 
 
