@@ -264,3 +264,32 @@ class MinerDisk:
         return fragment[offset : offset + length], self.tags[fragment_hash][
             48 * index : 48 * index + 48
         ]
+
+
+def answer_challenge(
+    chain: Chain, disk: MinerDisk, who: str, *, corrupt: bool = False
+) -> Any | None:
+    """The ``audit.SubmitProof`` answering ``who``'s current challenge from ``disk`` (``corrupt``
+    flips a byte of every block read, so the proof fails to verify); None when ``who`` is not
+    challenged or ``disk`` lacks a challenged fragment."""
+    from deoss.chain.modules.audit import Challenge, KeyProof, SubmitProof
+    from deoss.core.podr2 import prove
+
+    result = chain.machine.query(
+        "/audit/challenge", codec.encode(QueryArgs(address=key(who).address))
+    )
+    if result.code != 0:
+        return None
+    challenge = codec.decode(result.value, Challenge)
+    wanted = {item.fragment_hash for k in challenge.keys for item in k.items}
+    if not wanted <= disk.fragments.keys() or not wanted <= disk.tags.keys():
+        return None
+
+    def read(fragment_hash: bytes, index: int) -> tuple[bytes, bytes]:
+        block, tag = disk.read(fragment_hash, index)
+        return (bytes([block[0] ^ 1]) + block[1:] if corrupt and block else block), tag
+
+    proofs = [
+        KeyProof(key_id=k.key_id, proof=prove(k.items, read, SECTORS)) for k in challenge.keys
+    ]
+    return SubmitProof(round=challenge.round, proofs=proofs)
