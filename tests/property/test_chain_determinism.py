@@ -11,7 +11,7 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from deoss.chain.machine import StateMachine
-from deoss.chain.modules import accounts, deals, gateways, miners, restoral, space
+from deoss.chain.modules import accounts, deals, files, gateways, miners, restoral, space
 from deoss.chain.modules.accounts import Transfer
 from deoss.chain.modules.audit import SubmitProof
 from deoss.chain.modules.buckets import CreateBucket, DeleteBucket
@@ -62,7 +62,13 @@ action = st.one_of(
     st.tuples(st.just("recover"), MINERS),
     st.tuples(st.just("tag"), st.integers(0, 5)),
     st.tuples(st.just("prove"), MINERS, st.booleans()),
-    st.tuples(st.just("loss"), MINERS, st.integers(0, 5), st.integers(0, 1), st.integers(0, 12)),
+    st.tuples(
+        st.just("loss"),
+        MINERS,
+        st.integers(0, 5),
+        st.integers(0, 1),
+        st.none() | st.integers(0, 12),  # None: the fragment the miner holds, if any
+    ),
     st.tuples(st.just("claim"), MINERS, st.integers(0, 3)),
     st.tuples(st.just("complete"), MINERS, st.integers(0, 3), st.booleans()),
 )
@@ -109,7 +115,13 @@ def build(chain: Chain, act: tuple[Any, ...], sent: list[bytes], disk: Disk) -> 
         event(f"proof built: {answer is not None}")
         return chain.tx(act[1], answer or SubmitProof(round=0, proofs=[]))
     if kind == "loss":
-        call = restoral.ReportLoss(fid=fid_of(chain, act[2]), segment=act[3], fragment=act[4])
+        fid, segment, fragment = fid_of(chain, act[2]), act[3], act[4]
+        record = files.get_file(chain.machine.state, fid) if fid != "zz" else None
+        held = record.holders[segment] if record and segment < len(record.holders) else []
+        if fragment is None:
+            mine = key(act[1]).public_key
+            fragment = held.index(mine) if mine in held else 0
+        call = restoral.ReportLoss(fid=fid, segment=segment, fragment=fragment)
         return chain.tx(act[1], call)
     if kind == "claim":
         return chain.tx(act[1], restoral.ClaimOrder(order_id=act[2]))
