@@ -16,6 +16,7 @@ for the deal (``DealWork.reserved``) never exceed the idle space the chain liste
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass, field
 
 import httpx
@@ -32,6 +33,9 @@ from deoss.services.scheduler.placement import Candidate, NotEnoughMiners, has_r
 __all__ = ["DealWork", "FragmentSender", "MinerFailed"]
 
 ROLE = "scheduler"
+# a receipt answer is a small JSON object (address and signature: ~250 bytes); a miner answering
+# more is cut off here instead of filling the scheduler's memory
+RECEIPT_MAX_BYTES = 4096
 
 
 class MinerFailed(Exception):
@@ -156,28 +160,40 @@ class FragmentSender:
         try:
             async with asyncio.timeout(self.timeout_s):
                 body, length = sent_once(data)
-                response = await self.http.put(
-                    url, params=query, content=body, headers={HEADER_BODY: digest.hex(), **length}
-                )
+                headers = {HEADER_BODY: digest.hex(), "accept-encoding": "identity", **length}
+                async with self.http.stream(
+                    "PUT", url, params=query, content=body, headers=headers
+                ) as response:
+                    status, answer = response.status_code, await _read_capped(response)
         except TimeoutError as exc:
             raise MinerFailed(f"{who}: no answer within {self.timeout_s:g} s") from exc
         except httpx.HTTPError as exc:
             raise MinerFailed(f"{who}: {exc!r}") from exc
-        return self.checked_receipt(response, miner, deal, plan, index)
+        return self.checked_receipt(status, answer, miner, deal, plan, index)
 
     def checked_receipt(
-        self, response: httpx.Response, miner: Candidate, deal: Deal, plan: SegmentPlan, index: int
+        self,
+        status: int,
+        answer: bytes,
+        miner: Candidate,
+        deal: Deal,
+        plan: SegmentPlan,
+        index: int,
     ) -> Receipt:
-        """The miner's receipt, checked as ``deals.report`` will check it.
+        """The miner's receipt (its answer: ``status`` and at most ``RECEIPT_MAX_BYTES + 1``
+        bytes of body), checked as ``deals.report`` will check it.
 
         Raises:
-            MinerFailed: not 200, malformed, another miner's, or a signature that fails.
+            MinerFailed: not 200, too long, malformed, another miner's, or a signature that fails.
         """
         who = f"miner {miner.address} at {miner.endpoint}"
-        if response.status_code != 200:
-            raise MinerFailed(f"{who}: HTTP {response.status_code} {response.text[:200]!r}")
+        text = answer[:200].decode("utf-8", "replace")
+        if status != 200:
+            raise MinerFailed(f"{who}: HTTP {status} {text!r}")
+        if len(answer) > RECEIPT_MAX_BYTES:
+            raise MinerFailed(f"{who}: a receipt answer longer than {RECEIPT_MAX_BYTES} bytes")
         try:
-            body = response.json()
+            body = json.loads(answer)
             signer, signature = str(body["miner"]), bytes.fromhex(body["signature"])
         except (ValueError, KeyError, TypeError) as exc:
             raise MinerFailed(f"{who}: malformed receipt ({exc!r})") from exc
@@ -198,3 +214,14 @@ class FragmentSender:
         except DataPathError as exc:
             raise MinerFailed(f"{who}: the receipt signature does not verify ({exc})") from exc
         return Receipt(miner=miner.public_key, signature=signature)
+
+
+async def _read_capped(response: httpx.Response) -> bytes:
+    """At most ``RECEIPT_MAX_BYTES + 1`` bytes of the answer: a miner streaming more is cut off
+    there (the rest is never taken off the wire), never read into memory."""
+    data = bytearray()
+    async for chunk in response.aiter_bytes():
+        data += chunk
+        if len(data) > RECEIPT_MAX_BYTES:
+            break
+    return bytes(data[: RECEIPT_MAX_BYTES + 1])

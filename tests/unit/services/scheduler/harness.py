@@ -87,6 +87,7 @@ class FakeMiner:
     fragments: dict[bytes, bytes] = field(default_factory=dict)
     tags: dict[bytes, bytes] = field(default_factory=dict)
     fragment_puts: int = 0
+    receipt_bytes_sent: int = 0  # mode "endless_receipt": what its answer streamed
     fragment_gets: int = 0
     tag_puts: int = 0
     verifier: RequestVerifier = field(default_factory=RequestVerifier)
@@ -145,12 +146,21 @@ class FakeMiner:
         signer = MINERS[0] if self.mode == "wrong_miner" and self.key != MINERS[0] else self.key
         if self.mode == "bad_receipt":
             fragment += 1
+        if self.mode == "endless_receipt":  # 200, then 64 MiB of answer
+            return httpx.Response(200, content=_endless(self))
         message = receipt_message(
             CHAIN_ID, deal.id, deal.attempts, deal.fid, segment, fragment, digest, signer.public_key
         )
         return httpx.Response(
             200, json={"miner": self.key.address, "signature": signer.sign(message).hex()}
         )
+
+
+async def _endless(miner: FakeMiner) -> AsyncIterator[bytes]:
+    chunk = b" " * 65536
+    for _ in range(1024):
+        miner.receipt_bytes_sent += len(chunk)
+        yield chunk
 
 
 def encode_object(data: bytes) -> list[EncodedSegment]:

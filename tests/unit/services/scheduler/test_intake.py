@@ -101,7 +101,7 @@ async def test_a_placed_segment_is_answered_again_without_resending(tmp_path: Pa
         assert puts == net.fragment_puts()
 
 
-@pytest.mark.parametrize("mode", ["error", "hang", "bad_receipt", "wrong_miner"])
+@pytest.mark.parametrize("mode", ["error", "hang", "bad_receipt", "wrong_miner", "endless_receipt"])
 async def test_a_failing_miner_is_replaced_by_another(tmp_path: Path, mode: str) -> None:
     """A miner answering 500, never answering, or with a receipt that would not pass the chain
     is replaced by an unused miner; the deal still reaches SUCCESS without it."""
@@ -117,6 +117,8 @@ async def test_a_failing_miner_is_replaced_by_another(tmp_path: Path, mode: str)
         assert failing not in miners
         assert 12 == len(set(miners))
         assert 1 == net.miner(failing).fragment_puts
+        # an answer streaming 64 MiB is cut off past a receipt's size, not read into memory
+        assert net.miner(failing).receipt_bytes_sent <= 256 * 1024
         await net.wait_for_state(deal_id, DealState.SUCCESS)
 
 
