@@ -197,7 +197,11 @@ def file_of(network: Network, name: str) -> FileRecord:
     return record
 
 
-def wait_tagged(network: Network, name: str, timeout_s: float = 120) -> FileRecord:
+def wait_tagged(network: Network, name: str, timeout_s: float = 300) -> FileRecord:
+    # Tagging runs at idle CPU priority and works through the backlog that the first test's
+    # continuous uploads leave (20-30 files): a file put right after it was tagged 54-100 s
+    # later on a quiet 2-core machine, and past 120 s while other work shared the machine.
+    # This bound is for a stuck tagger, not a speed target (bench/e2e.py measures tagging lag).
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         record = file_of(network, name)
