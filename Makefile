@@ -7,7 +7,7 @@ PYTHON ?= $(shell for v in 13 12 11; do p=$$(command -v python3.$$v) && "$$p" -c
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint bench up down clean check-wheels
+.PHONY: test unit lint bench up down clean check-wheels
 
 $(STAMP): pyproject.toml
 	@test -x $(VENV)/bin/python || test -n "$(PYTHON)" || { echo "error: no python3.13, \
@@ -23,6 +23,10 @@ test: $(STAMP)
 	$(VENV)/bin/ruff format --check --quiet src tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/python -m pytest -q
+
+# The fast loop while working: everything but the tests that start real processes.
+unit: $(STAMP)
+	$(VENV)/bin/python -m pytest -q -m "not integration" -p no:cacheprovider
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench
