@@ -28,6 +28,7 @@ class QueryArgs(Record):
     prefix: str = ""
     start_after: str = ""
     limit: int = 100
+    key_id: str = ""  # a PoDR² tag key id, hex
 
 
 QueryHandler = Callable[[State, QueryArgs], bytes]

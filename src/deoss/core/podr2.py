@@ -48,6 +48,7 @@ __all__ = [
     "TagPublicKey",
     "block_count",
     "block_span",
+    "check_tag_points",
     "check_tags",
     "derive_challenge",
     "prove",
@@ -428,6 +429,24 @@ def verify_proof(public: TagPublicKey, items: Sequence[ChallengeItem], proof: Pr
         raise BadProof("proof does not verify against the challenge")
 
 
+def check_tag_points(tags: bytes, count: int) -> None:
+    """Check that ``tags`` are ``count`` tags, each a point of the group G1 (subgroup
+    checked). This is all that can be checked of tags without their fragment's bytes (a miner
+    keeping a mirror copy of another fragment's tags): whether they are the tags of that
+    fragment only ``check_tags`` tells.
+
+    Raises:
+        BadProof: the wrong length, or a tag that is not a point of G1.
+    """
+    if len(tags) != count * TAG_BYTES:
+        raise BadProof(f"{len(tags)} bytes of tags for {count} blocks of {TAG_BYTES} bytes")
+    for index in range(count):
+        try:
+            G1Point.from_compressed_bytes(tags[index * TAG_BYTES : (index + 1) * TAG_BYTES])
+        except Exception as exc:
+            raise BadProof(f"the tag of block {index} is not a point of the group G1") from exc
+
+
 def check_tags(
     public: TagPublicKey, fragment_hash: bytes, data: bytes, tags: bytes, seed: bytes
 ) -> None:
@@ -445,16 +464,10 @@ def check_tags(
     """
     s = public.sectors_per_block
     count = block_count(len(data), s)
-    if len(tags) != count * TAG_BYTES:
-        raise BadProof(f"{len(tags)} bytes of tags for {count} blocks of {TAG_BYTES} bytes")
-    for index in range(count):
-        # the subgroup check matters: a tag plus a point of small order (3, say) passes the
-        # batch below whenever its coefficient is a multiple of that order, and then spoils
-        # every later proof whose coefficient is not
-        try:
-            G1Point.from_compressed_bytes(tags[index * TAG_BYTES : (index + 1) * TAG_BYTES])
-        except Exception as exc:
-            raise BadProof(f"the tag of block {index} is not a point of the group G1") from exc
+    # the subgroup check matters: a tag plus a point of small order (3, say) passes the
+    # batch below whenever its coefficient is a multiple of that order, and then spoils
+    # every later proof whose coefficient is not
+    check_tag_points(tags, count)
     indices = list(range(count))
     item = ChallengeItem(
         fragment_hash=fragment_hash,

@@ -3,6 +3,11 @@
 A scheduler registers with a stake, an endpoint and its PoDR² tag public key, which must carry a
 valid proof of possession and the chain's sectors-per-block; the key id is unique on chain.
 Keys: ``sched/<scheduler>`` -> Scheduler; ``sched-key/<key id>`` -> scheduler public key.
+
+There is no call that removes a scheduler or changes its tag key: a scheduler that stops for
+good keeps its record, so the public key of every tag key id stays readable
+(``/schedulers/tag_key``) for as long as files tagged with it live. The audit verifies proofs
+with the same mapping; a future exit or key rotation must keep it for such files.
 """
 
 from __future__ import annotations
@@ -151,6 +156,20 @@ def query_scheduler(state: State, args: QueryArgs) -> bytes:
     return encode_value(scheduler)
 
 
+def query_tag_key(state: State, args: QueryArgs) -> bytes:
+    """The registered tag public key with id ``key_id`` (hex), whoever registered it."""
+    try:
+        key_id = bytes.fromhex(args.key_id)
+    except ValueError as exc:
+        raise InvalidArgument(f"key_id {args.key_id[:80]!r} is not hexadecimal") from exc
+    if len(key_id) != 32:
+        raise InvalidArgument(f"key_id must be 32 bytes (64 hex digits), got {len(key_id)}")
+    public = tag_key_by_id(state, key_id)
+    if public is None:
+        raise NotFound(f"no registered tag key {args.key_id}")
+    return encode_value(public)
+
+
 def query_list(state: State, args: QueryArgs) -> bytes:
     entries = []
     for key, _ in state.iter_prefix(PREFIX):
@@ -168,4 +187,8 @@ def query_list(state: State, args: QueryArgs) -> bytes:
 
 
 HANDLERS = {RegisterScheduler: apply_register, UpdateScheduler: apply_update}
-QUERIES: dict[str, QueryHandler] = {"scheduler": query_scheduler, "list": query_list}
+QUERIES: dict[str, QueryHandler] = {
+    "scheduler": query_scheduler,
+    "list": query_list,
+    "tag_key": query_tag_key,
+}

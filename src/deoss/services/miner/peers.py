@@ -1,4 +1,5 @@
-"""The miner's calls to other nodes: fragments from other miners, tags from a scheduler.
+"""The miner's calls to other nodes: fragments and tags (their own, or mirror copies of other
+fragments' tags) from other miners, tags from a scheduler.
 
 Every request is signed with the miner's key (the other side checks who asks). Every answer is
 checked before it is used: a fragment must hash to the hash asked for, tags must have exactly
@@ -80,6 +81,23 @@ class Peers:
         ``core.podr2.check_tags``)."""
         url = f"{endpoint}/tags/{fragment_hash.hex()}"
         return await self._fetch("GET", url, expected, params={"key": key_id.hex()})
+
+    async def fetch_mirror(
+        self,
+        endpoint: str,
+        fragment_hash: bytes,
+        key_id: bytes,
+        expected: int,
+        order_id: int | None = None,
+    ) -> bytes:
+        """The ``expected`` bytes of a mirror copy of a fragment's tags that another holder of
+        its segment keeps (``GET /mirror-tags``; ``order_id``: the restoral order the asker
+        claimed, else the asker holds the fragment), checked for length only."""
+        url = f"{endpoint}/mirror-tags/{fragment_hash.hex()}"
+        params: dict[str, str | int] = {"key": key_id.hex()}
+        if order_id is not None:
+            params["order"] = order_id
+        return await self._fetch("GET", url, expected, params=params)
 
     async def request_tags(
         self,

@@ -8,10 +8,11 @@ store, builds the proofs in a worker thread and submits ``audit.submit_proof`` b
 Invariants:
 
 * A round is answered at most once; a refusal saying it is answered or closed ends the attempt.
-* Tags missing for a challenged fragment of a file are asked from the file's tagger (the chain
-  names it) with the fragment's bytes, checked against the fragment (``check_tags``), stored,
-  and the proof is built then: a holder whose tags never arrived (a restoral racing the
-  tagging, say) still proves.
+* Tags missing for a challenged fragment of a file are taken from a mirror copy another holder
+  of the segment keeps (``GET /mirror-tags``), else asked from the file's tagger (the chain
+  names it) with the fragment's bytes; either is checked against the fragment
+  (``check_tags``), stored, and the proof is built then: a holder whose tags never arrived (a
+  restoral racing the tagging, say) still proves, even once the tagger is gone.
 * A stored tag that is not a point (a damaged disk, or a store from before tags were checked
   on arrival) is handled like a missing tag: that tag set is dropped and fetched again. If
   no good tags can be had this round (the tagger unreachable or answering tags that do not
@@ -38,6 +39,7 @@ from deoss.client.errors import ClientError, QueryFailed, TxRefused
 from deoss.core.errors import BadProof, BadTag
 from deoss.core.podr2 import TAG_BYTES, BlockReader, block_span, check_tags, prove
 from deoss.services.common.app import log_event
+from deoss.services.miner.mirrors import tags_from_mirrors
 from deoss.services.miner.peers import PeerError, Peers
 from deoss.services.miner.service import ROLE, MinerService
 from deoss.services.miner.store import FragmentStore, StoreError
@@ -210,11 +212,13 @@ class Prover:
         await self._fetch_tags(wanted)
 
     async def _fetch_tags(self, wanted: list[tuple[bytes, bytes]]) -> None:
-        """Ask the tagger of the file tagged with each key for the tags this miner lacks, and
-        keep them only if they verify against the fragment.
+        """Take the tags this miner lacks from another holder's mirror copy, else ask the
+        tagger of the file tagged with each key; keep them only if they verify against the
+        fragment.
 
         Raises:
-            PeerError: the tagger is unknown, unreachable, or its tags do not verify.
+            PeerError: no mirror verifies and the tagger is unknown, unreachable, or its tags
+                do not verify.
         """
         for fragment_hash, key_id in wanted:
             places = await asyncio.to_thread(self.store.places_of, fragment_hash)
@@ -231,26 +235,39 @@ class Prover:
                     f"no file of fragment {fragment_hash.hex()} here is tagged with key "
                     f"{key_id.hex()}"
                 )
-            endpoint = await self.peers.scheduler_endpoint(record.tagger)
+            public = await self.service.view.tag_key(key_id)
+            if public is None:
+                raise PeerError(f"the tag key {key_id.hex()} of {record.fid} is not on chain")
             data = await asyncio.to_thread(self.store.read_range, fragment_hash, 0, places[0].size)
-            params = await self.service.view.params()
-            tags = await self.peers.request_tags(
-                endpoint, record.fid, fragment_hash, data, params.podr2.sectors_per_block
+            place = next(p for p in places if p.fid == record.fid)
+            tags = await tags_from_mirrors(
+                self.peers,
+                record,
+                place.segment,
+                place.fragment,
+                data,
+                public,
+                skip={self.service.key.public_key},
             )
-            scheduler = await self.service.view.scheduler(record.tagger)
-            if scheduler is None or scheduler.tag_key.key_id != key_id:
-                raise PeerError(f"the key {key_id.hex()} is not the tagger's of {record.fid}")
-            try:
-                await asyncio.to_thread(
-                    check_tags, scheduler.tag_key, fragment_hash, data, tags, os.urandom(32)
+            source = "mirror"
+            if tags is None:
+                source = await self.peers.scheduler_endpoint(record.tagger)
+                tags = await self.peers.request_tags(
+                    source, record.fid, fragment_hash, data, public.sectors_per_block
                 )
-            except BadProof as exc:
-                raise PeerError(
-                    f"the tags from {endpoint} do not verify against fragment "
-                    f"{fragment_hash.hex()}: {exc}"
-                ) from exc
+                try:
+                    await asyncio.to_thread(
+                        check_tags, public, fragment_hash, data, tags, os.urandom(32)
+                    )
+                except BadProof as exc:
+                    raise PeerError(
+                        f"the tags from {source} do not verify against fragment "
+                        f"{fragment_hash.hex()}: {exc}"
+                    ) from exc
             await asyncio.to_thread(self.store.put_tags, fragment_hash, key_id, tags)
-            log_event(ROLE, "tags_fetched", fid=record.fid, fragment=fragment_hash.hex())
+            log_event(
+                ROLE, "tags_fetched", fid=record.fid, fragment=fragment_hash.hex(), source=source
+            )
 
     async def _report_lost(self, hashes: list[bytes]) -> None:
         """Report every place of these fragments as lost (restoral rebuilds them elsewhere)."""

@@ -10,8 +10,14 @@ order:
     fragments of the segment from their holders (data fragments first, each hash-checked)
     -> rebuild (core.layout.rebuild_fragment checks the result against the declared hash)
     -> store it in the permanent area -> if the file is tagged, its tags: copied from the
-    exiting former holder, else from the file's tagger (``PUT /tags/{hash}?order=``), checked
-    against the fragment in one batch -> ``restoral.complete``
+    exiting former holder, else from a mirror copy another holder of the segment keeps
+    (``GET /mirror-tags/{hash}?order=``), else from the file's tagger
+    (``PUT /tags/{hash}?order=``), each checked against the fragment in one batch
+    -> ``restoral.complete``
+
+The tag public key is read by the file's tag key id (``/schedulers/tag_key``), not through
+the tagger: a tagger gone for good leaves its key on chain, and its files are repaired from
+the mirrors without it.
 
 Invariants:
 
@@ -41,6 +47,7 @@ from deoss.core.keys import address_of
 from deoss.core.layout import rebuild_fragment
 from deoss.core.podr2 import TAG_BYTES, TagPublicKey, block_count, check_tags
 from deoss.services.common.app import log_event
+from deoss.services.miner.mirrors import tags_from_mirrors
 from deoss.services.miner.peers import PeerError, Peers
 from deoss.services.miner.service import ROLE, MinerService
 from deoss.services.miner.store import Area, FragmentPlace
@@ -59,6 +66,7 @@ class RepairStats:
     bytes_fetched: int = 0
     bytes_rebuilt: int = 0
     tags_copied: int = 0  # from an exiting former holder instead of a scheduler
+    tags_mirrored: int = 0  # from another holder's mirror copy instead of a scheduler
 
 
 class RepairFailed(Exception):
@@ -301,9 +309,10 @@ class Repairer:
 
     async def _obtain_tags(self, order: Order, record: FileRecord) -> None:
         """The fragment's tags, checked against it before they are kept: copied from an exiting
-        former holder if it still serves them (no tagging needed), else computed by the file's
-        tagger. Tags that do not verify would make this miner's proofs fail, so they are never
-        stored: a bad copy falls back to the tagger, bad tags from the tagger fail the attempt.
+        former holder if it still serves them, else from a mirror copy kept by another holder
+        of the segment (neither needs tagging), else computed by the file's tagger. Tags that
+        do not verify would make this miner's proofs fail, so they are never stored: a bad
+        copy falls back to the next source, bad tags from the tagger fail the attempt.
         """
         data = await asyncio.to_thread(self.store.read_range, order.fragment_hash, 0, order.size)
         public = await self._tag_public_key(record)
@@ -325,6 +334,23 @@ class Repairer:
                 )
                 self.stats.tags_copied += 1
                 return
+        mirrored = await tags_from_mirrors(
+            self.peers,
+            record,
+            order.segment,
+            order.fragment,
+            data,
+            public,
+            skip={order.former, self.me},
+            order_id=order.id,
+        )
+        if mirrored is not None:
+            await asyncio.to_thread(
+                self.store.put_tags, order.fragment_hash, public.key_id, mirrored
+            )
+            self.stats.tags_mirrored += 1
+            log_event(ROLE, "repair_tags_mirrored", order=order.id, fid=order.fid)
+            return
         endpoint = await self.peers.scheduler_endpoint(record.tagger)
         tags = await self.peers.request_tags(
             endpoint,
@@ -343,14 +369,13 @@ class Repairer:
         await asyncio.to_thread(self.store.put_tags, order.fragment_hash, public.key_id, tags)
 
     async def _tag_public_key(self, record: FileRecord) -> TagPublicKey:
-        """The public key that tagged the file: its tagger's, which must carry its key id."""
-        scheduler = await self.service.view.scheduler(record.tagger)
-        if scheduler is None or scheduler.tag_key.key_id != record.tag_key_id:
+        """The public key that tagged the file, by its id (the tagger may be gone)."""
+        public = await self.service.view.tag_key(record.tag_key_id)
+        if public is None:
             raise RepairFailed(
-                f"the key {record.tag_key_id.hex()} that tagged {record.fid} is not its "
-                "tagger's any more"
+                f"the key {record.tag_key_id.hex()} that tagged {record.fid} is not on chain"
             )
-        return scheduler.tag_key
+        return public
 
     # --- chain reads -----------------------------------------------------------------------
 

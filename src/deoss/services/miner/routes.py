@@ -15,7 +15,12 @@ from deoss.services.common.errors import BadRequest, error_body
 from deoss.services.common.params import Uint16, Uint32, Uint63
 from deoss.services.common.ranges import UnsatisfiableRange, parse_range
 from deoss.services.common.signing import Signer, iter_body, iter_checked_body, verify_request
-from deoss.services.miner.service import BodyOpener, FragmentRequest, MinerService
+from deoss.services.miner.service import (
+    BodyOpener,
+    FragmentRequest,
+    MinerService,
+    MirrorRequest,
+)
 
 __all__ = ["router"]
 
@@ -117,6 +122,46 @@ async def get_tags(
     """The PoDR² tags stored for a held fragment under tag key ``key`` (its id, hex; 48 bytes
     per block), for a registered party."""
     tags = await miner.read_tags(signer, parse_hash(fragment_hash), parse_hash(key, "key id"))
+    return Response(tags, media_type="application/octet-stream")
+
+
+@router.put("/mirror-tags/{fragment_hash}", response_model=TagsPublic)
+async def put_mirror_tags(
+    fragment_hash: str,
+    request: Request,
+    miner: MinerDep,
+    signer: SignerDep,
+    fid: Annotated[str, Query()],
+    segment: Annotated[Uint32, Query()],
+    fragment: Annotated[Uint16, Query()],
+) -> TagsPublic:
+    """Keep a mirror copy of the tags of another fragment of a segment this miner holds a
+    fragment of, from the file's tagger (served to a restorer when the tagger is gone)."""
+    parse_hash(fid, "fid")
+    wanted = MirrorRequest(
+        fragment_hash=parse_hash(fragment_hash),
+        fid=fid,
+        segment=segment,
+        fragment=fragment,
+        declared_length=content_length(request),
+    )
+    blocks = await miner.store_mirror(wanted, signer, body_opener(request, signer))
+    return TagsPublic(fragment_hash=fragment_hash, blocks=blocks)
+
+
+@router.get("/mirror-tags/{fragment_hash}", response_model=None)
+async def get_mirror_tags(
+    fragment_hash: str,
+    miner: MinerDep,
+    signer: SignerDep,
+    key: Annotated[str, Query()],
+    order: Annotated[Uint63 | None, Query()] = None,
+) -> Response:
+    """A mirror copy kept here of a fragment's tags under tag key ``key``, for the claimer of
+    restoral order ``order`` for that fragment, or for the fragment's holder."""
+    tags = await miner.read_mirror(
+        signer, parse_hash(fragment_hash), parse_hash(key, "key id"), order
+    )
     return Response(tags, media_type="application/octet-stream")
 
 

@@ -18,6 +18,13 @@ chain (``ChainView``) and the fragment store. Invariants:
   valid tag of its block would fail, or stop, this miner's proofs, so it is never stored.
 * Fragments are served to registered gateways, miners and schedulers, and to the owner of an
   object (``bucket`` and ``name`` of an object of the signer) whose file uses the fragment.
+* Mirror copies of other fragments' tags (``PUT /mirror-tags``) are accepted only from the
+  file's tagger, only for a segment the chain says this miner holds a fragment of (and that
+  is held here), never for this miner's own fragment, with exactly the length the mirrored
+  fragment's size gives and every tag a point of G1. Without the mirrored fragment's bytes
+  nothing more can be checked: whoever takes a mirror checks it with ``check_tags``. They
+  are served only to a party with a reason: the claimer of a CLAIMED restoral order for that
+  fragment, or the fragment's holder.
 """
 
 from __future__ import annotations
@@ -43,13 +50,14 @@ from deoss.chain.modules.miners import (
     UpdateMiner,
     required_stake,
 )
+from deoss.chain.modules.restoral import Order, OrderState
 from deoss.chain.modules.schedulers import Scheduler
 from deoss.chain.query import QueryArgs
 from deoss.client.chain import ChainClient
 from deoss.client.errors import ClientError, NodeUnavailable, QueryFailed
 from deoss.core.errors import BadProof
 from deoss.core.keys import KeyPair, address_of
-from deoss.core.podr2 import TAG_BYTES, TagPublicKey, block_count, check_tags
+from deoss.core.podr2 import TAG_BYTES, TagPublicKey, block_count, check_tag_points, check_tags
 from deoss.services.common.app import log_event
 from deoss.services.common.auth import AuthError
 from deoss.services.common.errors import (
@@ -68,6 +76,7 @@ from deoss.services.miner.store import (
     BodyMismatch,
     FragmentPlace,
     FragmentStore,
+    MirrorPlace,
     StoreError,
 )
 
@@ -77,6 +86,7 @@ __all__ = [
     "FragmentMismatch",
     "FragmentRequest",
     "MinerService",
+    "MirrorRequest",
     "OpenFragment",
     "Receipt",
     "ensure_registered",
@@ -112,6 +122,17 @@ class FragmentRequest:
     fragment_hash: bytes
     deal_id: int
     attempt: int  # the deal's assignment the scheduler places for (the deal's ``attempts``)
+    segment: int
+    fragment: int
+    declared_length: int | None  # Content-Length, when the client sent one
+
+
+@dataclass(frozen=True)
+class MirrorRequest:
+    """A mirror copy of the tags of fragment ``fragment`` of ``segment`` of ``fid``."""
+
+    fragment_hash: bytes
+    fid: str
     segment: int
     fragment: int
     declared_length: int | None  # Content-Length, when the client sent one
@@ -223,6 +244,15 @@ class ChainView:
     async def scheduler(self, public_key: bytes) -> Scheduler | None:
         args = QueryArgs(address=address_of(public_key))
         return await self._optional("/schedulers/scheduler", args, Scheduler, "read a scheduler")
+
+    async def tag_key(self, key_id: bytes) -> TagPublicKey | None:
+        """The registered tag public key with this id (its scheduler may be gone for good)."""
+        args = QueryArgs(key_id=key_id.hex())
+        return await self._optional("/schedulers/tag_key", args, TagPublicKey, "read a tag key")
+
+    async def order(self, order_id: int) -> Order | None:
+        args = QueryArgs(id=order_id)
+        return await self._optional("/restoral/order", args, Order, "read a restoral order")
 
     async def miner(self, public_key: bytes) -> Miner | None:
         args = QueryArgs(address=address_of(public_key))
@@ -399,6 +429,110 @@ class MinerService:
         await asyncio.to_thread(self.store.put_tags, fragment_hash, scheduler.tag_key.key_id, tags)
         return blocks
 
+    # --- mirror copies of other fragments' tags -------------------------------------------
+
+    async def store_mirror(
+        self, request: MirrorRequest, signer: Signer, open_body: BodyOpener
+    ) -> int:
+        """Keep a mirror copy of the tags of another fragment of a segment held here; returns
+        the block count.
+
+        Raises:
+            NotFound (file, or the segment not received here), Forbidden (not the tagger, or
+            a segment this miner holds nothing of), BadRequest (this miner's own fragment),
+            FragmentMismatch (indices, hash, length, or a tag that is not a point of G1).
+        """
+        fid, segment, fragment = request.fid, request.segment, request.fragment
+        record = await self.view.file(fid)
+        if record is None:
+            raise NotFound(f"no file {fid} on chain")
+        if record.tagger != signer.public_key:
+            raise Forbidden(f"file {fid} is to be tagged by {address_of(record.tagger)}")
+        if segment >= len(record.segments):
+            raise FragmentMismatch(f"file {fid} has {len(record.segments)} segment(s)")
+        plan, holders = record.segments[segment], record.holders[segment]
+        if fragment >= len(plan.fragment_hashes):
+            raise FragmentMismatch(
+                f"segment {segment} of {fid} has {len(plan.fragment_hashes)} fragments"
+            )
+        if plan.fragment_hashes[fragment] != request.fragment_hash:
+            raise FragmentMismatch(
+                f"fragment {fragment} of segment {segment} is "
+                f"{plan.fragment_hashes[fragment].hex()}, not {request.fragment_hash.hex()}"
+            )
+        me = self.key.public_key
+        if me not in holders:  # bounds what a tagger can make this miner keep
+            raise Forbidden(f"this miner holds no fragment of segment {segment} of {fid}")
+        if holders[fragment] == me:
+            raise BadRequest("that is this miner's own fragment: its tags go to PUT /tags")
+        if not await asyncio.to_thread(self.store.holds_segment, fid, segment):
+            raise NotFound(f"no fragment of segment {segment} of {fid} received here yet")
+        scheduler = await self.view.scheduler(record.tagger)
+        if scheduler is None:
+            raise Forbidden(f"the tagger of file {fid} is not a registered scheduler")
+        size = (await self.view.params()).layout.fragment_size(plan)
+        blocks = block_count(size, scheduler.tag_key.sectors_per_block)
+        expected = blocks * TAG_BYTES
+        length = request.declared_length
+        if length is not None and length != expected:
+            raise FragmentMismatch(
+                f"tags of a {size}-byte fragment are {expected} bytes, not {length}"
+            )
+        tags = b"".join([chunk async for chunk in open_body(expected)])
+        try:
+            await asyncio.to_thread(check_tag_points, tags, blocks)
+        except BadProof as exc:
+            raise FragmentMismatch(f"mirror tags of a {size}-byte fragment: {exc}") from exc
+        key_id = scheduler.tag_key.key_id
+        mirror = MirrorPlace(fid, segment, fragment, request.fragment_hash, key_id)
+        try:
+            await asyncio.to_thread(self.store.put_mirror, mirror, tags)
+        except StoreError as exc:  # the segment's last place went away meanwhile
+            raise NotFound(str(exc)) from exc
+        return blocks
+
+    async def read_mirror(
+        self, signer: Signer, fragment_hash: bytes, key_id: bytes, order_id: int | None
+    ) -> bytes:
+        """A mirror copy kept here of a fragment's tags under one key, for a party with a
+        reason: the claimer of CLAIMED restoral order ``order_id`` for that fragment, or a
+        holder of the fragment (whose own tags are missing).
+
+        Raises:
+            NotFound (no such mirror), Forbidden (no reason).
+        """
+        mirrors = await asyncio.to_thread(self.store.mirrors_of, fragment_hash, key_id)
+        if not mirrors:
+            raise NotFound(f"no mirror of the tags of {fragment_hash.hex()} under {key_id.hex()}")
+        chosen = await self._mirror_reason(signer.public_key, mirrors, order_id)
+        if chosen is None:
+            raise Forbidden(
+                f"{signer.address} neither claimed a restoral order for fragment "
+                f"{fragment_hash.hex()} (?order=) nor holds it"
+            )
+        try:
+            return await asyncio.to_thread(self.store.read_mirror, chosen)
+        except StoreError as exc:
+            raise NotFound(str(exc)) from exc
+
+    async def _mirror_reason(
+        self, asker: bytes, mirrors: list[MirrorPlace], order_id: int | None
+    ) -> MirrorPlace | None:
+        """The mirror the asker has a reason to read, or None."""
+        if order_id is not None:
+            order = await self.view.order(order_id)
+            if order is None or order.state != OrderState.CLAIMED or order.claimer != asker:
+                return None
+            return next(
+                (m for m in mirrors if (m.fid, m.segment, m.fragment) == _order_place(order)),
+                None,
+            )
+        for mirror in mirrors:
+            record = await self.view.file(mirror.fid)
+            if record is not None and record.holders[mirror.segment][mirror.fragment] == asker:
+                return mirror
+        return None
+
     # --- fragments out ---------------------------------------------------------------------
 
     async def authorize_reader(
@@ -453,6 +587,10 @@ class MinerService:
             **usage,
             **extra,
         }
+
+
+def _order_place(order: Order) -> tuple[str, int, int]:
+    return order.fid, order.segment, order.fragment
 
 
 def _same_place(a: FragmentPlace, b: FragmentPlace) -> bool:

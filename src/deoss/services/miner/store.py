@@ -6,6 +6,9 @@ Layout under the store root::
     temp/<aa>/<hash>     fragments of deals not yet SUCCESS
     perm/<aa>/<hash>     fragments of stored files
     tags/<aa>/<hash>     PoDR² tags of a fragment (48 bytes per block)
+    mirrors/<aa>/<fid>.<segment>.<fragment>
+                         mirror copies of the tags of other fragments of a segment held here
+                         (kept for a restorer when the tagger is gone; docs/podr2.md)
     index.sqlite         which (fid, segment, fragment) each hash serves, and its area; the
                          deal each fid was last received for (to settle temporary fragments)
 
@@ -31,9 +34,10 @@ from typing import BinaryIO
 
 from deoss.services.common.direct_write import DirectFile
 
-__all__ = ["Area", "FragmentPlace", "FragmentStore", "StoreError"]
+__all__ = ["Area", "FragmentPlace", "FragmentStore", "MirrorPlace", "StoreError"]
 
 CHUNK = 1024 * 1024
+MIRRORS = "mirrors"
 
 
 class StoreError(Exception):
@@ -47,6 +51,17 @@ class BodyMismatch(StoreError):
 class Area:
     TEMP = "temp"
     PERM = "perm"
+
+
+@dataclass(frozen=True)
+class MirrorPlace:
+    """Which fragment a mirror copy of tags belongs to: (fid, segment, fragment) of a file."""
+
+    fid: str
+    segment: int
+    fragment: int
+    fragment_hash: bytes
+    key_id: bytes
 
 
 @dataclass(frozen=True)
@@ -70,6 +85,12 @@ CREATE TABLE IF NOT EXISTS key_tags (
     hash BLOB NOT NULL, key_id BLOB NOT NULL, size INTEGER NOT NULL, PRIMARY KEY (hash, key_id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS deals (fid TEXT PRIMARY KEY, deal_id INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS mirrors (
+    fid TEXT NOT NULL, segment INTEGER NOT NULL, fragment INTEGER NOT NULL,
+    hash BLOB NOT NULL, key_id BLOB NOT NULL, size INTEGER NOT NULL,
+    PRIMARY KEY (fid, segment, fragment)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS mirrors_by_hash ON mirrors (hash, key_id);
 """
 
 
@@ -86,7 +107,7 @@ class FragmentStore:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
-        for name in ("incoming", Area.TEMP, Area.PERM, "tags"):
+        for name in ("incoming", Area.TEMP, Area.PERM, "tags", MIRRORS):
             (self.root / name).mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._db = sqlite3.connect(
@@ -131,6 +152,20 @@ class FragmentStore:
                     path.unlink(missing_ok=True)
         for path in (self.root / "tags").glob("*/*"):
             if path.name not in tagged:  # also tags of an older layout, fetched again on demand
+                path.unlink(missing_ok=True)
+        with self._transaction():  # mirrors of segments no longer held (a crash in between)
+            self._db.execute(
+                "DELETE FROM mirrors WHERE NOT EXISTS (SELECT 1 FROM places WHERE "
+                "places.fid = mirrors.fid AND places.segment = mirrors.segment)"
+            )
+            mirrored = {
+                _mirror_name(fid, segment, fragment)
+                for fid, segment, fragment in self._db.execute(
+                    "SELECT fid, segment, fragment FROM mirrors"
+                )
+            }
+        for path in (self.root / MIRRORS).glob("*/*"):
+            if path.name not in mirrored:
                 path.unlink(missing_ok=True)
 
     # --- writing -------------------------------------------------------------------------
@@ -217,6 +252,71 @@ class FragmentStore:
                 (fragment_hash, key_id, len(tags)),
             )
 
+    # --- mirror copies of other fragments' tags --------------------------------------------
+
+    def _mirror_path(self, fid: str, segment: int, fragment: int) -> Path:
+        return self.root / MIRRORS / fid[:2] / _mirror_name(fid, segment, fragment)
+
+    def put_mirror(self, mirror: MirrorPlace, tags: bytes) -> None:
+        """Keep a mirror copy of the tags of another fragment of a segment held here,
+        atomically. Raises StoreError when no fragment of that segment is held here."""
+        if not self.holds_segment(mirror.fid, mirror.segment):
+            raise StoreError(f"no fragment of segment {mirror.segment} of {mirror.fid} here")
+        fd, name = _mkstemp(self.root / "incoming")
+        with os.fdopen(fd, "wb") as out:
+            out.write(tags)
+            out.flush()
+            os.fsync(out.fileno())
+        target = self._mirror_path(mirror.fid, mirror.segment, mirror.fragment)
+        target.parent.mkdir(exist_ok=True)
+        os.replace(name, target)
+        _fsync_dir(target.parent)
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO mirrors VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    mirror.fid,
+                    mirror.segment,
+                    mirror.fragment,
+                    mirror.fragment_hash,
+                    mirror.key_id,
+                    len(tags),
+                ),
+            )
+
+    def mirrors_of(self, fragment_hash: bytes, key_id: bytes) -> list[MirrorPlace]:
+        """The mirror copies kept here of a fragment's tags under one key."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT fid, segment, fragment, hash, key_id FROM mirrors "
+                "WHERE hash = ? AND key_id = ? ORDER BY fid, segment, fragment",
+                (fragment_hash, key_id),
+            ).fetchall()
+        return [MirrorPlace(f, s, i, bytes(h), bytes(k)) for f, s, i, h, k in rows]
+
+    def read_mirror(self, mirror: MirrorPlace) -> bytes:
+        try:
+            return self._mirror_path(mirror.fid, mirror.segment, mirror.fragment).read_bytes()
+        except FileNotFoundError as exc:
+            raise StoreError(
+                f"no mirror of fragment {mirror.fragment} of segment {mirror.segment} of "
+                f"{mirror.fid} here"
+            ) from exc
+
+    def mirror_bytes(self) -> int:
+        """The bytes of all mirror copies kept here."""
+        with self._lock:
+            return int(self._db.execute("SELECT COALESCE(SUM(size), 0) FROM mirrors").fetchone()[0])
+
+    def holds_segment(self, fid: str, segment: int) -> bool:
+        with self._lock:
+            return (
+                self._db.execute(
+                    "SELECT 1 FROM places WHERE fid = ? AND segment = ?", (fid, segment)
+                ).fetchone()
+                is not None
+            )
+
     def remove_tags(self, fragment_hash: bytes, key_id: bytes) -> None:
         """Forget the tags of a fragment under one key (found unusable): the index row first,
         so a crash in between leaves a stray file the startup sweep removes."""
@@ -271,11 +371,24 @@ class FragmentStore:
             self._db.execute("COMMIT")
 
     def remove_place(self, place: FragmentPlace) -> None:
+        """Forget a place; its bytes and tags go with the hash's last place, the mirrors kept
+        for its segment with the segment's last place here."""
         with self._transaction():
             self._db.execute(
                 "DELETE FROM places WHERE fid = ? AND segment = ? AND fragment = ?",
                 (place.fid, place.segment, place.fragment),
             )
+            mirrors: list[tuple[str, int, int]] = []
+            if not self._db.execute(
+                "SELECT 1 FROM places WHERE fid = ? AND segment = ?", (place.fid, place.segment)
+            ).fetchone():
+                mirrors = self._db.execute(
+                    "SELECT fid, segment, fragment FROM mirrors WHERE fid = ? AND segment = ?",
+                    (place.fid, place.segment),
+                ).fetchall()
+                self._db.execute(
+                    "DELETE FROM mirrors WHERE fid = ? AND segment = ?", (place.fid, place.segment)
+                )
             remaining = self._db.execute(
                 "SELECT COUNT(*) FROM places WHERE hash = ?", (place.fragment_hash,)
             ).fetchone()[0]
@@ -293,6 +406,8 @@ class FragmentStore:
                 self._path(area, place.fragment_hash).unlink(missing_ok=True)
             for key_id in keys:
                 self._tags_path(place.fragment_hash, key_id).unlink(missing_ok=True)
+        for fid, segment, fragment in mirrors:
+            self._mirror_path(fid, segment, fragment).unlink(missing_ok=True)
 
     # --- deals of temporary fragments ----------------------------------------------------
 
@@ -413,6 +528,11 @@ class FragmentStore:
 def _tags_name(fragment_hash: bytes, key_id: bytes) -> str:
     """tags/<hh>/<fragment hash>.<tag key id>, both hex."""
     return f"{fragment_hash.hex()}.{key_id.hex()}"
+
+
+def _mirror_name(fid: str, segment: int, fragment: int) -> str:
+    """mirrors/<ff>/<fid>.<segment>.<fragment>."""
+    return f"{fid}.{segment}.{fragment}"
 
 
 def _place(row: tuple[bytes, str, int, int, str, int]) -> FragmentPlace:

@@ -144,6 +144,7 @@ class SchedulerService:
             # untagged (hence unchallenged, its dead holders never repaired) past it
             partial_after_s=params.tag_timeout_blocks * params.block_interval_ms / 2000,
             min_delivered=params.layout.data_shards,
+            mirrors=settings.tag_mirrors,
         )
         self.retagger = Retagger(
             chain=chain, key=key, enclave=enclave, layout=params.layout, tagger=self.tagger

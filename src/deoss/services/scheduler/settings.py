@@ -5,6 +5,7 @@
     tag_key_file = ""       # the sealed PoDR² tag secret; default <data_dir>/tag.key
     tag_workers = 2         # threads computing tags
     miner_timeout_ms = 30000  # one fragment PUT (or GET) to a miner, start to end
+    tag_mirrors = 2         # other holders of a segment that keep a copy of each tag set
 
 ``tag_key`` is accepted as another name of ``tag_key_file`` (docs/services.md calls it that).
 Paths are relative to the config file. Every value is checked here, and a bad one stops the
@@ -25,6 +26,7 @@ from deoss.services.common.runner import listen_address, service_http_limits
 __all__ = ["DEFAULTS", "SchedulerSettings", "load_settings"]
 
 MAX_TAG_WORKERS = 256
+MAX_TAG_MIRRORS = 16
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "service": {
@@ -41,6 +43,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "tag_key": "",
         "tag_workers": 2,
         "miner_timeout_ms": 30_000,
+        "tag_mirrors": 2,
     },
 }
 
@@ -61,6 +64,7 @@ class SchedulerSettings:
     miner_timeout_s: float = 30.0
     report_attempts: int = 10
     retry_delay_s: float = 0.5
+    tag_mirrors: int = 2
 
     def __post_init__(self) -> None:
         listen_address(self.listen)  # raises ValueError naming the address
@@ -69,6 +73,10 @@ class SchedulerSettings:
         if not 1 <= self.tag_workers <= MAX_TAG_WORKERS:
             raise ConfigError(
                 f"scheduler.tag_workers must be in 1..{MAX_TAG_WORKERS}, got {self.tag_workers}"
+            )
+        if not 0 <= self.tag_mirrors <= MAX_TAG_MIRRORS:
+            raise ConfigError(
+                f"scheduler.tag_mirrors must be in 0..{MAX_TAG_MIRRORS}, got {self.tag_mirrors}"
             )
         if self.miner_timeout_s <= 0:
             raise ConfigError("scheduler.miner_timeout_ms must be positive")
@@ -109,6 +117,7 @@ def load_settings(path: Path) -> SchedulerSettings:
             tag_key_path=resolve(path, tag_key) if tag_key else None,
             tag_workers=scheduler["tag_workers"],
             miner_timeout_s=scheduler["miner_timeout_ms"] / 1000,
+            tag_mirrors=scheduler["tag_mirrors"],
         )
     except ValueError as exc:
         if isinstance(exc, ConfigError):

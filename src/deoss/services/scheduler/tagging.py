@@ -5,7 +5,10 @@ the chain reassigned to it (``file.tag_reassigned``). For every fragment of the 
 from the copy of its segment kept since placement, or fetch it from its holder (``GET
 /fragments/{hash}``, read no further than the fragment's size), check its hash, compute its
 PoDR² tags in the enclave's low-priority worker processes, and ``PUT /tags/{hash}?fid=`` them
-to the holder; then submit ``files.tagged`` and delete the local copies.
+to the holder; also ``PUT /mirror-tags/{hash}?fid=&segment=&fragment=`` them to the holders of
+the ``mirrors`` fragments before it in the segment's ring (so each tag set is kept in
+1 + ``mirrors`` places, and a lost fragment can get its tags once this scheduler is gone:
+docs/podr2.md, "Tag mirrors"); then submit ``files.tagged`` and delete the local copies.
 
 Invariants:
 
@@ -69,6 +72,7 @@ class _Job:
     fid: str
     deal_id: int | None  # the deal this scheduler reported (local copies), or None
     delivered: set[tuple[bytes, bytes]] = field(default_factory=set)  # (holder, fragment hash)
+    mirrored: set[tuple[bytes, bytes]] = field(default_factory=set)  # (mirror holder, hash)
     failing_since: float | None = None  # monotonic time of the first failed attempt
 
 
@@ -91,6 +95,7 @@ class Tagger:
         retry_delay_s: float,
         partial_after_s: float = float("inf"),
         min_delivered: int = 0,
+        mirrors: int = 0,
     ) -> None:
         self.chain = chain
         self.key = key
@@ -106,6 +111,7 @@ class Tagger:
         self.retry_delay_s = retry_delay_s
         self.partial_after_s = partial_after_s
         self.min_delivered = min_delivered
+        self.mirrors = mirrors
         enclave.start_workers(workers, TAGGING_NICE)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._request_slots = asyncio.Semaphore(workers)  # tags on request (retag.py)
@@ -197,10 +203,10 @@ class Tagger:
         # the work for the others (the job retries only what is still undelivered)
         outcomes = await asyncio.gather(
             *(
-                self._tag_one(job, slots, plan, index, holder, endpoints)
+                self._tag_one(job, slots, plan, index, holders, endpoints)
                 for plan, holders in zip(record.segments, record.holders, strict=True)
-                for index, holder in enumerate(holders)
-                if (holder, plan.fragment_hashes[index]) not in job.delivered
+                for index in range(len(holders))
+                if not self._done(job, plan, index, holders)
             ),
             return_exceptions=True,
         )
@@ -235,24 +241,82 @@ class Tagger:
             for plan, holders in zip(record.segments, record.holders, strict=True)
         )
 
+    def mirror_holders(self, holders: list[bytes], index: int) -> list[bytes]:
+        """The holders that keep a mirror copy of fragment ``index``'s tags: those of the
+        ``mirrors`` fragments before it in the segment's ring (each keeps the tags of the
+        fragments after its own), without its own holder."""
+        count = len(holders)
+        out: list[bytes] = []
+        for distance in range(1, min(self.mirrors, count - 1) + 1):
+            holder = holders[(index - distance) % count]
+            if holder != holders[index] and holder not in out:
+                out.append(holder)
+        return out
+
+    def _done(self, job: _Job, plan: SegmentPlan, index: int, holders: list[bytes]) -> bool:
+        digest = plan.fragment_hashes[index]
+        return (holders[index], digest) in job.delivered and all(
+            (m, digest) in job.mirrored for m in self.mirror_holders(holders, index)
+        )
+
     async def _tag_one(
         self,
         job: _Job,
         slots: asyncio.Semaphore,
         plan: SegmentPlan,
         index: int,
-        holder: bytes,
+        holders: list[bytes],
         endpoints: dict[bytes, str],
     ) -> None:
-        digest = plan.fragment_hashes[index]
+        """Tag one fragment; deliver the tags to its holder and the mirror copies to the
+        holders that keep them. Every delivery is tried; the first failure is raised."""
+        digest, holder = plan.fragment_hashes[index], holders[index]
         endpoint = endpoints.get(holder)
         if endpoint is None:
             raise TaggingError(f"holder {address_of(holder)} is not a registered miner")
         async with slots:
             data = await self._fragment(job.deal_id, plan, index, endpoint)
             tags = await self.enclave.tag(data, digest)
+        deliveries = []
+        if (holder, digest) not in job.delivered:
+            deliveries.append(self._deliver(job, holder, endpoint, digest, tags))
+        for keeper in self.mirror_holders(holders, index):
+            if (keeper, digest) not in job.mirrored:
+                deliveries.append(self._deliver_mirror(job, keeper, endpoints, plan, index, tags))
+        outcomes = await asyncio.gather(*deliveries, return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+
+    async def _deliver(
+        self, job: _Job, holder: bytes, endpoint: str, digest: bytes, tags: bytes
+    ) -> None:
         await self._put_tags(endpoint, job.fid, digest, tags)
         job.delivered.add((holder, digest))
+
+    async def _deliver_mirror(
+        self,
+        job: _Job,
+        keeper: bytes,
+        endpoints: dict[bytes, str],
+        plan: SegmentPlan,
+        index: int,
+        tags: bytes,
+    ) -> None:
+        endpoint = endpoints.get(keeper)
+        if endpoint is None:
+            raise TaggingError(f"mirror holder {address_of(keeper)} is not a registered miner")
+        digest = plan.fragment_hashes[index]
+        await request_ok(
+            self.http,
+            "PUT",
+            f"{endpoint}/mirror-tags/{digest.hex()}",
+            error=TaggingError,
+            timeout_s=self.timeout_s,
+            params={"fid": job.fid, "segment": plan.index, "fragment": index},
+            content=tags,
+        )
+        job.mirrored.add((keeper, digest))
 
     async def _fragment(
         self, deal_id: int | None, plan: SegmentPlan, index: int, endpoint: str

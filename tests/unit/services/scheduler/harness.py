@@ -78,7 +78,8 @@ class FakeMiner:
 
     ``mode``: "ok"; "error" (HTTP 500); "hang" (never answers); "bad_receipt" (signs another
     fragment index); "wrong_miner" (a receipt signed by another miner's key); "tags_down"
-    (fragments accepted, tags refused with HTTP 503).
+    (fragments accepted, tags refused with HTTP 503); "mirrors_down" (mirror copies of other
+    fragments' tags refused with HTTP 503).
     """
 
     key: KeyPair
@@ -86,6 +87,7 @@ class FakeMiner:
     mode: str = "ok"
     fragments: dict[bytes, bytes] = field(default_factory=dict)
     tags: dict[bytes, bytes] = field(default_factory=dict)
+    mirrors: dict[tuple[str, int, int], bytes] = field(default_factory=dict)  # by place
     fragment_puts: int = 0
     receipt_bytes_sent: int = 0  # mode "endless_receipt": what its answer streamed
     fragment_gets: int = 0
@@ -118,6 +120,12 @@ class FakeMiner:
             self.tag_puts += 1
             self.tags[digest] = body
             return httpx.Response(200, json={"stored": len(body)})
+        if (request.method, kind) == ("PUT", "mirror-tags"):
+            if self.mode == "mirrors_down":
+                return httpx.Response(503, json={"error": {"code": "down", "message": "down"}})
+            query = request.url.params
+            self.mirrors[(query["fid"], int(query["segment"]), int(query["fragment"]))] = body
+            return httpx.Response(200, json={"fragment_hash": name, "blocks": 1})
         if (request.method, kind) == ("GET", "fragments") and digest in self.fragments:
             self.fragment_gets += 1
             return httpx.Response(200, content=self.fragments[digest])
