@@ -45,6 +45,23 @@ def test_scheduler_registers_with_stake_and_tag_key() -> None:
     )
 
 
+def test_a_tag_key_is_found_by_its_id_whoever_registered_it() -> None:
+    """Miners read the key that tagged a file by the file's tag key id (a tagger gone for good
+    keeps its record, so its key stays readable); bad or unknown ids are refused."""
+    chain = Chain()
+    register(chain)
+    register(chain, "sched1")
+    for who in ("sched0", "sched1"):
+        public = tag_key(who).public
+        assert public == chain.query(
+            "/schedulers/tag_key", TagPublicKey, key_id=public.key_id.hex()
+        )
+    unknown = tag_key("sched2").public.key_id.hex()
+    assert errors.NotFound.code == chain.query_code("/schedulers/tag_key", key_id=unknown)
+    for bad in ("", "zz" * 32, "ab" * 31):
+        assert errors.InvalidArgument.code == chain.query_code("/schedulers/tag_key", key_id=bad)
+
+
 def bad_scheduler_cases() -> list[tuple[dict[str, object], int]]:
     own = tag_key("sched0").public
     other = tag_key("sched1").public

@@ -183,3 +183,49 @@ async def test_holders_that_refuse_tags_hold_the_file_untagged_only_for_a_while(
 
 async def _retried(caplog: pytest.LogCaptureFixture) -> bool:
     return "tagging_retry" in caplog.text
+
+
+async def test_each_tag_set_is_mirrored_at_the_two_holders_before_it(tmp_path: Path) -> None:
+    """Besides its own tags, the holder of fragment i keeps copies of the tags of fragments
+    i+1 and i+2 of the segment (``tag_mirrors`` = 2, the default): every tag set is at three
+    places, so it outlives this scheduler (docs/podr2.md, "Tag mirrors")."""
+    async with running_network(tmp_path, follow=True) as net:
+        deal_id, segments = await net.declare(os.urandom(20_000))
+        for segment in segments:
+            assert 200 == (await net.put_segment(deal_id, segment)).status_code
+        deal = await net.wait_for_state(deal_id, DealState.SUCCESS)
+        record = await tagged_file(net, deal.fid)
+        by_key = {m.key.public_key: m for m in net.miners.values()}
+        copies = 0
+        for plan, holders in zip(record.segments, record.holders, strict=True):
+            for index, holder in enumerate(holders):
+                own = by_key[holder].tags[plan.fragment_hashes[index]]
+                for keeper in (holders[(index - 1) % 12], holders[(index - 2) % 12]):
+                    assert own == by_key[keeper].mirrors[(deal.fid, plan.index, index)]
+                    copies += 1
+        assert copies == sum(len(m.mirrors) for m in net.miners.values()) == 2 * 24
+
+
+async def test_a_file_is_not_reported_tagged_before_its_mirrors_are_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A holder refusing mirror copies holds the report back like one refusing its own tags;
+    once it accepts them, the retried job delivers what is missing and reports the file."""
+    caplog.set_level(logging.INFO)
+    async with running_network(tmp_path, follow=True) as net:
+        net.service.tagger.partial_after_s = 3600.0
+        refusing = list(net.miners.values())[:3]
+        for miner in refusing:
+            miner.mode = "mirrors_down"
+        deal_id, segments = await net.declare(os.urandom(20_000))
+        for segment in segments:
+            assert 200 == (await net.put_segment(deal_id, segment)).status_code
+        deal = await net.wait_for_state(deal_id, DealState.SUCCESS)
+        await wait_for(lambda: _retried(caplog), 10, "the tag job to retry on the mirrors")
+        record = await net.chain.query("/files/file", QueryArgs(fid=deal.fid), FileRecord)
+        assert not record.tagged
+        for miner in refusing:
+            miner.mode = "ok"
+        record = await tagged_file(net, deal.fid)
+        assert "tagged_partially" not in caplog.text
+        assert 2 * 24 == sum(len(m.mirrors) for m in net.miners.values())
