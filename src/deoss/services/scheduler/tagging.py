@@ -72,7 +72,9 @@ class _Job:
     fid: str
     deal_id: int | None  # the deal this scheduler reported (local copies), or None
     delivered: set[tuple[bytes, bytes]] = field(default_factory=set)  # (holder, fragment hash)
-    mirrored: set[tuple[bytes, bytes]] = field(default_factory=set)  # (mirror holder, hash)
+    # (mirror holder, segment, fragment): per place, as the miner keeps mirrors (two segments
+    # alike share fragment hashes, and a miner may mirror both)
+    mirrored: set[tuple[bytes, int, int]] = field(default_factory=set)
     failing_since: float | None = None  # monotonic time of the first failed attempt
 
 
@@ -256,7 +258,7 @@ class Tagger:
     def _done(self, job: _Job, plan: SegmentPlan, index: int, holders: list[bytes]) -> bool:
         digest = plan.fragment_hashes[index]
         return (holders[index], digest) in job.delivered and all(
-            (m, digest) in job.mirrored for m in self.mirror_holders(holders, index)
+            (m, plan.index, index) in job.mirrored for m in self.mirror_holders(holders, index)
         )
 
     async def _tag_one(
@@ -281,7 +283,7 @@ class Tagger:
         if (holder, digest) not in job.delivered:
             deliveries.append(self._deliver(job, holder, endpoint, digest, tags))
         for keeper in self.mirror_holders(holders, index):
-            if (keeper, digest) not in job.mirrored:
+            if (keeper, plan.index, index) not in job.mirrored:
                 deliveries.append(self._deliver_mirror(job, keeper, endpoints, plan, index, tags))
         outcomes = await asyncio.gather(*deliveries, return_exceptions=True)
         for outcome in outcomes:
@@ -316,7 +318,7 @@ class Tagger:
             params={"fid": job.fid, "segment": plan.index, "fragment": index},
             content=tags,
         )
-        job.mirrored.add((keeper, digest))
+        job.mirrored.add((keeper, plan.index, index))
 
     async def _fragment(
         self, deal_id: int | None, plan: SegmentPlan, index: int, endpoint: str

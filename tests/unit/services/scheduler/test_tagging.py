@@ -229,3 +229,23 @@ async def test_a_file_is_not_reported_tagged_before_its_mirrors_are_kept(
         record = await tagged_file(net, deal.fid)
         assert "tagged_partially" not in caplog.text
         assert 2 * 24 == sum(len(m.mirrors) for m in net.miners.values())
+
+
+async def test_alike_segments_get_their_mirrors_at_every_place(tmp_path: Path) -> None:
+    """Two identical segments share their fragment hashes. Miners keep mirrors per place
+    (fid, segment, fragment), so each segment's copies are delivered even where one miner
+    keeps the copies of the same hash for both segments (12 miners: every segment on all)."""
+    async with running_network(tmp_path, miner_count=12, follow=True) as net:
+        half = os.urandom(PARAMS.layout.segment_size)
+        deal_id, segments = await net.declare(half + half)
+        assert segments[0].plan.fragment_hashes == segments[1].plan.fragment_hashes
+        for segment in segments:
+            assert 200 == (await net.put_segment(deal_id, segment)).status_code
+        deal = await net.wait_for_state(deal_id, DealState.SUCCESS)
+        record = await tagged_file(net, deal.fid)
+        by_key = {m.key.public_key: m for m in net.miners.values()}
+        for plan, holders in zip(record.segments, record.holders, strict=True):
+            for index in range(12):
+                for keeper in (holders[(index - 1) % 12], holders[(index - 2) % 12]):
+                    assert (deal.fid, plan.index, index) in by_key[keeper].mirrors
+        assert 2 * 24 == sum(len(m.mirrors) for m in net.miners.values())
