@@ -115,7 +115,7 @@ def test_node_chain_refuses_bad_homes(tmp_path: Path) -> None:
     bad_ms = runner.invoke(app, ["node", "chain", "--home", str(home), "--block-ms", "0"])
     assert 1 == bad_ms.exit_code and "block_ms" in bad_ms.output
     genesis = home / "genesis.json"
-    genesis.write_text(genesis.read_text().replace('"tx_fee": 0', '"tx_fee": -5'))
+    genesis.write_text(genesis.read_text().replace('"tx_fee": 1000', '"tx_fee": -5'))
     bad_genesis = runner.invoke(app, ["node", "chain", "--home", str(home)])
     assert 1 == bad_genesis.exit_code and "tx_fee must not be negative" in bad_genesis.output
     genesis.write_text("{")
