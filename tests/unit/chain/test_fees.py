@@ -53,9 +53,9 @@ def test_sender_that_cannot_pay_the_fee_is_refused_and_nothing_changes() -> None
     state_before = dict(chain.machine.state.committed_items())
     outcome = chain.block(tx)
     assert errors.InsufficientFunds.code == outcome.tx_results[0].code
-    changed = {
-        k for k, v in chain.machine.state.committed_items() if state_before.get(k) != v
-    } | (set(state_before) - dict(chain.machine.state.committed_items()).keys())
+    changed = {k for k, v in chain.machine.state.committed_items() if state_before.get(k) != v} | (
+        set(state_before) - dict(chain.machine.state.committed_items()).keys()
+    )
     assert changed <= {b"meta"}
     assert 999 == accounts.get_account(chain.machine.state, poor.public_key).balance
     assert 0 == accounts.get_account(chain.machine.state, poor.public_key).nonce

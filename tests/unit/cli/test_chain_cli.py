@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from deoss.chain.genesis import Genesis
+from deoss.chain.modules import accounts
 from deoss.cli.main import app
 from deoss.keyfile import read_key_file, write_key_file
 from deoss.node.home import parse_genesis
@@ -78,6 +79,7 @@ def test_unreachable_node_is_a_clear_error() -> None:
 def test_account_transfer_and_show(served_node: ServedNode, key_file: Path) -> None:
     """transfer waits for the block; show reads balance and nonce by address or key."""
     node = ["--node", served_node.url]
+    treasury_before = accounts.treasury_balance(served_node.node.machine.state)
     sent = runner.invoke(
         app, ["account", "transfer", RECIPIENT, "321", "--key", str(key_file), *node, "--json"]
     )
@@ -86,7 +88,9 @@ def test_account_transfer_and_show(served_node: ServedNode, key_file: Path) -> N
     recipient = runner.invoke(app, ["account", "show", RECIPIENT, *node, "--json"])
     assert {"address": RECIPIENT, "balance": 321, "nonce": 0} == json.loads(recipient.output)
     mine = runner.invoke(app, ["account", "show", "--key", str(key_file), *node])
-    assert f"balance  {BALANCE - 321}" in mine.output and "nonce    1" in mine.output
+    fees = accounts.treasury_balance(served_node.node.machine.state) - treasury_before
+    assert served_node.node.machine.params.tx_fee <= fees  # the fee and the state price
+    assert f"balance  {BALANCE - 321 - fees}" in mine.output and "nonce    1" in mine.output
 
 
 def test_account_transfer_refusals(served_node: ServedNode, key_file: Path) -> None:
