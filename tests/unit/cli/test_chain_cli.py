@@ -86,11 +86,18 @@ def test_account_transfer_and_show(served_node: ServedNode, key_file: Path) -> N
     assert 0 == sent.exit_code, sent.output
     assert (RECIPIENT, 321) == (json.loads(sent.output)["to"], json.loads(sent.output)["amount"])
     recipient = runner.invoke(app, ["account", "show", RECIPIENT, *node, "--json"])
-    assert {"address": RECIPIENT, "balance": 321, "nonce": 0} == json.loads(recipient.output)
+    assert {
+        "address": RECIPIENT,
+        "balance": 321,
+        "nonce": 0,
+        "tx_fee": 1000,
+        "state_byte_price": 10,
+    } == json.loads(recipient.output)
     mine = runner.invoke(app, ["account", "show", "--key", str(key_file), *node])
     fees = accounts.treasury_balance(served_node.node.machine.state) - treasury_before
     assert served_node.node.machine.params.tx_fee <= fees  # the fee and the state price
     assert f"balance  {BALANCE - 321 - fees}" in mine.output and "nonce    1" in mine.output
+    assert "fees     1000 per transaction + 10 per byte of new state" in mine.output
 
 
 def test_account_transfer_refusals(served_node: ServedNode, key_file: Path) -> None:
