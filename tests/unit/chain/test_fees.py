@@ -116,3 +116,15 @@ def test_balances_plus_treasury_always_sum_to_supply(moves: list[tuple[str, int,
         chain.block(chain.tx(sender, Transfer(to=targets[target], amount=amount)))
         assert total == supply(chain)
     assert BALANCE * len(NAMES) + 10**12 == total
+
+
+def test_negative_fee_params_are_refused_at_genesis() -> None:
+    from deoss.chain.genesis import GenesisError
+
+    for field in ("tx_fee", "state_byte_price"):
+        try:
+            Chain(**{field: -1})
+        except GenesisError as exc:
+            assert f"{field} must not be negative, got -1" in str(exc)
+        else:
+            raise AssertionError(f"negative {field} accepted")
