@@ -21,7 +21,10 @@ class ChainParams(Record):
     podr2: PodrParams = PodrParams()
     block_interval_ms: int = 1000
     max_tx_bytes: int = 4 * 1024 * 1024
-    tx_fee: int = 0
+    # fees (to the treasury): a flat fee per transaction, taken before the call runs, and a
+    # price per byte of new state the call adds (deleting refunds nothing)
+    tx_fee: int = 1_000
+    state_byte_price: int = 10
     # space
     price_per_gib_day: int = 1_000
     blocks_per_day: int = 86_400
@@ -91,6 +94,7 @@ def validate_genesis(genesis: Genesis) -> None:
             raise GenesisError(f"params.{name} must be positive, got {value}")
     for name, value in {
         "tx_fee": p.tx_fee,
+        "state_byte_price": p.state_byte_price,
         "deal_blocks_per_segment": p.deal_blocks_per_segment,
         "space_grace_blocks": p.space_grace_blocks,
         "late_tag_penalty": p.late_tag_penalty,

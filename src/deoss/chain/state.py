@@ -94,6 +94,27 @@ class State:
                 for key, previous in done.items():
                     self._undo[-1].setdefault(key, previous)
 
+    def savepoint_growth(self) -> int:
+        """Bytes of state the innermost open savepoint added so far (what state price charges).
+
+        A key that did not exist counts its key and value bytes; a value that grew counts the
+        growth; an overwrite of the same or smaller size and a deletion count nothing (and
+        refund nothing). Deterministic: it depends only on the values, not on write order.
+        """
+        if not self._undo:
+            raise RuntimeError("savepoint_growth outside a savepoint")
+        grown = 0
+        for key, previous in self._undo[-1].items():
+            before = self._committed.get(key) if previous is _ABSENT else previous
+            after = self._pending.get(key)
+            if after is None:
+                continue
+            if before is None:
+                grown += len(key) + len(after)
+            elif len(after) > len(before):
+                grown += len(after) - len(before)
+        return grown
+
     def pending_writes(self) -> list[tuple[bytes, bytes | None]]:
         """The block's writes in key order (None = deleted), for the app hash and the store."""
         return sorted(self._pending.items())

@@ -125,7 +125,7 @@ class Chain:
             assert 0 != result.code, "expected a refusal"
             if code is not None:
                 assert code == result.code, result.log
-            allowed = {META_KEY, accounts.PREFIX + signer.public_key}
+            allowed = {META_KEY, accounts.TREASURY_KEY, accounts.PREFIX + signer.public_key}
             assert set() == self.last_writes - allowed
         return result
 
