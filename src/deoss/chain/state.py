@@ -31,6 +31,19 @@ def _prefix_end(prefix: bytes) -> bytes | None:
     return stripped[:-1] + bytes([stripped[-1] + 1])
 
 
+def _merge_unique(left: Iterator[bytes], right: list[bytes]) -> Iterator[bytes]:
+    """The sorted union of two sorted key sequences, each key once."""
+    i = 0
+    for key in left:
+        while i < len(right) and right[i] < key:
+            yield right[i]
+            i += 1
+        if i < len(right) and right[i] == key:
+            i += 1
+        yield key
+    yield from right[i:]
+
+
 class State:
     """Committed key-value pairs and an overlay of pending writes (None = deleted)."""
 
@@ -66,11 +79,17 @@ class State:
         self._pending[key] = None
 
     def iter_prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        """(key, value) pairs whose key starts with ``prefix``, in key order."""
+        """(key, value) pairs whose key starts with ``prefix``, in key order.
+
+        Lazy: the committed range is walked in place and merged with the block's pending
+        writes under the prefix, so a caller that stops early pays only for what it read
+        (per-block hooks stop at the first deadline in the future). The keys are those present
+        when iteration starts; each value is read when its key is reached.
+        """
         end = _prefix_end(prefix)
-        keys = set(self._committed.irange(prefix, end, inclusive=(True, False)))
-        keys.update(k for k in self._pending if k.startswith(prefix))
-        for key in sorted(keys):
+        pending = sorted(k for k in self._pending if k.startswith(prefix))
+        committed = self._committed.irange(prefix, end, inclusive=(True, False))
+        for key in _merge_unique(committed, pending):
             value = self.get(key)
             if value is not None:
                 yield key, value

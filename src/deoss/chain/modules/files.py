@@ -304,7 +304,7 @@ def _purge_expired(state: State, params: ChainParams, events: list[Event]) -> No
 
 
 def begin_block(state: State, ctx: BlockContext, params: ChainParams, events: list[Event]) -> None:
-    for key, _ in list(state.iter_prefix(TAG_DEADLINE)):
+    for key, _ in state.iter_prefix(TAG_DEADLINE):
         if int.from_bytes(key[len(TAG_DEADLINE) : len(TAG_DEADLINE) + 8], "big") > ctx.height:
             break
         state.delete(key)
