@@ -282,7 +282,7 @@ def _reassign_tagging(
 def _purge_expired(state: State, params: ChainParams, events: list[Event]) -> None:
     budget = params.expiry_removals_per_block
     for owner in space.purging_owners(state):
-        for key, _ in list(state.iter_prefix(OBJECT + owner)):
+        for key, _ in state.iter_prefix(OBJECT + owner):
             if budget == 0:
                 return
             bucket, _, name = key[len(OBJECT) + 32 :].partition(b"\x00")
