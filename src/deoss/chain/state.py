@@ -17,13 +17,13 @@ from sortedcontainers import SortedDict
 
 from deoss.core import codec
 
-__all__ = ["State", "get_record", "put_record"]
+__all__ = ["State", "get_record", "prefix_end", "put_record"]
 
 R = TypeVar("R")
 _ABSENT = object()
 
 
-def _prefix_end(prefix: bytes) -> bytes | None:
+def prefix_end(prefix: bytes) -> bytes | None:
     """The smallest key greater than every key starting with ``prefix`` (None: no bound)."""
     stripped = prefix.rstrip(b"\xff")
     if not stripped:
@@ -79,16 +79,19 @@ class State:
         self._pending[key] = None
 
     def iter_prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        """(key, value) pairs whose key starts with ``prefix``, in key order.
+        """(key, value) pairs whose key starts with ``prefix``, in key order (see iter_range)."""
+        return self.iter_range(prefix, prefix_end(prefix))
+
+    def iter_range(self, start: bytes, end: bytes | None) -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) pairs with ``start <= key < end`` (None: no bound), in key order.
 
         Lazy: the committed range is walked in place and merged with the block's pending
-        writes under the prefix, so a caller that stops early pays only for what it read
+        writes in the range, so a caller that stops early pays only for what it read
         (per-block hooks stop at the first deadline in the future). The keys are those present
         when iteration starts; each value is read when its key is reached.
         """
-        end = _prefix_end(prefix)
-        pending = sorted(k for k in self._pending if k.startswith(prefix))
-        committed = self._committed.irange(prefix, end, inclusive=(True, False))
+        pending = sorted(k for k in self._pending if start <= k and (end is None or k < end))
+        committed = self._committed.irange(start, end, inclusive=(True, False))
         for key in _merge_unique(committed, pending):
             value = self.get(key)
             if value is not None:

@@ -3,13 +3,19 @@ entry in the future, not every lease, deal, tagging or restoral deadline ever se
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 
 import pytest
 
 from deoss.chain.modules import deals, files, restoral, space
+from deoss.chain.modules.audit import SAMPLE_PROBES_PER_FRAGMENT, SAMPLE_SCAN_LIMIT
+from deoss.chain.modules.files import Holding, ReportTagged
+from deoss.core import codec
 
-from .harness import Chain
+from .harness import Chain, key, scheduler_name, setup_network, upload
+
+DATA = bytes(range(256)) * 20
 
 FAR = (10**9).to_bytes(8, "big")
 FUTURE_ENTRIES = 5_000
@@ -32,13 +38,45 @@ def test_an_empty_block_does_not_walk_deadlines_that_are_not_due(prefix: bytes) 
 
     def counting_irange(*args: object, **kwargs: object) -> Iterator[bytes]:
         nonlocal walked
-        for key in plain_irange(*args, **kwargs):
-            if key.startswith(prefix):
+        for key_ in plain_irange(*args, **kwargs):
+            if key_.startswith(prefix):
                 walked += 1
-            yield key
+            yield key_
 
     committed.irange = counting_irange
     chain.advance(3)
     # each block reads the first (future) entry and stops; the old code walked all 5,000
     assert walked <= 3
     assert sum(1 for k in committed if k.startswith(prefix)) == FUTURE_ENTRIES
+
+
+def test_opening_an_audit_round_does_not_read_every_holding() -> None:
+    chain = Chain()
+    setup_network(chain, miner_count=13)
+    deal, _ = upload(chain, DATA)
+    chain.run(scheduler_name(deal.scheduler), ReportTagged(fid=deal.fid))
+    miner = key("miner0").public_key
+    committed = chain.machine.state._committed
+    many = 5_000
+    for i in range(many):
+        fid = hashlib.sha256(i.to_bytes(8, "big")).hexdigest()
+        holding = Holding(fid=fid, segment=0, fragment=0, fragment_hash=bytes(32), size=4096)
+        committed[files.hold_key(miner, fid, 0, 0)] = codec.encode(holding)
+    prefix = files.HOLD + miner
+    walked = 0
+    plain_irange = committed.irange
+
+    def counting_irange(*args: object, **kwargs: object) -> Iterator[bytes]:
+        nonlocal walked
+        for key_ in plain_irange(*args, **kwargs):
+            if key_.startswith(prefix):
+                walked += 1
+            yield key_
+
+    committed.irange = counting_irange
+    interval = chain.params.challenge_interval_blocks
+    outcome = chain.advance(interval - chain.height % interval)[-1]
+    assert chain.events(outcome, "audit.round")  # a round opened in this block
+    # probes x keys per probe bounds the reads; the old code read all 5,000 and more
+    bound = chain.params.podr2.fragments_per_challenge * SAMPLE_PROBES_PER_FRAGMENT
+    assert walked <= bound * 2 * SAMPLE_SCAN_LIMIT < many
