@@ -80,3 +80,24 @@ def test_opening_an_audit_round_does_not_read_every_holding() -> None:
     # probes x keys per probe bounds the reads; the old code read all 5,000 and more
     bound = chain.params.podr2.fragments_per_challenge * SAMPLE_PROBES_PER_FRAGMENT
     assert walked <= bound * 2 * SAMPLE_SCAN_LIMIT < many
+
+
+def _index_entries(chain: Chain, prefix: bytes) -> list[bytes]:
+    return [k for k, _ in chain.machine.state.iter_prefix(prefix)]
+
+
+def test_cleared_and_moved_deadlines_leave_no_index_entry() -> None:
+    chain = Chain()
+    setup_network(chain, miner_count=13)
+    alice = key("alice").public_key
+    assert 1 == sum(1 for k in _index_entries(chain, space.EXPIRY) if k.endswith(alice))
+    chain.run("alice", space.RenewSpace(days=3))  # the lease's deadline moves
+    entries = [k for k in _index_entries(chain, space.EXPIRY) if k.endswith(alice)]
+    lease = space.get_lease(chain.machine.state, alice)
+    assert lease is not None
+    assert [space.EXPIRY + lease.expires_at.to_bytes(8, "big") + alice] == entries
+    deal, _ = upload(chain, DATA)  # the deal's deadline is cleared at SUCCESS
+    assert [] == _index_entries(chain, deals.DEADLINE)
+    assert 1 == len(_index_entries(chain, files.TAG_DEADLINE))
+    chain.run(scheduler_name(deal.scheduler), ReportTagged(fid=deal.fid))  # tagging cleared
+    assert [] == _index_entries(chain, files.TAG_DEADLINE)
