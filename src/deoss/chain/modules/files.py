@@ -282,7 +282,7 @@ def _reassign_tagging(
 def _purge_expired(state: State, params: ChainParams, events: list[Event]) -> None:
     budget = params.expiry_removals_per_block
     for owner in space.purging_owners(state):
-        for key, _ in list(state.iter_prefix(OBJECT + owner)):
+        for key, _ in state.iter_prefix(OBJECT + owner):
             if budget == 0:
                 return
             bucket, _, name = key[len(OBJECT) + 32 :].partition(b"\x00")
@@ -304,7 +304,7 @@ def _purge_expired(state: State, params: ChainParams, events: list[Event]) -> No
 
 
 def begin_block(state: State, ctx: BlockContext, params: ChainParams, events: list[Event]) -> None:
-    for key, _ in list(state.iter_prefix(TAG_DEADLINE)):
+    for key, _ in state.iter_prefix(TAG_DEADLINE):
         if int.from_bytes(key[len(TAG_DEADLINE) : len(TAG_DEADLINE) + 8], "big") > ctx.height:
             break
         state.delete(key)

@@ -247,7 +247,7 @@ def apply_complete(state: State, ctx: TxContext, call: CompleteOrder) -> None:
 
 def begin_block(state: State, ctx: BlockContext, params: ChainParams, events: list[Event]) -> None:
     """Claims past their deadline open again."""
-    for key, _ in list(state.iter_prefix(DEADLINE)):
+    for key, _ in state.iter_prefix(DEADLINE):
         if int.from_bytes(key[len(DEADLINE) : len(DEADLINE) + 8], "big") >= ctx.height:
             break
         state.delete(key)
