@@ -220,7 +220,7 @@ async def get_file(
     range_header: RangeHeader = None,
 ) -> StreamingResponse:
     """A stored file by fid, cut to ``size`` bytes (default: the size first declared)."""
-    return _stream(await gateway.open_file(fid, size, range_header))
+    return _stream(await gateway.open_file(user, fid, size, range_header))
 
 
 @router.get("/files/{fid}/status", tags=["files"], responses=_errors(400, 404))

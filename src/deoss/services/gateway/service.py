@@ -214,11 +214,13 @@ class Gateway:
             self._layout = params.layout
         return self._layout
 
-    async def _reader(self) -> SegmentReader:
+    async def _reader(self, fid: str, owner: str) -> SegmentReader:
         return SegmentReader(
             self.http,
             self.miners,
             await self.layout(),
+            fid=fid,
+            owner=owner,
             hedge_after_s=self.settings.hedge_after_ms / 1000,
             max_in_flight=self.settings.fragment_parallelism,
             timeout_s=self.settings.miner_timeout_s,
@@ -317,11 +319,16 @@ class Gateway:
         info = await self.stat_object(user, bucket, name)
         record = await self.chain.query("/files/file", QueryArgs(fid=info.fid), FileRecord)
         byte_range = parse_range(range_header, info.size)
-        return await open_download(await self._reader(), record, info.size, byte_range)
+        reader = await self._reader(info.fid, user.address)
+        return await open_download(reader, record, info.size, byte_range)
 
-    async def open_file(self, fid: str, size: int | None, range_header: str | None) -> Download:
+    async def open_file(
+        self, user: Signer, fid: str, size: int | None, range_header: str | None
+    ) -> Download:
+        """A stored file by fid, for a user who owns an object stored as it (the miners check
+        that on chain: anyone else gets 403 from them, here 503)."""
         record = await self.chain.query("/files/file", QueryArgs(fid=fid), FileRecord)
-        reader = await self._reader()
+        reader = await self._reader(fid, user.address)
         size = _object_size(record, size, reader.layout)
         return await open_download(reader, record, size, parse_range(range_header, size))
 
