@@ -165,6 +165,11 @@ async def get_fragment(
             headers={"content-range": f"bytes */{exc.size}"},
         )
     start, end = (span.start, span.end) if span is not None else (0, opened.size - 1)
+    try:  # the bytes are charged before any is sent; a refusal reads nothing
+        miner.read_limiter.charge(signer.public_key, reason.kind, nbytes=end - start + 1)
+    except BaseException:
+        opened.close()
+        raise
     headers = {"accept-ranges": "bytes", "content-length": str(end - start + 1)}
     if span is not None:
         headers["content-range"] = f"bytes {start}-{end}/{opened.size}"

@@ -66,6 +66,7 @@ from deoss.services.common.errors import (
     UpstreamFailed,
 )
 from deoss.services.common.signing import Signer
+from deoss.services.miner.read_limits import ReadBudget, ReadLimiter
 from deoss.services.miner.settings import MinerSettings
 from deoss.services.miner.store import (
     Area,
@@ -290,8 +291,17 @@ class ChainView:
 class MinerService:
     """The miner's decisions, over its chain view, fragment store and account key."""
 
-    def __init__(self, *, chain: ChainClient, store: FragmentStore, key: KeyPair) -> None:
+    def __init__(
+        self,
+        *,
+        chain: ChainClient,
+        store: FragmentStore,
+        key: KeyPair,
+        read_limiter: ReadLimiter | None = None,
+    ) -> None:
         self.chain = chain
+        # unlimited unless given (the app gives its settings' budgets)
+        self.read_limiter = read_limiter or ReadLimiter(ReadBudget(0, 0), ReadBudget(0, 0))
         self.view = ChainView(chain)
         self.store = store
         self.key = key
@@ -440,6 +450,7 @@ class MinerService:
         Raises:
             Forbidden: the message says which reason was missing or which check failed.
         """
+        self.read_limiter.charge(signer.public_key, reason.kind, requests=1)
         if reason.kind not in READ_REASONS:
             raise Forbidden(
                 f"a fragment read must name its reason: ?reason= one of {', '.join(READ_REASONS)}"
@@ -512,9 +523,11 @@ class MinerService:
         """
         await self.authorize_reader(signer, fragment_hash, reason)
         try:
-            return await asyncio.to_thread(self.store.read_tags, fragment_hash, key_id)
+            tags = await asyncio.to_thread(self.store.read_tags, fragment_hash, key_id)
         except StoreError as exc:
             raise NotFound(str(exc)) from exc
+        self.read_limiter.charge(signer.public_key, reason.kind, nbytes=len(tags))
+        return tags
 
     async def open_fragment(self, fragment_hash: bytes) -> OpenFragment:
         """The fragment's file, open. Raises NotFound."""

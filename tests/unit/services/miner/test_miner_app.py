@@ -41,6 +41,7 @@ from deoss.services.common.auth import HEADER_BODY, sign_request
 from deoss.services.common.signing import SigningAuth, now_ms
 from deoss.services.miner.app import create_app
 from deoss.services.miner.follower import ChainFollower
+from deoss.services.miner.read_limits import ReadBudget, ReadLimiter
 from deoss.services.miner.service import STAKE_HEADROOM, MinerService, ensure_registered
 from deoss.services.miner.settings import MinerSettings
 from deoss.services.miner.store import Area, FragmentStore
@@ -557,6 +558,31 @@ async def test_a_tagging_read_needs_the_files_tagger(net: Net) -> None:
     assert (200, net.fragments[0][2]) == (by_tagger.status_code, by_tagger.content)
     assert [403, 403] == [by_other.status_code, by_miner.status_code]
     assert "is not the tagger of file" in by_miner.json()["error"]["message"]
+
+
+async def test_reads_past_the_readers_byte_budget_are_429_then_recover(net: Net) -> None:
+    """The app charges each read's bytes before sending any: a reader over its budget gets 429
+    with Retry-After, another reader is unaffected, and time refills the bucket."""
+    await net.put(0, 2)
+    await succeed(net)
+    now = [0.0]
+    net.service.read_limiter = ReadLimiter(
+        ReadBudget(requests_per_s=0, bytes_per_s=1024),  # a 2048-byte burst: two fragments
+        ReadBudget(requests_per_s=0, bytes_per_s=0),
+        clock=lambda: now[0],
+    )
+    owner = SigningAuth(key("alice"))
+    served = [(await net.http.get(as_download(net, 0, 2), auth=owner)).status_code for _ in "ab"]
+    refused = await net.http.get(as_download(net, 0, 2), auth=owner)
+    tagger = await net.http.get(
+        as_download(net, 0, 2).replace("download", "tagging"), auth=SigningAuth(SCHEDULER)
+    )
+    assert [200, 200] == served
+    assert (429, "1") == (refused.status_code, refused.headers["retry-after"])
+    assert "budget" in refused.json()["error"]["message"]
+    assert 200 == tagger.status_code  # the bulk budget (unlimited here) is its own
+    now[0] += 1.0
+    assert 200 == (await net.http.get(as_download(net, 0, 2), auth=owner)).status_code
 
 
 # --- the follower, tags, restart ---------------------------------------------------------
