@@ -488,7 +488,8 @@ async def _within_space(body: AsyncIterator[bytes], free_bytes: int) -> AsyncIte
 
 
 async def register_gateway(chain: ChainClient, key: KeyPair, endpoint: str) -> bool:
-    """Register ``key`` as a gateway at ``endpoint`` unless it is already; True if submitted."""
+    """Register ``key`` as a gateway at ``endpoint`` unless it is already; True if submitted.
+    A first registration reserves the chain's ``gateway_stake``; an endpoint update none."""
     try:
         current = await chain.query(
             "/gateways/gateway", QueryArgs(address=key.address), GatewayRecord
@@ -499,5 +500,8 @@ async def register_gateway(chain: ChainClient, key: KeyPair, endpoint: str) -> b
     else:
         if current.endpoint == endpoint:
             return False
-    await chain.submit(key, RegisterGateway(endpoint=endpoint))
+        await chain.submit(key, RegisterGateway(endpoint=endpoint))
+        return True
+    params = await chain.query("/chain/params", QueryArgs(), ChainParams)
+    await chain.submit(key, RegisterGateway(endpoint=endpoint, stake=params.gateway_stake))
     return True

@@ -160,7 +160,10 @@ def register_network(ledger: Ledger) -> None:
                 tag_key=tag_key("sched0").public,
             ),
         ),
-        (key("gw"), gateways.RegisterGateway(endpoint="http://127.0.0.1:8000")),
+        (
+            key("gw"),
+            gateways.RegisterGateway(endpoint="http://127.0.0.1:8000", stake=PARAMS.gateway_stake),
+        ),
         (key("alice"), space.BuySpace(gib=1, days=10)),
         (key("alice"), CreateBucket(name="photos")),
     ]
