@@ -210,7 +210,7 @@ async def delete_object(
     "/files/{fid}",
     tags=["files"],
     response_class=StreamingResponse,
-    responses={200: BYTES, 206: BYTES, **_errors(400, 404, 416, 503)},
+    responses={200: BYTES, 206: BYTES, **_errors(400, 403, 404, 416, 503)},
 )
 async def get_file(
     fid: str,

@@ -325,9 +325,16 @@ class Gateway:
     async def open_file(
         self, user: Signer, fid: str, size: int | None, range_header: str | None
     ) -> Download:
-        """A stored file by fid, for a user who owns an object stored as it (the miners check
-        that on chain: anyone else gets 403 from them, here 503)."""
+        """A stored file by fid, for a user who owns an object stored as it: the miners serve
+        its fragments for no one else (they check ``/files/owns`` too), so others get 403 here.
+
+        Raises:
+            Forbidden: the user owns no object stored as ``fid``.
+        """
         record = await self.chain.query("/files/file", QueryArgs(fid=fid), FileRecord)
+        owned = await self.chain.query("/files/owns", QueryArgs(owner=user.address, fid=fid), int)
+        if owned == 0:
+            raise Forbidden(f"{user.address} owns no object stored as file {fid}")
         reader = await self._reader(fid, user.address)
         size = _object_size(record, size, reader.layout)
         return await open_download(reader, record, size, parse_range(range_header, size))
