@@ -511,6 +511,8 @@ class MinerService:
         record = await self.view.file(reason.fid)
         if record is None or record.tagger != signer.public_key:
             raise Forbidden(f"{signer.address} is not the tagger of file {reason.fid}")
+        if record.tagged:  # tagging is over: the tagger has no more reason to read
+            raise Forbidden(f"file {reason.fid} is tagged already")
 
     async def read_tags(
         self, signer: Signer, fragment_hash: bytes, key_id: bytes, reason: ReadReason

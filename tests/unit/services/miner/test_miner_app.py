@@ -26,6 +26,7 @@ from deoss.chain.genesis import Genesis, GenesisAccount
 from deoss.chain.modules import deals, gateways, miners, schedulers, space
 from deoss.chain.modules.accounts import Account
 from deoss.chain.modules.buckets import CreateBucket
+from deoss.chain.modules.files import ReportTagged
 from deoss.chain.modules.restoral import ClaimOrder, ReportLoss
 from deoss.chain.query import QueryArgs
 from deoss.chain.types import Call
@@ -561,6 +562,10 @@ async def test_a_tagging_read_needs_the_files_tagger(net: Net) -> None:
     assert (200, net.fragments[0][2]) == (by_tagger.status_code, by_tagger.content)
     assert [403, 403] == [by_other.status_code, by_miner.status_code]
     assert "is not the tagger of file" in by_miner.json()["error"]["message"]
+    await asyncio.to_thread(net.ledger.block, (SCHEDULER, ReportTagged(fid=net.plan.fid)))
+    after = await net.http.get(target, auth=SigningAuth(SCHEDULER))
+    assert 403 == after.status_code
+    assert "is tagged already" in after.json()["error"]["message"]
 
 
 async def test_reads_past_the_readers_byte_budget_are_429_then_recover(net: Net) -> None:
