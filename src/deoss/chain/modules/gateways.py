@@ -10,8 +10,6 @@ Keys: ``gw/<gateway>`` -> Gateway; ``gw-auth/<user><gateway>`` -> b"" (an author
 from __future__ import annotations
 
 from deoss.chain.errors import AlreadyExists, InvalidArgument, NotFound, Unauthorized
-from deoss.chain.modules import accounts
-from deoss.chain.params import load_params
 from deoss.chain.query import QueryArgs, QueryHandler, address_arg, encode_value
 from deoss.chain.state import State, get_record, put_record
 from deoss.chain.types import Call, TxContext
@@ -82,6 +80,11 @@ class RevokeGateway(Call, tag="gateways.revoke"):
 
 def apply_register(state: State, ctx: TxContext, call: RegisterGateway) -> None:
     """Register the sender as a gateway (reserving its stake), or update its endpoint."""
+    # imported here: the CLI imports this module for its calls, and accounts/params pull in
+    # genesis (and with it the PoDR² curve library), which `deoss gateway --help` must not load
+    from deoss.chain.modules import accounts
+    from deoss.chain.params import load_params
+
     check_endpoint(call.endpoint)
     if call.stake != 0:
         accounts.check_amount(call.stake, "stake")
