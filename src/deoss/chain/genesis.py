@@ -40,6 +40,7 @@ class ChainParams(Record):
     scheduler_min_stake: int = 10_000_000
     miner_min_stake: int = 1_000_000
     stake_per_tib: int = 100_000_000
+    gateway_stake: int = 10_000_000  # reserved by gateways.register (readers cost a stake)
     # audit
     challenge_interval_blocks: int = 30
     proof_deadline_blocks: int = 20
@@ -99,6 +100,7 @@ def validate_genesis(genesis: Genesis) -> None:
         "space_grace_blocks": p.space_grace_blocks,
         "late_tag_penalty": p.late_tag_penalty,
         "stake_per_tib": p.stake_per_tib,
+        "gateway_stake": p.gateway_stake,
         "reward_per_round": p.reward_per_round,
         "treasury": genesis.treasury,
     }.items():

@@ -167,7 +167,14 @@ def setup_network(chain: Chain, *, miner_count: int = 12, scheduler_count: int =
                 ),
             )
         )
-    txs.append(chain.tx("gw", gateways.RegisterGateway(endpoint="http://127.0.0.1:8000")))
+    txs.append(
+        chain.tx(
+            "gw",
+            gateways.RegisterGateway(
+                endpoint="http://127.0.0.1:8000", stake=chain.params.gateway_stake
+            ),
+        )
+    )
     txs.append(chain.tx("alice", space.BuySpace(gib=1, days=10)))
     txs.append(chain.tx("alice", CreateBucket(name="photos")))
     txs.append(chain.tx("alice", gateways.AuthorizeGateway(gateway=key("gw").address)))

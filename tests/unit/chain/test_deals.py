@@ -313,6 +313,23 @@ def test_duplicate_fid_is_stored_once(chain: Chain) -> None:
     assert 0 == lease(chain).used_bytes
 
 
+def test_owns_counts_an_owners_objects_of_a_fid(chain: Chain) -> None:
+    """/files/owns: what a miner asks before serving a download (one indexed read)."""
+
+    def owns(who: str) -> int:
+        return chain.query("/files/owns", int, owner=key(who).address, fid=p.fid)
+
+    _, p = upload(chain, DATA)
+    assert (1, 0) == (owns("alice"), owns("bob"))
+    chain.run("alice", declare_call(p, "copy.jpg"))
+    assert 2 == owns("alice")
+    chain.run("alice", DeleteObject(bucket="photos", name="cat.jpg"))
+    assert 1 == owns("alice")
+    chain.run("alice", DeleteObject(bucket="photos", name="copy.jpg"))
+    assert 0 == owns("alice")
+    assert 0 != chain.query_code("/files/owns", owner=key("alice").address, fid="xyz")
+
+
 def test_delete_refusals(chain: Chain) -> None:
     upload(chain, DATA)
     chain.run(

@@ -8,7 +8,9 @@ with its last object. After SUCCESS the reporting scheduler must tag the file wi
 
 Keys: ``file/<fid>`` -> FileRecord; ``obj/<owner><bucket>\\0<name>`` -> ObjectRecord;
 ``hold/<miner><fid><segment:4><fragment:2>`` -> Holding; ``tag-dl/<height><fid>`` -> b"";
-``file-gone/<fid>`` -> b"" (files deleted in this block, for restoral to cancel their orders).
+``file-gone/<fid>`` -> b"" (files deleted in this block, for restoral to cancel their orders);
+``owns/<owner><fid>`` -> u32 (how many objects of the owner use the fid: lets a miner check in
+one read that a download it serves is for an owner of the file, docs/podr2.md).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ FILE = b"file/"
 OBJECT = b"obj/"
 HOLD = b"hold/"
 TAG_DEADLINE = b"tag-dl/"
+OWNS = b"owns/"
 GONE = b"file-gone/"  # outbox: fids deleted in this block, consumed by restoral.end_block
 MAX_NAME_BYTES = 1024
 
@@ -177,6 +180,23 @@ def drop_holding(state: State, miner: bytes, fid: str, segment: int, index: int,
     miners.add_service(state, miner, -size)
 
 
+def owns_key(owner: bytes, fid: str) -> bytes:
+    return OWNS + owner + fid_key(fid)
+
+
+def owned_count(state: State, owner: bytes, fid: str) -> int:
+    raw = state.get(owns_key(owner, fid))
+    return int.from_bytes(raw, "big") if raw is not None else 0
+
+
+def _adjust_owned(state: State, owner: bytes, fid: str, delta: int) -> None:
+    count = owned_count(state, owner, fid) + delta
+    if count > 0:
+        state.put(owns_key(owner, fid), count.to_bytes(4, "big"))
+    else:
+        state.delete(owns_key(owner, fid))
+
+
 def add_object(
     state: State, height: int, owner: bytes, bucket: str, name: str, fid: str, size: int
 ) -> None:
@@ -189,6 +209,7 @@ def add_object(
         state, object_key(owner, bucket, name), ObjectRecord(fid=fid, size=size, created_at=height)
     )
     buckets.adjust(state, owner, bucket, objects=1)
+    _adjust_owned(state, owner, fid, 1)
 
 
 def remove_object(state: State, owner: bytes, bucket: str, name: str, events: list[Event]) -> None:
@@ -199,6 +220,7 @@ def remove_object(state: State, owner: bytes, bucket: str, name: str, events: li
         raise NotFound(f"no object {name!r} in bucket {bucket!r}")
     state.delete(key)
     buckets.adjust(state, owner, bucket, objects=-1)
+    _adjust_owned(state, owner, obj.fid, -1)
     space.release(state, owner, obj.size)
     record = get_file(state, obj.fid)
     if record is None:
@@ -326,6 +348,11 @@ def query_object(state: State, args: QueryArgs) -> bytes:
     return encode_value(obj)
 
 
+def query_owns(state: State, args: QueryArgs) -> bytes:
+    """How many objects of ``owner`` use file ``fid`` (0: none; one indexed read)."""
+    return encode_value(owned_count(state, address_arg(args.owner, "owner"), args.fid))
+
+
 def query_objects(state: State, args: QueryArgs) -> bytes:
     """Objects of a bucket in name order, after ``start_after``, with ``prefix``, ``limit``."""
     owner = address_arg(args.owner, "owner")
@@ -354,5 +381,6 @@ QUERIES: dict[str, QueryHandler] = {
     "file": query_file,
     "object": query_object,
     "objects": query_objects,
+    "owns": query_owns,
     "holdings": query_holdings,
 }

@@ -238,7 +238,9 @@ class Repairer:
         endpoint = await self._exiting_former(order, endpoints)
         if endpoint is not None:
             try:
-                data = await self.peers.fetch_fragment(endpoint, order.fragment_hash, order.size)
+                data = await self.peers.fetch_fragment(
+                    endpoint, order.fragment_hash, order.size, order.id
+                )
             except PeerError as exc:
                 log_event(ROLE, "repair_copy_failed", order=order.id, why=str(exc))
             else:
@@ -273,7 +275,10 @@ class Repairer:
             wanted = params.data_shards - len(fragments)
             batch, candidates = candidates[:wanted], candidates[wanted:]
             results = await asyncio.gather(
-                *(self._fetch(plan.fragment_hashes[i], size, endpoints.get(h)) for i, h in batch),
+                *(
+                    self._fetch(order.id, plan.fragment_hashes[i], size, endpoints.get(h))
+                    for i, h in batch
+                ),
                 return_exceptions=True,
             )
             for (index, holder), result in zip(batch, results, strict=True):
@@ -294,10 +299,12 @@ class Repairer:
             raise RepairFailed(f"rebuilt {len(rebuilt)} bytes, the order says {order.size}")
         return rebuilt
 
-    async def _fetch(self, fragment_hash: bytes, size: int, endpoint: str | None) -> bytes:
+    async def _fetch(
+        self, order_id: int, fragment_hash: bytes, size: int, endpoint: str | None
+    ) -> bytes:
         if endpoint is None:
             raise PeerError("the holder is not a registered miner")
-        return await self.peers.fetch_fragment(endpoint, fragment_hash, size)
+        return await self.peers.fetch_fragment(endpoint, fragment_hash, size, order_id)
 
     async def _obtain_tags(self, order: Order, record: FileRecord) -> None:
         """The fragment's tags, checked against it before they are kept: copied from an exiting
@@ -312,7 +319,7 @@ class Repairer:
         if endpoint is not None:
             try:
                 tags = await self.peers.fetch_tags(
-                    endpoint, order.fragment_hash, public.key_id, expected
+                    endpoint, order.fragment_hash, public.key_id, expected, order.id
                 )
                 await asyncio.to_thread(
                     check_tags, public, order.fragment_hash, data, tags, os.urandom(32)

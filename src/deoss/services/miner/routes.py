@@ -15,7 +15,7 @@ from deoss.services.common.errors import BadRequest, error_body
 from deoss.services.common.params import Uint16, Uint32, Uint63
 from deoss.services.common.ranges import UnsatisfiableRange, parse_range
 from deoss.services.common.signing import Signer, iter_body, iter_checked_body, verify_request
-from deoss.services.miner.service import BodyOpener, FragmentRequest, MinerService
+from deoss.services.miner.service import BodyOpener, FragmentRequest, MinerService, ReadReason
 
 __all__ = ["router"]
 
@@ -59,6 +59,21 @@ def content_length(request: Request) -> int | None:
     if not declared.isdigit():
         raise BadRequest(f"Content-Length {declared!r} is not a number")
     return int(declared)
+
+
+def read_reason(
+    reason: Annotated[str, Query(max_length=16)] = "",
+    fid: Annotated[str, Query(max_length=64)] = "",
+    owner: Annotated[str, Query(max_length=128)] = "",
+    order: Annotated[Uint63 | None, Query()] = None,
+) -> ReadReason:
+    """The reason a read names (signed with the rest of the query; the miner checks it)."""
+    if fid:
+        parse_hash(fid, "fid")
+    return ReadReason(kind=reason, fid=fid, owner=owner, order=order)
+
+
+ReasonDep = Annotated[ReadReason, Depends(read_reason)]
 
 
 def body_opener(request: Request, signer: Signer) -> BodyOpener:
@@ -112,11 +127,16 @@ async def put_tags(
 
 @router.get("/tags/{fragment_hash}", response_model=None)
 async def get_tags(
-    fragment_hash: str, miner: MinerDep, signer: SignerDep, key: Annotated[str, Query()]
+    fragment_hash: str,
+    miner: MinerDep,
+    signer: SignerDep,
+    reason: ReasonDep,
+    key: Annotated[str, Query()],
 ) -> Response:
     """The PoDR² tags stored for a held fragment under tag key ``key`` (its id, hex; 48 bytes
-    per block), for a registered party."""
-    tags = await miner.read_tags(signer, parse_hash(fragment_hash), parse_hash(key, "key id"))
+    per block), for a reason the chain confirms (``?reason=``, as for fragments)."""
+    raw = parse_hash(fragment_hash)
+    tags = await miner.read_tags(signer, raw, parse_hash(key, "key id"), reason)
     return Response(tags, media_type="application/octet-stream")
 
 
@@ -126,12 +146,14 @@ async def get_fragment(
     request: Request,
     miner: MinerDep,
     signer: SignerDep,
-    bucket: str = "",
-    name: str = "",
+    reason: ReasonDep,
 ) -> Response:
-    """The fragment's bytes (or one range of them) for a registered party or the owner."""
+    """The fragment's bytes (or one range of them), for the reason the signed query names and
+    the chain confirms: ``reason=download&fid=[&owner=]`` (an owner of the file, or a gateway
+    it authorized), ``reason=restoral&order=`` (the claimer of an order of this segment),
+    ``reason=tagging&fid=`` (the file's tagger). 403 otherwise, before any byte is read."""
     raw = parse_hash(fragment_hash)
-    await miner.authorize_reader(signer, raw, bucket, name)
+    await miner.authorize_reader(signer, raw, reason)
     opened = await miner.open_fragment(raw)
     try:
         span = parse_range(request.headers.get("range"), opened.size)
@@ -143,6 +165,11 @@ async def get_fragment(
             headers={"content-range": f"bytes */{exc.size}"},
         )
     start, end = (span.start, span.end) if span is not None else (0, opened.size - 1)
+    try:  # the bytes are charged before any is sent; a refusal reads nothing
+        miner.read_limiter.charge(signer.public_key, reason.kind, nbytes=end - start + 1)
+    except BaseException:
+        opened.close()
+        raise
     headers = {"accept-ranges": "bytes", "content-length": str(end - start + 1)}
     if span is not None:
         headers["content-range"] = f"bytes {start}-{end}/{opened.size}"

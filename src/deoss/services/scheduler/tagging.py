@@ -249,15 +249,16 @@ class Tagger:
         if endpoint is None:
             raise TaggingError(f"holder {address_of(holder)} is not a registered miner")
         async with slots:
-            data = await self._fragment(job.deal_id, plan, index, endpoint)
+            data = await self._fragment(job.fid, job.deal_id, plan, index, endpoint)
             tags = await self.enclave.tag(data, digest)
         await self._put_tags(endpoint, job.fid, digest, tags)
         job.delivered.add((holder, digest))
 
     async def _fragment(
-        self, deal_id: int | None, plan: SegmentPlan, index: int, endpoint: str
+        self, fid: str, deal_id: int | None, plan: SegmentPlan, index: int, endpoint: str
     ) -> bytes:
-        """The fragment from the local segment copy, else the holder's (hash-checked)."""
+        """The fragment from the local segment copy, else the holder's (hash-checked; the
+        read names tagging of ``fid`` as its reason, which the holder checks on chain)."""
         digest = plan.fragment_hashes[index]
         if deal_id is not None:
             local = await asyncio.to_thread(self.read_local, deal_id, plan, index)
@@ -267,6 +268,7 @@ class Tagger:
             self.http,
             "GET",
             f"{endpoint}/fragments/{digest.hex()}",
+            params={"reason": "tagging", "fid": fid},
             size=self.layout.fragment_size(plan),  # the read stops past it
             sha256=digest,
             error=TaggingError,
