@@ -18,13 +18,13 @@ from deoss.chain.modules import miners, restoral, space
 from deoss.chain.modules.accounts import Transfer
 from deoss.chain.modules.audit import Round
 from deoss.chain.modules.buckets import CreateBucket, DeleteBucket
-from deoss.chain.modules.files import ReportTagged
 from tests.unit.chain.harness import (
     Chain,
     GiB,
     MinerDisk,
     answer_challenge,
     key,
+    report_tagged,
     scheduler_name,
     setup_network,
     upload,
@@ -66,7 +66,7 @@ def stream() -> list[dict[str, object]]:
     chain.run("bob", DeleteBucket(name="notes"))
     deal, p = upload(chain, DATA)
     tagger = scheduler_name(deal.scheduler)
-    chain.run(tagger, ReportTagged(fid=p.fid))
+    chain.run(tagger, report_tagged(chain, p.fid, tagger))
     disk = MinerDisk()
     disk.store(chain, DATA, tagger)
     chain.run(

@@ -3,8 +3,10 @@
 Every ``challenge_interval_blocks`` a round opens with a seed derived from the block seed. Each
 active or exiting miner holding tagged fragments gets a challenge derived from sha256(round seed ||
 miner): a sample of its tagged fragments and block indices (deoss.core.podr2), grouped by the tag
-key that tagged them. Fragments the miner itself reported lost are left out while their restoral
-order is pending: an honest report is answered by repair, not by slashing. The miner answers with
+key that tagged them. Only holdings whose holder confirmed its tags are challenged
+(``files.Holding.tags_confirmed``): a holder is never slashed for tags it could not obtain.
+Fragments the miner itself reported lost are left out while their restoral order is pending: an
+honest report is answered by repair, not by slashing. The miner answers with
 one aggregated proof per key before the round's deadline. A proof that does not verify is recorded
 as FAILED and slashed at once; no answer by the deadline is MISSED and slashed at settlement;
 PASSED miners share ``reward_per_round`` in proportion to their service space.
@@ -107,6 +109,12 @@ def miner_challenge(
     return [KeyChallenge(key_id=k, items=v) for k, v in sorted(grouped.items())]
 
 
+def _challengeable(state: State, holding: files.Holding, miner: bytes) -> bool:
+    """Only holdings whose holder confirmed its tags (never slashed for tags it could not
+    obtain), and not those it reported lost while their order is pending."""
+    return holding.tags_confirmed and not restoral.reported_lost(state, holding, miner)
+
+
 def _open_round(state: State, ctx: BlockContext, params: ChainParams, events: list[Event]) -> None:
     previous = current_round(state)
     number = previous.number + 1 if previous else 1
@@ -118,11 +126,7 @@ def _open_round(state: State, ctx: BlockContext, params: ChainParams, events: li
     for pubkey, miner in miners.all_miners(state):
         if miner.state not in (miners.MinerState.ACTIVE, miners.MinerState.EXITING):
             continue
-        holdings = [
-            h
-            for h in files.holdings_of(state, pubkey)
-            if not restoral.reported_lost(state, h, pubkey)
-        ]
+        holdings = [h for h in files.holdings_of(state, pubkey) if _challengeable(state, h, pubkey)]
         for h in holdings:
             if h.fid not in tag_keys:
                 record = files.get_file(state, h.fid)
