@@ -39,7 +39,7 @@ from tests.unit.chain.harness import (
 PEOPLE = ["alice", "bob", "carol"]
 # Short audit rounds so that a few blocks see a round open, answers, and settlement; a short
 # confirmation deadline so that unconfirmed holdings get released within a stream.
-PARAMS = {"challenge_interval_blocks": 3, "proof_deadline_blocks": 2, "tag_confirm_blocks": 4}
+PARAMS = {"challenge_interval_blocks": 3, "proof_deadline_blocks": 2, "tag_confirm_blocks": 6}
 MINERS = st.sampled_from(MINER_NAMES)
 SEED = bytes(range(256)) * 16
 
@@ -64,7 +64,7 @@ action = st.one_of(
     st.tuples(st.just("exit"), MINERS),
     st.tuples(st.just("recover"), MINERS),
     st.tuples(st.just("tag"), st.integers(0, 5), st.sampled_from(["all", "k", "none", "forged"])),
-    st.tuples(st.just("confirm"), MINERS, st.integers(0, 5), st.booleans()),
+    st.tuples(st.just("confirm"), MINERS, st.integers(0, 2), st.booleans()),
     st.tuples(st.just("prove"), MINERS, st.booleans()),
     st.tuples(
         st.just("loss"),
@@ -189,8 +189,9 @@ _START: list[tuple[dict[bytes, bytes], Disk]] = []
 
 
 def start() -> tuple[Chain, Disk]:
-    """A network with one stored, tagged object, so that audit rounds challenge miners and
-    losses open restoral orders without the stream having to build them first (built once:
+    """A network with one stored, tagged object (k holders per segment confirmed), so that audit
+    rounds challenge miners, late confirmations and releases happen, and losses open restoral
+    orders without the stream having to build them first (built once:
     tagging is slow; every play starts from a copy of its committed state)."""
     if not _START:
         chain = Chain(**PARAMS)
@@ -200,7 +201,10 @@ def start() -> tuple[Chain, Disk]:
         disk.sources[p.fid] = SEED
         disk.store(chain, SEED, scheduler_name(deal.scheduler))
         tagger = scheduler_name(deal.scheduler)
-        chain.run(tagger, report_tagged(chain, p.fid, tagger))
+        # only k holders per segment confirm: the others confirm in the stream or are released
+        k = chain.params.layout.data_shards
+        only = {(s.index, i) for s in p.segments for i in range(k)}
+        chain.run(tagger, report_tagged(chain, p.fid, tagger, only=only))
         _START.append((dict(chain.machine.state.committed_items()), disk))
     items, template = _START[0]
     chain = Chain(**PARAMS)
