@@ -36,6 +36,8 @@ class ChainParams(Record):
     max_deal_attempts: int = 3
     tag_timeout_blocks: int = 600
     late_tag_penalty: int = 1_000_000
+    # a holding of a tagged file whose holder has not confirmed its tags by then is released
+    tag_confirm_blocks: int = 600
     # schedulers and miners
     scheduler_min_stake: int = 10_000_000
     miner_min_stake: int = 1_000_000
@@ -83,6 +85,7 @@ def validate_genesis(genesis: Genesis) -> None:
         "deal_timeout_blocks": p.deal_timeout_blocks,
         "max_deal_attempts": p.max_deal_attempts,
         "tag_timeout_blocks": p.tag_timeout_blocks,
+        "tag_confirm_blocks": p.tag_confirm_blocks,
         "challenge_interval_blocks": p.challenge_interval_blocks,
         "proof_deadline_blocks": p.proof_deadline_blocks,
         "max_consecutive_faults": p.max_consecutive_faults,

@@ -25,6 +25,7 @@ from tests.unit.chain.harness import (
     key,
     plan,
     receipts,
+    report_tagged,
     scheduler_name,
     setup_network,
     upload,
@@ -349,7 +350,7 @@ def test_tag_report_by_the_reporter_only_once(chain: Chain) -> None:
     reporter = scheduler_name(deal.scheduler)
     other = "sched1" if reporter == "sched0" else "sched0"
     chain.run(other, ReportTagged(fid=p.fid), valid=False, code=errors.Unauthorized.code)
-    chain.run(reporter, ReportTagged(fid=p.fid))
+    chain.run(reporter, report_tagged(chain, p.fid, reporter))
     record = chain.query("/files/file", FileRecord, fid=p.fid)
     scheduler = chain.query("/schedulers/scheduler", Scheduler, address=key(reporter).address)
     assert (True, scheduler.tag_key.key_id) == (record.tagged, record.tag_key_id)
@@ -370,7 +371,7 @@ def test_late_tagging_is_penalised_and_handed_to_another_scheduler(chain: Chain)
         stake.penalties,
     )
     chain.run(late, ReportTagged(fid=p.fid), valid=False, code=errors.Unauthorized.code)
-    chain.run(other, ReportTagged(fid=p.fid))
+    chain.run(other, report_tagged(chain, p.fid, other))
 
 
 def test_deadline_grows_with_the_number_of_segments() -> None:

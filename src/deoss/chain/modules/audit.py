@@ -3,8 +3,10 @@
 Every ``challenge_interval_blocks`` a round opens with a seed derived from the block seed. Each
 active or exiting miner holding tagged fragments gets a challenge derived from sha256(round seed ||
 miner): a sample of its tagged fragments and block indices (deoss.core.podr2), grouped by the tag
-key that tagged them. Fragments the miner itself reported lost are left out while their restoral
-order is pending: an honest report is answered by repair, not by slashing. The miner answers with
+key that tagged them. Only holdings whose holder confirmed its tags are challenged
+(``files.Holding.tags_confirmed``): a holder is never slashed for tags it could not obtain.
+Fragments the miner itself reported lost are left out while their restoral order is pending: an
+honest report is answered by repair, not by slashing. The miner answers with
 one aggregated proof per key before the round's deadline. A proof that does not verify is recorded
 as FAILED and slashed at once; no answer by the deadline is MISSED and slashed at settlement;
 PASSED miners share ``reward_per_round`` in proportion to their service space.
@@ -108,6 +110,12 @@ def miner_challenge(
     return [KeyChallenge(key_id=k, items=v) for k, v in sorted(grouped.items())]
 
 
+def _challengeable(state: State, holding: files.Holding, miner: bytes) -> bool:
+    """Only holdings whose holder confirmed its tags (never slashed for tags it could not
+    obtain), and not those it reported lost while their order is pending."""
+    return holding.tags_confirmed and not restoral.reported_lost(state, holding, miner)
+
+
 SAMPLE_PROBES_PER_FRAGMENT = 4  # probes per wanted fragment (probes may land on the same one)
 SAMPLE_SCAN_LIMIT = 16  # holdings one probe reads at most looking for a challengeable one
 
@@ -160,7 +168,7 @@ def sample_holdings(
         file_base = landing[0][: len(base) + 32]
         for _, raw in _walk_wrapping(state, file_base, file_base + word[:6]):
             holding = codec.decode(raw, files.Holding)
-            if holding.fragment_hash in picked or restoral.reported_lost(state, holding, miner):
+            if holding.fragment_hash in picked or not _challengeable(state, holding, miner):
                 continue
             if _tag_key_of(state, holding.fid, tag_keys):
                 picked[holding.fragment_hash] = holding

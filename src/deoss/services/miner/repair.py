@@ -11,7 +11,8 @@ order:
     -> rebuild (core.layout.rebuild_fragment checks the result against the declared hash)
     -> store it in the permanent area -> if the file is tagged, its tags: copied from the
     exiting former holder, else from the file's tagger (``PUT /tags/{hash}?order=``), checked
-    against the fragment in one batch -> ``restoral.complete``
+    against the fragment in one batch -> ``restoral.complete`` naming the tag key (the chain
+    takes it as this holder's tag confirmation)
 
 Invariants:
 
@@ -212,11 +213,14 @@ class Repairer:
         ):
             await self._obtain_tags(order, record)
             lap("tags")
+        # tags stored here were checked against the fragment: completing confirms them
+        complete = CompleteOrder(
+            order_id=order.id,
+            fragment_hash=order.fragment_hash,
+            tag_key_id=record.tag_key_id if record.tagged else b"",
+        )
         try:
-            await self.service.chain.submit(
-                self.service.key,
-                CompleteOrder(order_id=order.id, fragment_hash=order.fragment_hash),
-            )
+            await self.service.chain.submit(self.service.key, complete)
         except TxRefused as exc:
             current = await self._order(order.id)
             if current is None or current.claimer != self.me:

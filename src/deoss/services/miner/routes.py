@@ -42,8 +42,16 @@ class ReceiptPublic(BaseModel):
 
 
 class TagsPublic(BaseModel):
+    """Tags stored, and the miner's confirmation for ``files.tagged`` (signature, hex, over
+    ``files.tags_message`` of the fragment at segment/fragment under tag key ``key_id``)."""
+
     fragment_hash: str
     blocks: int
+    segment: int
+    fragment: int
+    key_id: str
+    miner: str
+    signature: str
 
 
 def parse_hash(text: str, what: str = "fragment hash") -> bytes:
@@ -115,14 +123,28 @@ async def put_tags(
     miner: MinerDep,
     signer: SignerDep,
     fid: Annotated[str, Query()],
+    segment: Annotated[Uint32 | None, Query()] = None,
+    fragment: Annotated[Uint16 | None, Query()] = None,
 ) -> TagsPublic:
-    """Store the PoDR² tags of a fragment held for ``fid``, from the file's tagger."""
+    """Store the PoDR² tags of a fragment held for ``fid`` (at ``segment``/``fragment`` when
+    given), from the file's tagger; answer the miner's signed tag confirmation."""
     raw = parse_hash(fragment_hash)
     parse_hash(fid, "fid")
-    blocks = await miner.store_tags(
-        raw, fid, signer, body_opener(request, signer), content_length(request)
+    if (segment is None) != (fragment is None):
+        raise BadRequest("segment and fragment go together")
+    position = None if segment is None or fragment is None else (segment, fragment)
+    stored = await miner.store_tags(
+        raw, fid, signer, body_opener(request, signer), content_length(request), position
     )
-    return TagsPublic(fragment_hash=fragment_hash, blocks=blocks)
+    return TagsPublic(
+        fragment_hash=fragment_hash,
+        blocks=stored.blocks,
+        segment=stored.segment,
+        fragment=stored.fragment,
+        key_id=stored.key_id.hex(),
+        miner=stored.miner,
+        signature=stored.signature.hex(),
+    )
 
 
 @router.get("/tags/{fragment_hash}", response_model=None)

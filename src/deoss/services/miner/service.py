@@ -16,6 +16,8 @@ chain (``ChainView``) and the fragment store. Invariants:
   exactly ``block_count(size, s) × 48`` bytes, s from the tagger's registered tag key, and only
   if they verify against the stored fragment (``core.podr2.check_tags``): a tag that is not a
   valid tag of its block would fail, or stop, this miner's proofs, so it is never stored.
+  Once stored, the answer carries this miner's tag confirmation (``files.tags_message``): the
+  tagger needs it to report the file tagged, and the chain challenges only confirmed holdings.
 * A fragment (or a range of it), and its tags, are served only for a reason the signed request
   names and the chain confirms (``ReadReason``, docs/podr2.md "Outsourcing"): a download for an
   owner of the fragment's file (the owner itself, or a gateway that owner authorized), a
@@ -38,7 +40,8 @@ from typing import Any, BinaryIO, Generic, TypeVar
 from deoss.chain.errors import NotFound as ChainNotFound
 from deoss.chain.genesis import ChainParams
 from deoss.chain.modules.deals import Deal, DealState, receipt_message
-from deoss.chain.modules.files import FileRecord, ObjectRecord
+from deoss.chain.modules.files import FileRecord, ObjectRecord, tags_message
+from deoss.chain.modules.gateways import Gateway
 from deoss.chain.modules.miners import (
     Miner,
     MinerState,
@@ -85,6 +88,7 @@ __all__ = [
     "OpenFragment",
     "ReadReason",
     "Receipt",
+    "TagsStored",
     "ensure_registered",
 ]
 
@@ -136,6 +140,19 @@ class ReadReason:
 
 @dataclass(frozen=True)
 class Receipt:
+    miner: str
+    signature: bytes
+
+
+@dataclass(frozen=True)
+class TagsStored:
+    """Tags kept for the fragment at (segment, fragment) of a file, and this miner's signed
+    confirmation of them (``files.tags_message`` under ``key_id``)."""
+
+    blocks: int
+    segment: int
+    fragment: int
+    key_id: bytes
     miner: str
     signature: bytes
 
@@ -404,8 +421,11 @@ class MinerService:
         signer: Signer,
         open_body: BodyOpener,
         declared_length: int | None,
-    ) -> int:
-        """Store the PoDR² tags of a fragment held for ``fid``; returns the block count.
+        position: tuple[int, int] | None = None,
+    ) -> TagsStored:
+        """Store the PoDR² tags of a fragment held for ``fid`` (at ``position``, (segment,
+        fragment), when given: the same bytes may fill two places of a file); answer the
+        confirmation the tagger reports to the chain.
 
         Raises:
             NotFound (file, fragment), Forbidden (not the tagger), FragmentMismatch (length,
@@ -417,9 +437,17 @@ class MinerService:
         if record.tagger != signer.public_key:
             raise Forbidden(f"file {fid} is to be tagged by {address_of(record.tagger)}")
         held = await asyncio.to_thread(self.store.places_of, fragment_hash)
-        place = next((p for p in held if p.fid == fid), None)
+        place = next(
+            (
+                p
+                for p in held
+                if p.fid == fid and (position is None or (p.segment, p.fragment) == position)
+            ),
+            None,
+        )
         if place is None:
-            raise NotFound(f"no fragment {fragment_hash.hex()} of file {fid} here")
+            where = "" if position is None else f" at segment {position[0]} index {position[1]}"
+            raise NotFound(f"no fragment {fragment_hash.hex()} of file {fid}{where} here")
         scheduler = await self.view.scheduler(record.tagger)
         if scheduler is None:
             raise Forbidden(f"the tagger of file {fid} is not a registered scheduler")
@@ -434,9 +462,34 @@ class MinerService:
             raise FragmentMismatch(
                 f"tags of a {place.size}-byte fragment are {expected} bytes, not {len(tags)}"
             )
+        key_id = scheduler.tag_key.key_id
         await asyncio.to_thread(_check_tags, self.store, place, scheduler.tag_key, tags)
-        await asyncio.to_thread(self.store.put_tags, fragment_hash, scheduler.tag_key.key_id, tags)
-        return blocks
+        await asyncio.to_thread(self.store.put_tags, fragment_hash, key_id, tags)
+        signature = await self.sign_tags(fid, place.segment, place.fragment, fragment_hash, key_id)
+        return TagsStored(
+            blocks=blocks,
+            segment=place.segment,
+            fragment=place.fragment,
+            key_id=key_id,
+            miner=self.key.address,
+            signature=signature,
+        )
+
+    async def sign_tags(
+        self, fid: str, segment: int, fragment: int, fragment_hash: bytes, key_id: bytes
+    ) -> bytes:
+        """This miner's confirmation that it stores verified tags of that fragment (only
+        called once they are stored: the chain takes it as the proof)."""
+        message = tags_message(
+            await self.view.chain_id(),
+            fid,
+            segment,
+            fragment,
+            fragment_hash,
+            key_id,
+            self.key.public_key,
+        )
+        return self.key.sign(message)
 
     # --- fragments out ---------------------------------------------------------------------
 

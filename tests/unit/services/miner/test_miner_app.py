@@ -23,7 +23,7 @@ from fastapi import FastAPI
 
 from deoss.chain.calls import sign_tx
 from deoss.chain.genesis import Genesis, GenesisAccount
-from deoss.chain.modules import deals, gateways, miners, schedulers, space
+from deoss.chain.modules import deals, files, gateways, miners, schedulers, space
 from deoss.chain.modules.accounts import Account
 from deoss.chain.modules.buckets import CreateBucket
 from deoss.chain.modules.files import ReportTagged
@@ -90,6 +90,9 @@ class Ledger:
         result = self.node.query(path, codec.encode(QueryArgs(**args)))
         assert 0 == result.code, result.log
         return codec.decode(result.value, type_)
+
+    def query_code(self, path: str, **args: Any) -> int:
+        return self.node.query(path, codec.encode(QueryArgs(**args))).code
 
 
 @dataclass
@@ -615,6 +618,27 @@ def receipts_for(net: Net, ours: dict[tuple[int, int], str]) -> list[list[deals.
     return rows
 
 
+def tag_confirmations_for(net: Net) -> list[files.TagConfirmation]:
+    """Each holder's (miner j: fragment j of every segment) confirmation of sched0's tags."""
+    key_id = tag_key("sched0").public.key_id
+    out = []
+    for segment in net.plan.segments:
+        for j, digest in enumerate(segment.fragment_hashes):
+            miner = key(f"miner{j}")
+            message = files.tags_message(
+                CHAIN_ID, net.plan.fid, segment.index, j, digest, key_id, miner.public_key
+            )
+            out.append(
+                files.TagConfirmation(
+                    segment=segment.index,
+                    fragment=j,
+                    miner=miner.public_key,
+                    signature=miner.sign(message),
+                )
+            )
+    return out
+
+
 @asynccontextmanager
 async def following(net: Net) -> AsyncIterator[ChainFollower]:
     follower = ChainFollower(net.service, net.tmp / "cursor", retry_first_s=0.01)
@@ -702,8 +726,23 @@ async def test_tags_only_from_the_tagger_and_with_the_right_length(net: Net) -> 
     assert not net.store.has_tags(digest, tag_key("sched0").public.key_id)
     accepted = await net.http.put(path, content=tags, auth=SigningAuth(SCHEDULER))
     assert 200 == accepted.status_code, accepted.text
-    assert expected // TAG_BYTES == accepted.json()["blocks"]
+    answer = accepted.json()
+    assert expected // TAG_BYTES == answer["blocks"]
     assert tags == net.store.read_tags(digest, tag_key("sched0").public.key_id)
+    # the answer is the miner's tag confirmation, as files.tagged checks it
+    key_id = tag_key("sched0").public.key_id
+    assert (0, 0, key_id.hex(), MINER.address) == (
+        answer["segment"],
+        answer["fragment"],
+        answer["key_id"],
+        answer["miner"],
+    )
+    message = files.tags_message(CHAIN_ID, net.plan.fid, 0, 0, digest, key_id, MINER.public_key)
+    verify(MINER.public_key, message, bytes.fromhex(answer["signature"]))
+    elsewhere = await net.http.put(
+        f"{path}&segment=1&fragment=0", content=tags, auth=SigningAuth(SCHEDULER)
+    )
+    assert 404 == elsewhere.status_code  # not the fragment held at that place
 
 
 async def test_stored_tags_are_served_for_a_confirmed_reason_only(net: Net) -> None:
