@@ -41,7 +41,6 @@ from deoss.chain.errors import NotFound as ChainNotFound
 from deoss.chain.genesis import ChainParams
 from deoss.chain.modules.deals import Deal, DealState, receipt_message
 from deoss.chain.modules.files import FileRecord, ObjectRecord, tags_message
-from deoss.chain.modules.gateways import Gateway
 from deoss.chain.modules.miners import (
     Miner,
     MinerState,
