@@ -20,6 +20,7 @@ Run from the repository root:
 
     .venv/bin/python bench/chain.py            # about a minute on 2 cores
     .venv/bin/python bench/chain.py --quick    # smaller runs
+    .venv/bin/python bench/chain.py --state-growth-only  # part 5 alone (10^4..10^6)
     .venv/bin/python bench/chain.py --json out.json
 
 The Markdown report goes to stdout, progress to stderr. The benchmark client shares the
@@ -50,6 +51,7 @@ import ledger  # bench/ledger.py, beside this script
 from deoss.chain.calls import sign_tx
 from deoss.chain.genesis import ChainParams, Genesis, GenesisAccount
 from deoss.chain.machine import StateMachine
+from deoss.chain.modules import deals, files, space
 from deoss.chain.modules.accounts import Transfer
 from deoss.chain.types import BlockHeader
 from deoss.client.chain import ChainClient
@@ -106,6 +108,51 @@ def bench_machine(blocks: int, block_txs: int) -> dict[str, float]:
         if any(r.code for r in outcome.tx_results):
             raise RuntimeError("a benchmark transfer failed")
     return {"tx_per_s": statistics.median(rates)}
+
+
+# --- 5. empty-block time against the size of the state ----------------------------------------
+
+
+def fill_state(machine: StateMachine, count: int) -> None:
+    """``count`` space leases, deals and fragment holdings, written straight into the committed
+    state in bulk (not through signed transactions, so that 10^6 of each builds in seconds).
+
+    Each lease and deal has a deadline far in the future (its height-index entry too), so an
+    empty block has nothing due: what it costs is what the per-block hooks read regardless.
+    The records are opaque bytes of a realistic size; a hook that decoded one would be a bug.
+    """
+    far = (10**9).to_bytes(8, "big")
+    miners_ = [KeyPair.from_seed(b"\x07" * 31 + bytes([i])).public_key for i in range(10)]
+    blob = bytes(120)
+    bulk: dict[bytes, bytes] = {}
+    for i in range(count):
+        ident = i.to_bytes(32, "big")
+        bulk[space.PREFIX + ident] = blob
+        bulk[space.EXPIRY + far + ident] = b""
+        bulk[deals.DEAL + i.to_bytes(8, "big")] = blob
+        bulk[deals.DEADLINE + far + i.to_bytes(8, "big")] = b""
+        hold = files.HOLD + miners_[i % len(miners_)] + ident + bytes(6)
+        bulk[hold] = blob
+    machine.state._committed.update(bulk)
+
+
+def bench_state_growth(sizes: list[int], blocks: int) -> dict[int, float]:
+    """Median ms of an empty block (finalize + commit) with ``size`` leases, deals, holdings."""
+    results = {}
+    for size in sizes:
+        machine = StateMachine()
+        machine.init_chain(make_genesis(make_keys(1)))
+        fill_state(machine, size)
+        times = []
+        for height in range(1, blocks + 1):
+            header = BlockHeader(chain_id=CHAIN_ID, height=height, time_ns=height, hash=bytes(32))
+            started = time.perf_counter()
+            machine.finalize_block(header, [])
+            machine.commit()
+            times.append((time.perf_counter() - started) * 1000)
+        results[size] = statistics.median(times)
+        progress(f"  {size:,}: {results[size]:.2f} ms")
+    return results
 
 
 # --- 2 and 3. the embedded driver in-process -----------------------------------------------
@@ -308,13 +355,36 @@ def report(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def report_state_growth(host: dict[str, Any], growth: dict[int, float]) -> str:
+    lines = [
+        f"Empty block (finalize + commit), median of 20; {host['cpu']}, {host['cores']} cores,"
+        f" Python {host['python']}.",
+        "",
+        "| leases, deals and holdings (each) | empty block |",
+        "|---|---|",
+        *(f"| {size:,} | {ms:,.2f} ms |" for size, ms in growth.items()),
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="smaller runs")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    parser.add_argument(
+        "--state-growth-only",
+        action="store_true",
+        help="only part 5: empty-block time at 10^4..10^6 leases, deals and holdings",
+    )
     options = parser.parse_args()
     scale = 1 if options.quick else 3
     results: dict[str, Any] = {"host": machine_description()}
+    growth_sizes = [10**3, 10**4] if options.quick else [10**4, 10**5, 10**6]
+    if options.state_growth_only:
+        progress("empty block against state size ...")
+        growth = bench_state_growth(growth_sizes, blocks=20)
+        sys.stdout.write(report_state_growth(results["host"], growth))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         progress("machine only ...")
@@ -335,7 +405,10 @@ def main() -> None:
         )
         progress("proof verification inside a block ...")
         results["proof_block"] = ledger.bench_proof_block(files_per_miner=70)
+    progress("empty block against state size ...")
+    results["state_growth_ms"] = bench_state_growth(growth_sizes, blocks=20)
     sys.stdout.write(report(results))
+    sys.stdout.write("\n" + report_state_growth(results["host"], results["state_growth_ms"]))
     sys.stdout.write(
         "\n"
         + ledger.render(results["deal_cycles"], results["deal_cycles_rpc"], results["proof_block"])

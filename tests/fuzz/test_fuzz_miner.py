@@ -26,8 +26,9 @@ async def test_miner_answers_every_request_below_500(net: Net) -> None:
         "fragment": ["0", "11", "12"],
         "fid": [net.plan.fid],
         "key": ["00" * 32],
-        "bucket": ["photos"],
-        "name": ["cat.jpg"],
+        "reason": ["download", "restoral", "tagging", "audit"],
+        "owner": [key("alice").address, "not-an-address"],
+        "order": ["0", "99"],
     }
     signers = [SCHEDULER, MINER, key("alice"), key("gw")]
     await Fuzzer(net.http, net.app.openapi(), signers, hints).run()

@@ -244,7 +244,10 @@ def test_bad_requests_to_schedulers_and_miners_are_refused(network: Network) -> 
         assert client.put(path, content=fragment + b"x").status_code in (413, 422)
         flipped = bytes([fragment[0] ^ 1]) + fragment[1:]  # right size, wrong bytes
         assert 422 == client.put(path, content=flipped).status_code
-    with network.client(user, miner_url) as client:  # users fetch through a gateway
+    with network.client(gateway, miner_url) as client:  # a read must name its reason
         assert 403 == client.get(f"/fragments/{fragment_hash}").status_code
+    download = f"/fragments/{fragment_hash}?reason=download&fid={plan.fid}&owner={user.address}"
     with network.client(gateway, miner_url) as client:  # nothing was stored by the refusals
-        assert 404 == client.get(f"/fragments/{fragment_hash}").status_code
+        refused = client.get(download)
+        assert 403 == refused.status_code
+        assert "not held here" in refused.text

@@ -1,5 +1,6 @@
 """Two machines fed the same random blocks of valid and invalid transactions (accounts, space,
-buckets, deals and their reports, gateways, miners, tagging, audit proofs good and bad, restoral)
+buckets, deals and their reports, gateways, miners, tagging with all, k, no or forged tag
+confirmations, late confirmations, audit proofs good and bad, restoral)
 agree on the app hash after every block and byte for byte at the end, also when one of them
 restarts from its committed state halfway; balances never go negative."""
 
@@ -29,14 +30,16 @@ from tests.unit.chain.harness import (
     key,
     plan,
     receipts,
+    report_tagged,
     scheduler_name,
     setup_network,
     upload,
 )
 
 PEOPLE = ["alice", "bob", "carol"]
-# Short audit rounds so that a few blocks see a round open, answers, and settlement.
-PARAMS = {"challenge_interval_blocks": 3, "proof_deadline_blocks": 2}
+# Short audit rounds so that a few blocks see a round open, answers, and settlement; a short
+# confirmation deadline so that unconfirmed holdings get released within a stream.
+PARAMS = {"challenge_interval_blocks": 3, "proof_deadline_blocks": 2, "tag_confirm_blocks": 6}
 MINERS = st.sampled_from(MINER_NAMES)
 SEED = bytes(range(256)) * 16
 
@@ -60,7 +63,8 @@ action = st.one_of(
     st.tuples(st.just("stake"), MINERS, st.integers(-1, 10**12)),
     st.tuples(st.just("exit"), MINERS),
     st.tuples(st.just("recover"), MINERS),
-    st.tuples(st.just("tag"), st.integers(0, 5)),
+    st.tuples(st.just("tag"), st.integers(0, 5), st.sampled_from(["all", "k", "none", "forged"])),
+    st.tuples(st.just("confirm"), MINERS, st.integers(0, 2), st.booleans()),
     st.tuples(st.just("prove"), MINERS, st.booleans()),
     st.tuples(
         st.just("loss"),
@@ -70,7 +74,7 @@ action = st.one_of(
         st.none() | st.integers(0, 12),  # None: the fragment the miner holds, if any
     ),
     st.tuples(st.just("claim"), MINERS, st.integers(0, 3)),
-    st.tuples(st.just("complete"), MINERS, st.integers(0, 3), st.booleans()),
+    st.tuples(st.just("complete"), MINERS, st.integers(0, 3), st.booleans(), st.booleans()),
 )
 
 
@@ -109,7 +113,20 @@ def build(chain: Chain, act: tuple[Any, ...], sent: list[bytes], disk: Disk) -> 
         data = disk.sources.get(deal.fid)
         if data is not None:  # the miners keep what the tagger tags (cheap: few small objects)
             disk.store(chain, data, tagger)
-        return chain.tx(tagger, ReportTagged(fid=deal.fid))
+        if files.get_file(chain.machine.state, deal.fid) is None or act[2] == "none":
+            return chain.tx(tagger, ReportTagged(fid=deal.fid))
+        if act[2] == "forged":  # signed by one miner for every holder
+            return chain.tx(tagger, report_tagged(chain, deal.fid, tagger, signer="miner0"))
+        k = chain.params.layout.data_shards
+        only = {(s.index, i) for s in deal.segments for i in range(k)} if act[2] == "k" else None
+        return chain.tx(tagger, report_tagged(chain, deal.fid, tagger, only=only))
+    if kind == "confirm":
+        fid = fid_of(chain, act[2])
+        record = files.get_file(chain.machine.state, fid) if fid != "zz" else None
+        mine = key(act[1]).public_key
+        held = [i for i, row in enumerate(record.holders) if mine in row] if record else []
+        key_id = record.tag_key_id if record and act[3] else bytes(32)
+        return chain.tx(act[1], files.ConfirmTags(fid=fid, key_id=key_id, segments=held or [0]))
     if kind == "prove":
         answer = answer_challenge(chain, disk, act[1], corrupt=not act[2])
         event(f"proof built: {answer is not None}")
@@ -130,7 +147,10 @@ def build(chain: Chain, act: tuple[Any, ...], sent: list[bytes], disk: Disk) -> 
         event(f"order exists: {order is not None}")
         right = order.fragment_hash if order is not None else bytes(32)
         digest = right if act[3] else bytes(32)
-        return chain.tx(act[1], restoral.CompleteOrder(order_id=act[2], fragment_hash=digest))
+        record = files.get_file(chain.machine.state, order.fid) if order is not None else None
+        key_id = record.tag_key_id if record is not None and act[4] else b""
+        call = restoral.CompleteOrder(order_id=act[2], fragment_hash=digest, tag_key_id=key_id)
+        return chain.tx(act[1], call)
     if kind == "transfer":
         return chain.tx(act[1], Transfer(to=key(act[2]).address, amount=act[3]))
     if kind == "buy":
@@ -169,8 +189,9 @@ _START: list[tuple[dict[bytes, bytes], Disk]] = []
 
 
 def start() -> tuple[Chain, Disk]:
-    """A network with one stored, tagged object, so that audit rounds challenge miners and
-    losses open restoral orders without the stream having to build them first (built once:
+    """A network with one stored, tagged object (k holders per segment confirmed), so that audit
+    rounds challenge miners, late confirmations and releases happen, and losses open restoral
+    orders without the stream having to build them first (built once:
     tagging is slow; every play starts from a copy of its committed state)."""
     if not _START:
         chain = Chain(**PARAMS)
@@ -179,7 +200,11 @@ def start() -> tuple[Chain, Disk]:
         deal, p = upload(chain, SEED, "seed")
         disk.sources[p.fid] = SEED
         disk.store(chain, SEED, scheduler_name(deal.scheduler))
-        chain.run(scheduler_name(deal.scheduler), ReportTagged(fid=p.fid))
+        tagger = scheduler_name(deal.scheduler)
+        # only k holders per segment confirm: the others confirm in the stream or are released
+        k = chain.params.layout.data_shards
+        only = {(s.index, i) for s in p.segments for i in range(k)}
+        chain.run(tagger, report_tagged(chain, p.fid, tagger, only=only))
         _START.append((dict(chain.machine.state.committed_items()), disk))
     items, template = _START[0]
     chain = Chain(**PARAMS)

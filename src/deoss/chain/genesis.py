@@ -21,7 +21,10 @@ class ChainParams(Record):
     podr2: PodrParams = PodrParams()
     block_interval_ms: int = 1000
     max_tx_bytes: int = 4 * 1024 * 1024
-    tx_fee: int = 0
+    # fees (to the treasury): a flat fee per transaction, taken before the call runs, and a
+    # price per byte of new state the call adds (deleting refunds nothing)
+    tx_fee: int = 1_000
+    state_byte_price: int = 10
     # space
     price_per_gib_day: int = 1_000
     blocks_per_day: int = 86_400
@@ -33,10 +36,13 @@ class ChainParams(Record):
     max_deal_attempts: int = 3
     tag_timeout_blocks: int = 600
     late_tag_penalty: int = 1_000_000
+    # a holding of a tagged file whose holder has not confirmed its tags by then is released
+    tag_confirm_blocks: int = 600
     # schedulers and miners
     scheduler_min_stake: int = 10_000_000
     miner_min_stake: int = 1_000_000
     stake_per_tib: int = 100_000_000
+    gateway_stake: int = 10_000_000  # reserved by gateways.register (readers cost a stake)
     # audit
     challenge_interval_blocks: int = 30
     proof_deadline_blocks: int = 20
@@ -79,6 +85,7 @@ def validate_genesis(genesis: Genesis) -> None:
         "deal_timeout_blocks": p.deal_timeout_blocks,
         "max_deal_attempts": p.max_deal_attempts,
         "tag_timeout_blocks": p.tag_timeout_blocks,
+        "tag_confirm_blocks": p.tag_confirm_blocks,
         "challenge_interval_blocks": p.challenge_interval_blocks,
         "proof_deadline_blocks": p.proof_deadline_blocks,
         "max_consecutive_faults": p.max_consecutive_faults,
@@ -91,10 +98,12 @@ def validate_genesis(genesis: Genesis) -> None:
             raise GenesisError(f"params.{name} must be positive, got {value}")
     for name, value in {
         "tx_fee": p.tx_fee,
+        "state_byte_price": p.state_byte_price,
         "deal_blocks_per_segment": p.deal_blocks_per_segment,
         "space_grace_blocks": p.space_grace_blocks,
         "late_tag_penalty": p.late_tag_penalty,
         "stake_per_tib": p.stake_per_tib,
+        "gateway_stake": p.gateway_stake,
         "reward_per_round": p.reward_per_round,
         "treasury": genesis.treasury,
     }.items():

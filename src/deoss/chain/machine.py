@@ -182,6 +182,21 @@ class StateMachine:
             b"deoss-app-v1" + self.app_hash + height.to_bytes(8, "big") + digest
         ).digest()
 
+    def _charge_state_growth(self, state: State, sender: bytes) -> None:
+        """Charge the call's new state bytes to the sender (to the treasury).
+
+        Runs inside the call's savepoint: an unpayable price raises, which undoes the call;
+        the transaction fee, taken in its own savepoint before the call, is kept.
+        """
+        price = self.params.state_byte_price
+        if not price:
+            return
+        grown = state.savepoint_growth()
+        if grown:
+            amount = grown * price
+            accounts.debit(state, sender, amount, f"state price ({grown} new bytes x {price})")
+            accounts.treasury_credit(state, amount)
+
     def _apply(self, state: State, block: BlockContext, raw: bytes) -> TxResult:
         """Run one transaction; a refusal leaves only the nonce bump (and fee) behind."""
         try:
@@ -206,6 +221,7 @@ class StateMachine:
         try:
             with state.savepoint():
                 calls.HANDLERS[type(body.call)](state, context, body.call)
+                self._charge_state_growth(state, body.sender)
         except TxError as exc:
             return TxResult(code=exc.code, log=str(exc))
         context.emit(

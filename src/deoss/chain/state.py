@@ -17,18 +17,31 @@ from sortedcontainers import SortedDict
 
 from deoss.core import codec
 
-__all__ = ["State", "get_record", "put_record"]
+__all__ = ["State", "get_record", "prefix_end", "put_record"]
 
 R = TypeVar("R")
 _ABSENT = object()
 
 
-def _prefix_end(prefix: bytes) -> bytes | None:
+def prefix_end(prefix: bytes) -> bytes | None:
     """The smallest key greater than every key starting with ``prefix`` (None: no bound)."""
     stripped = prefix.rstrip(b"\xff")
     if not stripped:
         return None
     return stripped[:-1] + bytes([stripped[-1] + 1])
+
+
+def _merge_unique(left: Iterator[bytes], right: list[bytes]) -> Iterator[bytes]:
+    """The sorted union of two sorted key sequences, each key once."""
+    i = 0
+    for key in left:
+        while i < len(right) and right[i] < key:
+            yield right[i]
+            i += 1
+        if i < len(right) and right[i] == key:
+            i += 1
+        yield key
+    yield from right[i:]
 
 
 class State:
@@ -66,11 +79,20 @@ class State:
         self._pending[key] = None
 
     def iter_prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        """(key, value) pairs whose key starts with ``prefix``, in key order."""
-        end = _prefix_end(prefix)
-        keys = set(self._committed.irange(prefix, end, inclusive=(True, False)))
-        keys.update(k for k in self._pending if k.startswith(prefix))
-        for key in sorted(keys):
+        """(key, value) pairs whose key starts with ``prefix``, in key order (see iter_range)."""
+        return self.iter_range(prefix, prefix_end(prefix))
+
+    def iter_range(self, start: bytes, end: bytes | None) -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) pairs with ``start <= key < end`` (None: no bound), in key order.
+
+        Lazy: the committed range is walked in place and merged with the block's pending
+        writes in the range, so a caller that stops early pays only for what it read
+        (per-block hooks stop at the first deadline in the future). The keys are those present
+        when iteration starts; each value is read when its key is reached.
+        """
+        pending = sorted(k for k in self._pending if start <= k and (end is None or k < end))
+        committed = self._committed.irange(start, end, inclusive=(True, False))
+        for key in _merge_unique(committed, pending):
             value = self.get(key)
             if value is not None:
                 yield key, value
@@ -93,6 +115,27 @@ class State:
             if self._undo:  # nested: the outer savepoint must be able to undo these too
                 for key, previous in done.items():
                     self._undo[-1].setdefault(key, previous)
+
+    def savepoint_growth(self) -> int:
+        """Bytes of state the innermost open savepoint added so far (what state price charges).
+
+        A key that did not exist counts its key and value bytes; a value that grew counts the
+        growth; an overwrite of the same or smaller size and a deletion count nothing (and
+        refund nothing). Deterministic: it depends only on the values, not on write order.
+        """
+        if not self._undo:
+            raise RuntimeError("savepoint_growth outside a savepoint")
+        grown = 0
+        for key, previous in self._undo[-1].items():
+            before = self._committed.get(key) if previous is _ABSENT else previous
+            after = self._pending.get(key)
+            if after is None:
+                continue
+            if before is None:
+                grown += len(key) + len(after)
+            elif len(after) > len(before):
+                grown += len(after) - len(before)
+        return grown
 
     def pending_writes(self) -> list[tuple[bytes, bytes | None]]:
         """The block's writes in key order (None = deleted), for the app hash and the store."""

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from deoss.chain.calls import sign_tx
 from deoss.chain.genesis import ChainParams, Genesis, GenesisAccount
 from deoss.chain.machine import META_KEY, BlockOutcome, StateMachine
-from deoss.chain.modules import accounts, deals, gateways, miners, schedulers, space
+from deoss.chain.modules import accounts, deals, files, gateways, miners, schedulers, space
 from deoss.chain.modules.buckets import CreateBucket
 from deoss.chain.query import QueryArgs
 from deoss.chain.types import BlockHeader, Call, TxResult
@@ -125,7 +125,7 @@ class Chain:
             assert 0 != result.code, "expected a refusal"
             if code is not None:
                 assert code == result.code, result.log
-            allowed = {META_KEY, accounts.PREFIX + signer.public_key}
+            allowed = {META_KEY, accounts.TREASURY_KEY, accounts.PREFIX + signer.public_key}
             assert set() == self.last_writes - allowed
         return result
 
@@ -167,7 +167,14 @@ def setup_network(chain: Chain, *, miner_count: int = 12, scheduler_count: int =
                 ),
             )
         )
-    txs.append(chain.tx("gw", gateways.RegisterGateway(endpoint="http://127.0.0.1:8000")))
+    txs.append(
+        chain.tx(
+            "gw",
+            gateways.RegisterGateway(
+                endpoint="http://127.0.0.1:8000", stake=chain.params.gateway_stake
+            ),
+        )
+    )
     txs.append(chain.tx("alice", space.BuySpace(gib=1, days=10)))
     txs.append(chain.tx("alice", CreateBucket(name="photos")))
     txs.append(chain.tx("alice", gateways.AuthorizeGateway(gateway=key("gw").address)))
@@ -233,6 +240,55 @@ def upload(chain: Chain, data: bytes, name: str = "cat.jpg") -> tuple[deals.Deal
     reporter = scheduler_name(deal.scheduler)
     chain.run(reporter, deals.ReportDeal(deal_id=deal_id, placements=receipts(chain, deal_id, p)))
     return chain.query("/deals/deal", deals.Deal, id=deal_id), p
+
+
+def _miner_key(pubkey: bytes) -> KeyPair:
+    return next(key(n) for n in MINER_NAMES if key(n).public_key == pubkey)
+
+
+def tag_confirmations(
+    chain: Chain,
+    fid: str,
+    tagger: str,
+    *,
+    only: set[tuple[int, int]] | None = None,
+    signer: str | None = None,
+) -> list[files.TagConfirmation]:
+    """Each current holder's confirmation of the tags of ``tagger``'s key for its fragment (or
+    those at the ``only`` positions); ``signer`` signs them all in place of the holders."""
+    record = chain.query("/files/file", files.FileRecord, fid=fid)
+    key_id = tag_key(tagger).public.key_id
+    out = []
+    for segment, row in zip(record.segments, record.holders, strict=True):
+        for index, holder in enumerate(row):
+            if only is not None and (segment.index, index) not in only:
+                continue
+            miner = key(signer) if signer else _miner_key(holder)
+            message = files.tags_message(
+                CHAIN_ID,
+                fid,
+                segment.index,
+                index,
+                segment.fragment_hashes[index],
+                key_id,
+                miner.public_key,
+            )
+            out.append(
+                files.TagConfirmation(
+                    segment=segment.index,
+                    fragment=index,
+                    miner=miner.public_key,
+                    signature=miner.sign(message),
+                )
+            )
+    return out
+
+
+def report_tagged(chain: Chain, fid: str, tagger: str, **kwargs: Any) -> files.ReportTagged:
+    """``files.tagged`` with every holder's confirmation (see ``tag_confirmations``)."""
+    return files.ReportTagged(
+        fid=fid, confirmations=tag_confirmations(chain, fid, tagger, **kwargs)
+    )
 
 
 def scheduler_name(pubkey: bytes) -> str:

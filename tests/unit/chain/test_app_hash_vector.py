@@ -18,15 +18,17 @@ from deoss.chain.modules import miners, restoral, space
 from deoss.chain.modules.accounts import Transfer
 from deoss.chain.modules.audit import Round
 from deoss.chain.modules.buckets import CreateBucket, DeleteBucket
-from deoss.chain.modules.files import ReportTagged
+from deoss.chain.modules.files import ConfirmTags
 from tests.unit.chain.harness import (
     Chain,
     GiB,
     MinerDisk,
     answer_challenge,
     key,
+    report_tagged,
     scheduler_name,
     setup_network,
+    tag_key,
     upload,
 )
 
@@ -66,7 +68,11 @@ def stream() -> list[dict[str, object]]:
     chain.run("bob", DeleteBucket(name="notes"))
     deal, p = upload(chain, DATA)
     tagger = scheduler_name(deal.scheduler)
-    chain.run(tagger, ReportTagged(fid=p.fid))
+    everywhere = {(s.index, i) for s in p.segments for i in range(12)}
+    # miner4 confirms its segment-0 tags late, in its own tx
+    chain.run(tagger, report_tagged(chain, p.fid, tagger, only=everywhere - {(0, 4)}))
+    key_id = tag_key(tagger).public.key_id
+    chain.run("miner4", ConfirmTags(fid=p.fid, key_id=key_id, segments=[0]))
     disk = MinerDisk()
     disk.store(chain, DATA, tagger)
     chain.run(
@@ -93,7 +99,10 @@ def stream() -> list[dict[str, object]]:
     (order,) = chain.query("/restoral/orders", list[restoral.Order])
     chain.run("miner12", restoral.ClaimOrder(order_id=order.id))
     chain.run(
-        "miner12", restoral.CompleteOrder(order_id=order.id, fragment_hash=order.fragment_hash)
+        "miner12",
+        restoral.CompleteOrder(
+            order_id=order.id, fragment_hash=order.fragment_hash, tag_key_id=key_id
+        ),
     )
     chain.run("miner13", miners.ExitMiner())
     chain.advance(2)

@@ -9,7 +9,7 @@ from deoss.chain import errors
 from deoss.chain.modules.accounts import Account
 from deoss.chain.modules.audit import Challenge, KeyProof, Result, Round, SubmitProof
 from deoss.chain.modules.deals import ReportDeal
-from deoss.chain.modules.files import Holding, ReportTagged
+from deoss.chain.modules.files import Holding
 from deoss.chain.modules.miners import Miner, MinerState
 from deoss.chain.modules.restoral import Order
 from deoss.core.podr2 import prove
@@ -21,6 +21,7 @@ from tests.unit.chain.harness import (
     key,
     plan,
     receipts,
+    report_tagged,
     scheduler_name,
     setup_network,
     upload,
@@ -36,7 +37,7 @@ def stored() -> tuple[Chain, MinerDisk]:
     setup_network(chain, miner_count=13)
     deal, p = upload(chain, DATA)
     tagger = scheduler_name(deal.scheduler)
-    chain.run(tagger, ReportTagged(fid=p.fid))
+    chain.run(tagger, report_tagged(chain, p.fid, tagger))
     disk = MinerDisk()
     disk.store(chain, DATA, tagger)
     return chain, disk

@@ -25,6 +25,7 @@ from tests.unit.chain.harness import (
     key,
     plan,
     receipts,
+    report_tagged,
     scheduler_name,
     setup_network,
     upload,
@@ -313,6 +314,23 @@ def test_duplicate_fid_is_stored_once(chain: Chain) -> None:
     assert 0 == lease(chain).used_bytes
 
 
+def test_owns_counts_an_owners_objects_of_a_fid(chain: Chain) -> None:
+    """/files/owns: what a miner asks before serving a download (one indexed read)."""
+
+    def owns(who: str) -> int:
+        return chain.query("/files/owns", int, owner=key(who).address, fid=p.fid)
+
+    _, p = upload(chain, DATA)
+    assert (1, 0) == (owns("alice"), owns("bob"))
+    chain.run("alice", declare_call(p, "copy.jpg"))
+    assert 2 == owns("alice")
+    chain.run("alice", DeleteObject(bucket="photos", name="cat.jpg"))
+    assert 1 == owns("alice")
+    chain.run("alice", DeleteObject(bucket="photos", name="copy.jpg"))
+    assert 0 == owns("alice")
+    assert 0 != chain.query_code("/files/owns", owner=key("alice").address, fid="xyz")
+
+
 def test_delete_refusals(chain: Chain) -> None:
     upload(chain, DATA)
     chain.run(
@@ -332,7 +350,7 @@ def test_tag_report_by_the_reporter_only_once(chain: Chain) -> None:
     reporter = scheduler_name(deal.scheduler)
     other = "sched1" if reporter == "sched0" else "sched0"
     chain.run(other, ReportTagged(fid=p.fid), valid=False, code=errors.Unauthorized.code)
-    chain.run(reporter, ReportTagged(fid=p.fid))
+    chain.run(reporter, report_tagged(chain, p.fid, reporter))
     record = chain.query("/files/file", FileRecord, fid=p.fid)
     scheduler = chain.query("/schedulers/scheduler", Scheduler, address=key(reporter).address)
     assert (True, scheduler.tag_key.key_id) == (record.tagged, record.tag_key_id)
@@ -353,7 +371,7 @@ def test_late_tagging_is_penalised_and_handed_to_another_scheduler(chain: Chain)
         stake.penalties,
     )
     chain.run(late, ReportTagged(fid=p.fid), valid=False, code=errors.Unauthorized.code)
-    chain.run(other, ReportTagged(fid=p.fid))
+    chain.run(other, report_tagged(chain, p.fid, other))
 
 
 def test_deadline_grows_with_the_number_of_segments() -> None:

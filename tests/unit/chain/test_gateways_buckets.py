@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from deoss.chain import errors
+from deoss.chain.modules.accounts import Account
 from deoss.chain.modules.buckets import Bucket, BucketEntry, CreateBucket, DeleteBucket
 from deoss.chain.modules.gateways import (
     AuthorizeGateway,
@@ -15,10 +16,56 @@ from deoss.chain.modules.gateways import (
 from tests.unit.chain.harness import Chain, key, setup_network, upload
 
 
+def register(chain: Chain, who: str = "gw") -> None:
+    chain.run(who, RegisterGateway(endpoint="http://127.0.0.1:8000", stake=STAKE))
+
+
+STAKE = Chain().params.gateway_stake
+
+
+def test_registration_reserves_the_gateway_stake() -> None:
+    """A free gateway identity would make per-reader limits and authorizations cheap to dodge:
+    registering reserves at least gateway_stake from the balance (refused below it, nothing
+    changed); an endpoint update needs no more; a later stake adds to it."""
+    chain = Chain()
+    before = chain.query("/accounts/account", Account, address=key("gw").address).balance
+    for stake in (0, STAKE - 1):
+        refused = chain.run(
+            "gw",
+            RegisterGateway(endpoint="http://127.0.0.1:8000", stake=stake),
+            valid=False,
+            code=errors.InvalidArgument.code,
+        )
+        assert f"at least {STAKE}" in refused.log
+    assert 0 != chain.query_code("/gateways/gateway", address=key("gw").address)
+    register(chain)
+    assert Gateway(endpoint="http://127.0.0.1:8000", registered_at=3, stake=STAKE) == chain.query(
+        "/gateways/gateway", Gateway, address=key("gw").address
+    )
+    balance = chain.query("/accounts/account", Account, address=key("gw").address).balance
+    assert before - STAKE == balance
+    chain.run("gw", RegisterGateway(endpoint="https://gw.example:443"))  # no more stake
+    chain.run("gw", RegisterGateway(endpoint="https://gw.example:443", stake=5))
+    gateway = chain.query("/gateways/gateway", Gateway, address=key("gw").address)
+    assert (3, STAKE + 5) == (gateway.registered_at, gateway.stake)
+    chain.run(
+        "gw",
+        RegisterGateway(endpoint="https://gw.example:443", stake=-1),
+        valid=False,
+        code=errors.InvalidArgument.code,
+    )
+    poor = chain.run(
+        "gw",
+        RegisterGateway(endpoint="https://gw.example:443", stake=2**62),
+        valid=False,
+    )
+    assert "balance" in poor.log or "funds" in poor.log.lower()
+
+
 def test_register_authorize_revoke() -> None:
     chain = Chain()
-    chain.run("gw", RegisterGateway(endpoint="http://127.0.0.1:8000"))
-    assert Gateway(endpoint="http://127.0.0.1:8000", registered_at=1) == chain.query(
+    register(chain)
+    assert Gateway(endpoint="http://127.0.0.1:8000", registered_at=1, stake=STAKE) == chain.query(
         "/gateways/gateway", Gateway, address=key("gw").address
     )
     chain.run("gw", RegisterGateway(endpoint="https://gw.example:443"))  # endpoint update
@@ -95,7 +142,7 @@ def test_bad_bucket_names_are_refused(name: str) -> None:
 
 def test_gateway_acts_only_for_users_who_authorized_it() -> None:
     chain = Chain()
-    chain.run("gw", RegisterGateway(endpoint="http://127.0.0.1:8000"))
+    register(chain)
     chain.run(
         "gw",
         CreateBucket(name="bobs", owner=key("bob").address),

@@ -18,7 +18,7 @@ from tests.unit.chain.harness import BALANCE, CHAIN_ID, Chain, key
 
 
 def test_transfer_moves_funds_and_bumps_nonce() -> None:
-    chain = Chain()
+    chain = Chain(tx_fee=0, state_byte_price=0)  # exact amounts; fees: test_fees.py
     result = chain.run("alice", Transfer(to=key("bob").address, amount=5))
     assert [{"sender": key("alice").address, "recipient": key("bob").address, "amount": "5"}] == (
         chain.events(result, "transfer")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from deoss.chain import errors
-from deoss.chain.modules.files import FileRecord, ReportTagged
+from deoss.chain.modules.files import FileRecord
 from deoss.chain.modules.miners import (
     AddStake,
     ExitMiner,
@@ -20,6 +20,7 @@ from tests.unit.chain.harness import (
     Chain,
     MinerDisk,
     key,
+    report_tagged,
     scheduler_name,
     upload,
 )
@@ -110,7 +111,7 @@ def test_a_recovered_miner_gets_new_fragments_and_is_challenged(
     data = b"after recovery" * 300
     deal, _ = upload(chain, data, "new.bin")
     tagger = scheduler_name(deal.scheduler)
-    chain.run(tagger, ReportTagged(fid=deal.fid))
+    chain.run(tagger, report_tagged(chain, deal.fid, tagger))
     service = miner(chain, "miner0").service_bytes
     assert 0 < service
     # rebuilding a fragment it held before it failed does not take from its new space

@@ -30,7 +30,7 @@ def register(chain: Chain, who: str = "sched0", **changes: object) -> None:
 
 
 def test_scheduler_registers_with_stake_and_tag_key() -> None:
-    chain = Chain()
+    chain = Chain(tx_fee=0, state_byte_price=0)  # exact amounts; fees: test_fees.py
     register(chain)
     scheduler = chain.query("/schedulers/scheduler", Scheduler, address=key("sched0").address)
     assert (MIN, tag_key("sched0").public) == (scheduler.stake, scheduler.tag_key)
@@ -142,7 +142,7 @@ def test_miner_registers_with_stake_covering_capacity() -> None:
 
 
 def test_miner_update_stake_and_exit() -> None:
-    chain = Chain()
+    chain = Chain(tx_fee=0, state_byte_price=0)  # exact amounts; fees: test_fees.py
     chain.run(
         "miner0",
         RegisterMiner(endpoint="http://x:1", capacity_bytes=TiB, stake=chain.params.stake_per_tib),

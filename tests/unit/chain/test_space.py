@@ -21,7 +21,7 @@ def lease(chain: Chain, who: str = "bob") -> Lease:
 
 
 def test_buy_charges_gib_times_days_times_price() -> None:
-    chain = Chain()
+    chain = Chain(tx_fee=0, state_byte_price=0)  # exact amounts; fees: test_fees.py
     chain.run("bob", BuySpace(gib=3, days=2))
     assert Lease(total_bytes=3 * GiB, expires_at=1 + 2 * 100) == lease(chain)
     assert (

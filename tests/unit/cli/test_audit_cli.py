@@ -18,7 +18,6 @@ from typer.testing import CliRunner
 
 from deoss.chain.machine import BlockOutcome
 from deoss.chain.modules.audit import ChallengeEntry, Result, Round
-from deoss.chain.modules.files import ReportTagged
 from deoss.chain.modules.miners import MinerEntry
 from deoss.chain.modules.restoral import ClaimOrder
 from deoss.cli.commands.audit import audit_json
@@ -28,7 +27,14 @@ from deoss.keyfile import write_key_file
 from deoss.node.devnode import DevNode
 from deoss.node.store import open_store
 from tests.chain_fixtures import ServedNode, StepClock
-from tests.unit.chain.harness import Chain, key, scheduler_name, setup_network, upload
+from tests.unit.chain.harness import (
+    Chain,
+    key,
+    report_tagged,
+    scheduler_name,
+    setup_network,
+    upload,
+)
 
 runner = CliRunner()
 DATA = bytes(range(256)) * 20  # two segments: every miner 0..11 holds one fragment of each
@@ -88,7 +94,8 @@ def audited(tmp_path: Path) -> Iterator[ServedNode]:
     )
     setup_network(chain, miner_count=13)
     deal, p = upload(chain, DATA)
-    chain.run(scheduler_name(deal.scheduler), ReportTagged(fid=p.fid))
+    tagger = scheduler_name(deal.scheduler)
+    chain.run(tagger, report_tagged(chain, p.fid, tagger))
     chain.advance(ROUND_AT + 2 - chain.height)
     assert chain.query("/audit/round", Round).settled
     yield from serve(chain)
@@ -169,7 +176,8 @@ def test_audit_json_of_a_pending_round() -> None:
     chain = Chain()
     setup_network(chain)
     deal, p = upload(chain, DATA)
-    chain.run(scheduler_name(deal.scheduler), ReportTagged(fid=p.fid))
+    tagger = scheduler_name(deal.scheduler)
+    chain.run(tagger, report_tagged(chain, p.fid, tagger))
     interval = chain.params.challenge_interval_blocks
     chain.advance(interval - chain.height % interval)
     challenges = chain.query("/audit/challenges", list[ChallengeEntry])
@@ -301,7 +309,8 @@ def faulty_node(tmp_path: Path) -> Iterator[ServedNode]:
     )
     setup_network(chain, miner_count=13)
     deal, p = upload(chain, DATA)
-    chain.run(scheduler_name(deal.scheduler), ReportTagged(fid=p.fid))
+    tagger = scheduler_name(deal.scheduler)
+    chain.run(tagger, report_tagged(chain, p.fid, tagger))
     chain.advance(42 - chain.height)
     yield from serve(chain)
 

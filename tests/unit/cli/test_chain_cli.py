@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from deoss.chain.genesis import Genesis
+from deoss.chain.modules import accounts
 from deoss.cli.main import app
 from deoss.keyfile import read_key_file, write_key_file
 from deoss.node.home import parse_genesis
@@ -78,15 +79,25 @@ def test_unreachable_node_is_a_clear_error() -> None:
 def test_account_transfer_and_show(served_node: ServedNode, key_file: Path) -> None:
     """transfer waits for the block; show reads balance and nonce by address or key."""
     node = ["--node", served_node.url]
+    treasury_before = accounts.treasury_balance(served_node.node.machine.state)
     sent = runner.invoke(
         app, ["account", "transfer", RECIPIENT, "321", "--key", str(key_file), *node, "--json"]
     )
     assert 0 == sent.exit_code, sent.output
     assert (RECIPIENT, 321) == (json.loads(sent.output)["to"], json.loads(sent.output)["amount"])
     recipient = runner.invoke(app, ["account", "show", RECIPIENT, *node, "--json"])
-    assert {"address": RECIPIENT, "balance": 321, "nonce": 0} == json.loads(recipient.output)
+    assert {
+        "address": RECIPIENT,
+        "balance": 321,
+        "nonce": 0,
+        "tx_fee": 1000,
+        "state_byte_price": 10,
+    } == json.loads(recipient.output)
     mine = runner.invoke(app, ["account", "show", "--key", str(key_file), *node])
-    assert f"balance  {BALANCE - 321}" in mine.output and "nonce    1" in mine.output
+    fees = accounts.treasury_balance(served_node.node.machine.state) - treasury_before
+    assert served_node.node.machine.params.tx_fee <= fees  # the fee and the state price
+    assert f"balance  {BALANCE - 321 - fees}" in mine.output and "nonce    1" in mine.output
+    assert "fees     1000 per transaction + 10 per byte of new state" in mine.output
 
 
 def test_account_transfer_refusals(served_node: ServedNode, key_file: Path) -> None:
@@ -115,7 +126,7 @@ def test_node_chain_refuses_bad_homes(tmp_path: Path) -> None:
     bad_ms = runner.invoke(app, ["node", "chain", "--home", str(home), "--block-ms", "0"])
     assert 1 == bad_ms.exit_code and "block_ms" in bad_ms.output
     genesis = home / "genesis.json"
-    genesis.write_text(genesis.read_text().replace('"tx_fee": 0', '"tx_fee": -5'))
+    genesis.write_text(genesis.read_text().replace('"tx_fee": 1000', '"tx_fee": -5'))
     bad_genesis = runner.invoke(app, ["node", "chain", "--home", str(home)])
     assert 1 == bad_genesis.exit_code and "tx_fee must not be negative" in bad_genesis.output
     genesis.write_text("{")

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from deoss.chain.genesis import ChainParams
 from deoss.chain.modules.gateways import RegisterGateway
 from deoss.cli.main import app
 from deoss.client.chain import ChainClient, run
@@ -79,7 +80,12 @@ def test_gateway_authorize_ls_revoke(served_node: ServedNode, key_file: Path) ->
 
     async def register() -> None:
         async with ChainClient(served_node.url) as client:
-            await client.submit(KEYS[1], RegisterGateway(endpoint="http://127.0.0.1:8080"))
+            await client.submit(
+                KEYS[1],
+                RegisterGateway(
+                    endpoint="http://127.0.0.1:8080", stake=ChainParams().gateway_stake
+                ),
+            )
 
     run(register())
     code, out = deoss("gateway", "authorize", gateway, *common)

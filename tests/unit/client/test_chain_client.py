@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from deoss.chain.errors import InsufficientFunds, NotFound
-from deoss.chain.modules.accounts import Account, Transfer
+from deoss.chain.modules.accounts import Account, Transfer, Treasury
 from deoss.chain.query import QueryArgs
 from deoss.client.chain import ChainClient
 from deoss.client.chain_types import parse_rfc3339_ns
@@ -99,15 +99,19 @@ async def test_submit_waits_for_inclusion_and_reads_back(node: DevNode) -> None:
 async def test_fifty_concurrent_submits_from_one_key_all_land(node: DevNode) -> None:
     """50 transfers submitted at once from one key all land, in nonce order."""
     async with running(node) as (client, _):
+        treasury_before = await client.query("/accounts/treasury", QueryArgs(), Treasury)
         outcomes = await asyncio.gather(
             *(client.submit(KEYS[0], Transfer(to=RECIPIENT, amount=i + 1)) for i in range(50))
         )
         recipient = await client.account(RECIPIENT)
         sender = await client.account(KEYS[0].address)
+        treasury_after = await client.query("/accounts/treasury", QueryArgs(), Treasury)
+    fees = treasury_after.balance - treasury_before.balance  # every fee goes to the treasury
     assert 50 == len({o.hash for o in outcomes})
     assert all(0 == o.result.code for o in outcomes)
     assert Account(balance=sum(range(1, 51))) == recipient
-    assert (50, BALANCE - 1275) == (sender.nonce, sender.balance)
+    assert 50 * node.machine.params.tx_fee <= fees
+    assert (50, BALANCE - 1275 - fees) == (sender.nonce, sender.balance)
 
 
 async def test_refused_at_check_does_not_burn_the_nonce(node: DevNode) -> None:

@@ -8,6 +8,7 @@ follow one DevNode holding a deal assigned to sched0 (the chain of test_miner_ap
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 from collections.abc import AsyncIterator
@@ -18,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from deoss.chain.modules import deals
 from deoss.client.chain import ChainClient
 from deoss.core.keys import KeyPair
 from deoss.core.layout import ObjectPlan, plan_object
@@ -31,7 +33,7 @@ from deoss.services.miner.app import create_app
 from deoss.services.miner.settings import MinerSettings
 from deoss.services.miner.store import FragmentStore
 from tests.chain_fixtures import StepClock, anyio_backend
-from tests.unit.chain.harness import key
+from tests.unit.chain.harness import CHAIN_ID, key
 from tests.unit.services.miner.test_miner_app import (
     DATA,
     PARAMS,
@@ -48,6 +50,7 @@ __all__ = ["anyio_backend"]
 pytestmark = pytest.mark.anyio
 
 GATEWAY = key("gw")
+OWNER = key("alice")  # owns the test file once it is stored: reads for her download
 
 
 @dataclass
@@ -63,6 +66,7 @@ class Net:
     plan: ObjectPlan
     fragments: list[list[bytes]]
     deal_id: int
+    ledger: Ledger
 
     def put_target(self, segment: int = 0, fragment: int = 0) -> str:
         digest = self.plan.segments[segment].fragment_hashes[fragment].hex()
@@ -72,7 +76,38 @@ class Net:
         )
 
     def get_target(self, segment: int = 0, fragment: int = 0) -> str:
-        return "/fragments/" + self.plan.segments[segment].fragment_hashes[fragment].hex()
+        """A read for alice's download of the file (allowed once it is stored: ``store``)."""
+        digest = self.plan.segments[segment].fragment_hashes[fragment].hex()
+        return f"/fragments/{digest}?reason=download&fid={self.plan.fid}"
+
+    async def store(self) -> None:
+        """miner0 takes fragment 0 of every segment, the others are signed for directly; the
+        scheduler reports: the deal is SUCCESS and alice owns the file."""
+        rows = []
+        for segment in self.plan.segments:
+            put = await self.put(0, segment.index, 0)
+            assert 200 == put.status_code, put.text
+            row = [
+                deals.Receipt(
+                    miner=key("miner0").public_key, signature=bytes.fromhex(put.json()["signature"])
+                )
+            ]
+            for j, digest in enumerate(segment.fragment_hashes[1:], start=1):
+                miner = key(f"miner{j}")
+                message = deals.receipt_message(
+                    CHAIN_ID,
+                    self.deal_id,
+                    1,
+                    self.plan.fid,
+                    segment.index,
+                    j,
+                    digest,
+                    miner.public_key,
+                )
+                row.append(deals.Receipt(miner=miner.public_key, signature=miner.sign(message)))
+            rows.append(row)
+        report = deals.ReportDeal(deal_id=self.deal_id, placements=rows)
+        await asyncio.to_thread(self.ledger.block, (SCHEDULER, report))
 
     async def put(self, miner: int, segment: int = 0, fragment: int = 0) -> httpx.Response:
         return await self.miners[miner].http.put(
@@ -114,7 +149,7 @@ async def two_miners(tmp: Path) -> AsyncIterator[Net]:
                 httpx.AsyncClient(transport=transport, base_url=url)
             )
             miners.append(Miner(url, http, store))
-        yield Net(miners, plan, encode(DATA), deal_id)
+        yield Net(miners, plan, encode(DATA), deal_id, ledger)
     node.store.close()
 
 
@@ -146,11 +181,12 @@ async def test_a_range_changed_after_signing_is_refused(tmp_path: Path) -> None:
     request as signed is then served."""
     async with two_miners(tmp_path) as net:
         assert 200 == (await net.put(0, 0, 2)).status_code
+        await net.store()
         miner = net.miners[0]
         request = miner.http.build_request(
             "GET", net.get_target(0, 2), headers={"range": "bytes=0-9"}
         )
-        signed = next(SigningAuth(GATEWAY).auth_flow(request))
+        signed = next(SigningAuth(OWNER).auth_flow(request))
         headers = dict(signed.headers)
         changed = await miner.http.get(
             net.get_target(0, 2), headers={**headers, "range": "bytes=0-99"}
@@ -194,7 +230,6 @@ async def test_a_flood_of_signed_requests_cannot_make_an_honest_one_fail(
             statuses.append((await miner.http.get(net.get_target(), headers=forged)).status_code)
         assert {403, 401} == set(statuses)
         assert 250 + 50 == statuses.count(403)  # signed by an unregistered key: verified
-        put = await net.put(0)
-        assert 200 == put.status_code, put.text
-        got = await miner.http.get(net.get_target(), auth=SigningAuth(GATEWAY))
+        await net.store()  # the scheduler's PUTs succeed
+        got = await miner.http.get(net.get_target(), auth=SigningAuth(OWNER))
         assert (200, net.fragments[0][0]) == (got.status_code, got.content)

@@ -3,8 +3,10 @@
 Every ``challenge_interval_blocks`` a round opens with a seed derived from the block seed. Each
 active or exiting miner holding tagged fragments gets a challenge derived from sha256(round seed ||
 miner): a sample of its tagged fragments and block indices (deoss.core.podr2), grouped by the tag
-key that tagged them. Fragments the miner itself reported lost are left out while their restoral
-order is pending: an honest report is answered by repair, not by slashing. The miner answers with
+key that tagged them. Only holdings whose holder confirmed its tags are challenged
+(``files.Holding.tags_confirmed``): a holder is never slashed for tags it could not obtain.
+Fragments the miner itself reported lost are left out while their restoral order is pending: an
+honest report is answered by repair, not by slashing. The miner answers with
 one aggregated proof per key before the round's deadline. A proof that does not verify is recorded
 as FAILED and slashed at once; no answer by the deadline is MISSED and slashed at settlement;
 PASSED miners share ``reward_per_round`` in proportion to their service space.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+from collections.abc import Iterator
 
 from msgspec.structs import replace
 
@@ -26,7 +29,7 @@ from deoss.chain.genesis import ChainParams
 from deoss.chain.modules import accounts, files, miners, restoral, schedulers
 from deoss.chain.params import load_params
 from deoss.chain.query import QueryArgs, QueryHandler, address_arg, encode_value
-from deoss.chain.state import State, get_record, put_record
+from deoss.chain.state import State, get_record, prefix_end, put_record
 from deoss.chain.types import BlockContext, Call, Event, Hash32, TxContext
 from deoss.core import codec
 from deoss.core.codec import Record
@@ -107,6 +110,72 @@ def miner_challenge(
     return [KeyChallenge(key_id=k, items=v) for k, v in sorted(grouped.items())]
 
 
+def _challengeable(state: State, holding: files.Holding, miner: bytes) -> bool:
+    """Only holdings whose holder confirmed its tags (never slashed for tags it could not
+    obtain), and not those it reported lost while their order is pending."""
+    return holding.tags_confirmed and not restoral.reported_lost(state, holding, miner)
+
+
+SAMPLE_PROBES_PER_FRAGMENT = 4  # probes per wanted fragment (probes may land on the same one)
+SAMPLE_SCAN_LIMIT = 16  # holdings one probe reads at most looking for a challengeable one
+
+
+def _tag_key_of(state: State, fid: str, tag_keys: dict[str, bytes]) -> bytes:
+    """The key that tagged ``fid`` (b"": not tagged), read once per round."""
+    if fid not in tag_keys:
+        record = files.get_file(state, fid)
+        tag_keys[fid] = record.tag_key_id if record and record.tagged else b""
+    return tag_keys[fid]
+
+
+def _walk_wrapping(state: State, base: bytes, start: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """Keys under ``base`` from ``start`` to the end, then from the start of ``base``;
+    at most SAMPLE_SCAN_LIMIT of them."""
+    walked = 0
+    for key, raw in state.iter_range(start, prefix_end(base)):
+        yield key, raw
+        walked += 1
+        if walked == SAMPLE_SCAN_LIMIT:
+            return
+    for key, raw in state.iter_range(base, start):
+        yield key, raw
+        walked += 1
+        if walked == SAMPLE_SCAN_LIMIT:
+            return
+
+
+def sample_holdings(
+    state: State, seed: bytes, miner: bytes, tag_keys: dict[str, bytes], params: ChainParams
+) -> list[files.Holding]:
+    """Up to ``fragments_per_challenge`` distinct challengeable holdings of ``miner``, chosen
+    from ``seed`` without reading all it holds (issue 12: a round must not cost O(holdings)).
+
+    Each probe draws a fid position from the seed and lands on the miner's next file there
+    (wrapping), then a segment/fragment position inside that file; it takes the first holding
+    from there that is tagged and not reported lost, reading at most SAMPLE_SCAN_LIMIT keys.
+    fids are hashes, so files are drawn near uniformly; the cost is bounded by the sample size.
+    """
+    base = files.HOLD + miner
+    wanted = params.podr2.fragments_per_challenge
+    picked: dict[bytes, files.Holding] = {}
+    for probe in range(wanted * SAMPLE_PROBES_PER_FRAGMENT):
+        if len(picked) == wanted:
+            break
+        word = hashlib.sha256(seed + miner + b"sample" + probe.to_bytes(4, "big")).digest()
+        landing = next(iter(_walk_wrapping(state, base, base + word)), None)
+        if landing is None:
+            return []  # holds nothing
+        file_base = landing[0][: len(base) + 32]
+        for _, raw in _walk_wrapping(state, file_base, file_base + word[:6]):
+            holding = codec.decode(raw, files.Holding)
+            if holding.fragment_hash in picked or not _challengeable(state, holding, miner):
+                continue
+            if _tag_key_of(state, holding.fid, tag_keys):
+                picked[holding.fragment_hash] = holding
+                break
+    return list(picked.values())
+
+
 def _open_round(state: State, ctx: BlockContext, params: ChainParams, events: list[Event]) -> None:
     previous = current_round(state)
     number = previous.number + 1 if previous else 1
@@ -118,15 +187,7 @@ def _open_round(state: State, ctx: BlockContext, params: ChainParams, events: li
     for pubkey, miner in miners.all_miners(state):
         if miner.state not in (miners.MinerState.ACTIVE, miners.MinerState.EXITING):
             continue
-        holdings = [
-            h
-            for h in files.holdings_of(state, pubkey)
-            if not restoral.reported_lost(state, h, pubkey)
-        ]
-        for h in holdings:
-            if h.fid not in tag_keys:
-                record = files.get_file(state, h.fid)
-                tag_keys[h.fid] = record.tag_key_id if record and record.tagged else b""
+        holdings = sample_holdings(state, seed, pubkey, tag_keys, params)
         keys = miner_challenge(seed, pubkey, holdings, tag_keys, params)
         if keys:
             put_record(state, CHALLENGE + pubkey, Challenge(round=number, keys=keys))

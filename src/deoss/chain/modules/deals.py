@@ -516,7 +516,7 @@ def apply_report(state: State, ctx: TxContext, call: ReportDeal) -> None:
 
 def begin_block(state: State, ctx: BlockContext, params: ChainParams, events: list[Event]) -> None:
     """Deals past their deadline: reassign, or fail after the last attempt."""
-    for key, _ in list(state.iter_prefix(DEADLINE)):
+    for key, _ in state.iter_prefix(DEADLINE):
         if int.from_bytes(key[len(DEADLINE) : len(DEADLINE) + 8], "big") > ctx.height:
             break
         deal = get_record(state, DEAL + key[len(DEADLINE) + 8 :], Deal)

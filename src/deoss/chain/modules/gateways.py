@@ -1,5 +1,9 @@
 """Gateways: registered endpoints that users authorize to act for them on chain.
 
+Registering reserves at least ``gateway_stake`` from the sender's balance (a gateway reads
+fragments for its users, and a free identity would make miners' read limits per reader
+meaningless). There is no deregistration call yet: the stake stays reserved.
+
 Keys: ``gw/<gateway>`` -> Gateway; ``gw-auth/<user><gateway>`` -> b"" (an authorization).
 """
 
@@ -21,6 +25,7 @@ MAX_ENDPOINT = 256
 class Gateway(Record):
     endpoint: str
     registered_at: int
+    stake: int = 0
 
 
 class GatewayEntry(Record):
@@ -61,6 +66,8 @@ def acting_owner(state: State, ctx: TxContext, owner: str) -> bytes:
 
 class RegisterGateway(Call, tag="gateways.register"):
     endpoint: str
+    stake: int = 0  # reserved from the balance: at least gateway_stake when registering; more
+    # may be added by a later call (an endpoint update needs none)
 
 
 class AuthorizeGateway(Call, tag="gateways.authorize"):
@@ -72,12 +79,37 @@ class RevokeGateway(Call, tag="gateways.revoke"):
 
 
 def apply_register(state: State, ctx: TxContext, call: RegisterGateway) -> None:
-    """Register the sender as a gateway, or update its endpoint."""
+    """Register the sender as a gateway (reserving its stake), or update its endpoint."""
+    # imported here: the CLI imports this module for its calls, and accounts/params pull in
+    # genesis (and with it the PoDR² curve library), which `deoss gateway --help` must not load
+    from deoss.chain.modules import accounts
+    from deoss.chain.params import load_params
+
     check_endpoint(call.endpoint)
+    if call.stake != 0:
+        accounts.check_amount(call.stake, "stake")
     existing = get_gateway(state, ctx.sender)
+    if existing is None:
+        required = load_params(state).gateway_stake
+        if call.stake < required:
+            raise InvalidArgument(
+                f"registering a gateway reserves a stake of at least {required}, got {call.stake}"
+            )
     since = existing.registered_at if existing else ctx.block.height
-    put_record(state, PREFIX + ctx.sender, Gateway(endpoint=call.endpoint, registered_at=since))
-    ctx.emit("gateway.registered", gateway=ctx.sender_address, endpoint=call.endpoint)
+    stake = (existing.stake if existing else 0) + call.stake
+    if call.stake:
+        accounts.debit(state, ctx.sender, call.stake, "gateway stake")
+    put_record(
+        state,
+        PREFIX + ctx.sender,
+        Gateway(endpoint=call.endpoint, registered_at=since, stake=stake),
+    )
+    ctx.emit(
+        "gateway.registered",
+        gateway=ctx.sender_address,
+        endpoint=call.endpoint,
+        stake=str(stake),
+    )
 
 
 def apply_authorize(state: State, ctx: TxContext, call: AuthorizeGateway) -> None:

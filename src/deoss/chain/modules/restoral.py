@@ -33,6 +33,7 @@ DEADLINE = b"order-dl/"
 SEQUENCE = b"order-seq"
 
 REPORTED_LOSS = "reported loss"
+TAGS_UNCONFIRMED = "tags unconfirmed"
 
 
 class OrderState(enum.IntEnum):  # stored on chain: never renumber
@@ -161,6 +162,9 @@ class ClaimOrder(Call, tag="restoral.claim"):
 class CompleteOrder(Call, tag="restoral.complete"):
     order_id: int
     fragment_hash: Hash32
+    # the tag key whose tags the restorer checked and stored (empty: the file was not tagged
+    # when it rebuilt): on a file tagged with that key, completing confirms the tags
+    tag_key_id: bytes = b""
 
 
 def apply_report_loss(state: State, ctx: TxContext, call: ReportLoss) -> None:
@@ -229,7 +233,18 @@ def apply_complete(state: State, ctx: TxContext, call: CompleteOrder) -> None:
     segment = record.segments[order.segment]
     files.drop_holding(state, order.former, order.fid, order.segment, order.fragment, order.size)
     miners.add_locked(state, ctx.sender, -order.size)
-    files.set_holding(state, ctx.sender, order.fid, segment, order.fragment, order.size)
+    confirmed = record.tagged and call.tag_key_id == record.tag_key_id
+    due = ctx.block.height + load_params(state).tag_confirm_blocks
+    files.set_holding(
+        state,
+        ctx.sender,
+        order.fid,
+        segment,
+        order.fragment,
+        order.size,
+        tags_confirmed=confirmed,
+        confirm_due=due if record.tagged and not confirmed else 0,
+    )
     holders = [list(row) for row in record.holders]
     holders[order.segment][order.fragment] = ctx.sender
     files.put_file(state, replace(record, holders=holders))
@@ -242,12 +257,26 @@ def apply_complete(state: State, ctx: TxContext, call: CompleteOrder) -> None:
         fragment=order.fragment,
         miner=ctx.sender_address,
         former=address_of(order.former),
+        tags_confirmed=confirmed,
     )
 
 
+def release_unconfirmed_holdings_due(state: State, height: int, events: list[Event]) -> None:
+    """Holdings of tagged files whose holder did not confirm its tags by their due height are
+    released (no service space, never challenged) and rebuilt elsewhere, as a lost fragment:
+    without the confirmation the holder could keep the space and never be audited."""
+    for miner, holding in files.take_unconfirmed_holdings_due(state, height):
+        files.drop_holding(
+            state, miner, holding.fid, holding.segment, holding.fragment, holding.size
+        )
+        create_order(state, height, holding, miner, TAGS_UNCONFIRMED, events)
+
+
 def begin_block(state: State, ctx: BlockContext, params: ChainParams, events: list[Event]) -> None:
-    """Claims past their deadline open again."""
-    for key, _ in list(state.iter_prefix(DEADLINE)):
+    """Claims past their deadline open again; unconfirmed holdings past their due height are
+    released and get orders."""
+    release_unconfirmed_holdings_due(state, ctx.height, events)
+    for key, _ in state.iter_prefix(DEADLINE):
         if int.from_bytes(key[len(DEADLINE) : len(DEADLINE) + 8], "big") >= ctx.height:
             break
         state.delete(key)

@@ -210,7 +210,7 @@ def apply_renew(state: State, ctx: TxContext, call: RenewSpace) -> None:
 
 def begin_block(state: State, ctx: BlockContext, params: ChainParams, events: list[Event]) -> None:
     """Freeze leases at their deadline; start removing files after the grace period."""
-    for key, _ in list(state.iter_prefix(EXPIRY)):
+    for key, _ in state.iter_prefix(EXPIRY):
         height = int.from_bytes(key[len(EXPIRY) : len(EXPIRY) + 8], "big")
         if height > ctx.height:
             break

@@ -73,8 +73,18 @@ def show_command(
     target = check_address(address, as_json) if address else load_key(key, as_json).address
 
     async def read(client: ChainClient) -> dict[str, Any]:
+        from deoss.chain.genesis import ChainParams
+        from deoss.chain.query import QueryArgs
+
         account = await client.account(target)
-        return {"address": target, "balance": account.balance, "nonce": account.nonce}
+        params = await client.query("/chain/params", QueryArgs(), ChainParams)
+        return {
+            "address": target,
+            "balance": account.balance,
+            "nonce": account.nonce,
+            "tx_fee": params.tx_fee,
+            "state_byte_price": params.state_byte_price,
+        }
 
     shown = with_chain(node, read, as_json)
     if as_json:
@@ -83,6 +93,10 @@ def show_command(
     console.print(f"address  {shown['address']}")
     console.print(f"balance  {shown['balance']}")
     console.print(f"nonce    {shown['nonce']}")
+    console.print(
+        f"fees     {shown['tx_fee']} per transaction"
+        f" + {shown['state_byte_price']} per byte of new state"
+    )
 
 
 @app.command("transfer")

@@ -1,5 +1,6 @@
 """Reading what a peer sends when its size is known: fragments and tags between services.
-(``request_ok``: a request whose answer matters by its status only, its body not read.)
+(``request_ok``: a request whose answer matters by its status only, its body not read;
+``fetch_small``: one whose answer is a short document, read to a cap.)
 
 Peers (miners, schedulers) are not trusted. ``fetch_exact`` streams the answer and stops as soon
 as it holds one byte more than expected, so a peer that streams gigabytes costs the reader at
@@ -27,6 +28,7 @@ __all__ = [
     "ERROR_TEXT_BYTES",
     "HASH_IN_THREAD_BYTES",
     "fetch_exact",
+    "fetch_small",
     "request_ok",
     "sha256_digest",
 ]
@@ -84,6 +86,35 @@ async def request_ok(
     async with _exchange(http, method, url, error, what, timeout_s, options) as response:
         if not 200 <= response.status_code < 300:
             raise await _status_error(response, what, error)
+
+
+async def fetch_small(
+    http: httpx.AsyncClient,
+    method: str,
+    url: str,
+    *,
+    max_bytes: int,
+    error: type[Exception],
+    what: str | None = None,
+    timeout_s: float | None = None,
+    **options: Any,
+) -> bytes:
+    """The body of a 2xx answer that is at most ``max_bytes`` long (a JSON answer, say); the
+    read stops one chunk past the cap.
+
+    Raises:
+        error: another status, a longer body, a transport error, or no answer in time.
+    """
+    what = what or f"{method} {url}"
+    async with _exchange(http, method, url, error, what, timeout_s, options) as response:
+        if not 200 <= response.status_code < 300:
+            raise await _status_error(response, what, error)
+        data = bytearray()
+        async for chunk in response.aiter_bytes():
+            data += chunk
+            if len(data) > max_bytes:
+                raise error(f"{what}: an answer longer than {max_bytes} bytes")
+    return bytes(data)
 
 
 @contextlib.asynccontextmanager

@@ -236,7 +236,9 @@ class _FragmentRace:
 
 
 class SegmentReader:
-    """Reads padded segments of stored files from the miners holding their fragments."""
+    """Reads padded segments of one stored file (``fid``) from the miners holding their
+    fragments, for a download by ``owner`` (an owner of the file who authorized this gateway):
+    every fragment read names that reason, and the miner checks it on chain."""
 
     def __init__(
         self,
@@ -244,6 +246,8 @@ class SegmentReader:
         miners: MinerBook,
         layout: LayoutParams,
         *,
+        fid: str,
+        owner: str,
         hedge_after_s: float,
         max_in_flight: int,
         timeout_s: float,
@@ -256,6 +260,7 @@ class SegmentReader:
         self._max_in_flight = max_in_flight
         self._timeout_s = timeout_s
         self._metrics = metrics
+        self._reason = {"reason": "download", "fid": fid, "owner": owner}
 
     async def read_span(
         self, segment: SegmentPlan, holders: list[bytes], low: int, high: int
@@ -361,6 +366,7 @@ class SegmentReader:
             self._http,
             "GET",
             url,
+            params=self._reason,
             size=self.layout.fragment_size(segment),
             sha256=expected_hash,
             error=FragmentError,

@@ -210,7 +210,7 @@ async def delete_object(
     "/files/{fid}",
     tags=["files"],
     response_class=StreamingResponse,
-    responses={200: BYTES, 206: BYTES, **_errors(400, 404, 416, 503)},
+    responses={200: BYTES, 206: BYTES, **_errors(400, 403, 404, 416, 503)},
 )
 async def get_file(
     fid: str,
@@ -220,7 +220,7 @@ async def get_file(
     range_header: RangeHeader = None,
 ) -> StreamingResponse:
     """A stored file by fid, cut to ``size`` bytes (default: the size first declared)."""
-    return _stream(await gateway.open_file(fid, size, range_header))
+    return _stream(await gateway.open_file(user, fid, size, range_header))
 
 
 @router.get("/files/{fid}/status", tags=["files"], responses=_errors(400, 404))

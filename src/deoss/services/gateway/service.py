@@ -214,11 +214,13 @@ class Gateway:
             self._layout = params.layout
         return self._layout
 
-    async def _reader(self) -> SegmentReader:
+    async def _reader(self, fid: str, owner: str) -> SegmentReader:
         return SegmentReader(
             self.http,
             self.miners,
             await self.layout(),
+            fid=fid,
+            owner=owner,
             hedge_after_s=self.settings.hedge_after_ms / 1000,
             max_in_flight=self.settings.fragment_parallelism,
             timeout_s=self.settings.miner_timeout_s,
@@ -317,11 +319,23 @@ class Gateway:
         info = await self.stat_object(user, bucket, name)
         record = await self.chain.query("/files/file", QueryArgs(fid=info.fid), FileRecord)
         byte_range = parse_range(range_header, info.size)
-        return await open_download(await self._reader(), record, info.size, byte_range)
+        reader = await self._reader(info.fid, user.address)
+        return await open_download(reader, record, info.size, byte_range)
 
-    async def open_file(self, fid: str, size: int | None, range_header: str | None) -> Download:
+    async def open_file(
+        self, user: Signer, fid: str, size: int | None, range_header: str | None
+    ) -> Download:
+        """A stored file by fid, for a user who owns an object stored as it: the miners serve
+        its fragments for no one else (they check ``/files/owns`` too), so others get 403 here.
+
+        Raises:
+            Forbidden: the user owns no object stored as ``fid``.
+        """
         record = await self.chain.query("/files/file", QueryArgs(fid=fid), FileRecord)
-        reader = await self._reader()
+        owned = await self.chain.query("/files/owns", QueryArgs(owner=user.address, fid=fid), int)
+        if owned == 0:
+            raise Forbidden(f"{user.address} owns no object stored as file {fid}")
+        reader = await self._reader(fid, user.address)
         size = _object_size(record, size, reader.layout)
         return await open_download(reader, record, size, parse_range(range_header, size))
 
@@ -481,7 +495,8 @@ async def _within_space(body: AsyncIterator[bytes], free_bytes: int) -> AsyncIte
 
 
 async def register_gateway(chain: ChainClient, key: KeyPair, endpoint: str) -> bool:
-    """Register ``key`` as a gateway at ``endpoint`` unless it is already; True if submitted."""
+    """Register ``key`` as a gateway at ``endpoint`` unless it is already; True if submitted.
+    A first registration reserves the chain's ``gateway_stake``; an endpoint update none."""
     try:
         current = await chain.query(
             "/gateways/gateway", QueryArgs(address=key.address), GatewayRecord
@@ -492,5 +507,8 @@ async def register_gateway(chain: ChainClient, key: KeyPair, endpoint: str) -> b
     else:
         if current.endpoint == endpoint:
             return False
-    await chain.submit(key, RegisterGateway(endpoint=endpoint))
+        await chain.submit(key, RegisterGateway(endpoint=endpoint))
+        return True
+    params = await chain.query("/chain/params", QueryArgs(), ChainParams)
+    await chain.submit(key, RegisterGateway(endpoint=endpoint, stake=params.gateway_stake))
     return True

@@ -17,6 +17,7 @@ from deoss.core.keys import KeyPair
 from deoss.keyfile import read_key_file
 from deoss.services.common.runner import bind, listen_address, serve_app
 from deoss.services.miner.app import create_app
+from deoss.services.miner.confirm import TagConfirmer
 from deoss.services.miner.follower import ChainFollower
 from deoss.services.miner.peers import Peers
 from deoss.services.miner.prover import Prover
@@ -60,6 +61,7 @@ async def _serve(
         peers = Peers(chain, key)
         prover = Prover(service, peers, poll_s=settings.poll_s)
         repairer = Repairer(service, peers, slots=settings.repair_slots, poll_s=settings.poll_s)
+        confirmer = TagConfirmer(service, peers)
         scrubber = Scrubber(
             service, rate_bytes_per_s=settings.scrub_bytes_per_s, pause_s=settings.scrub_pause_s
         )
@@ -70,6 +72,7 @@ async def _serve(
             },
             repair=lambda: {"active": repairer.active(), **asdict(repairer.stats)},
             scrub=lambda: asdict(scrubber.stats),
+            tags=lambda: {"confirmed": confirmer.confirmed},
         )
         follower = ChainFollower(
             service,
@@ -78,6 +81,8 @@ async def _serve(
                 "audit.round": prover.wake,
                 "restoral.order": repairer.wake,
                 "restoral.expired": repairer.wake,
+                "file.tagged": confirmer.wake,
+                "restoral.completed": confirmer.wake,
             },
         )
 
@@ -94,7 +99,13 @@ async def _serve(
                 sock,
                 settings.addr_path,
                 on_started=on_started,
-                background=[follower.run, prover.run, repairer.run, scrubber.run],
+                background=[
+                    follower.run,
+                    prover.run,
+                    repairer.run,
+                    scrubber.run,
+                    confirmer.run,
+                ],
                 http_limits=settings.http_limits,
             )
         finally:

@@ -67,20 +67,25 @@ class Peers:
             raise
         return found.endpoint.rstrip("/")
 
-    async def fetch_fragment(self, endpoint: str, fragment_hash: bytes, size: int) -> bytes:
-        """A fragment of ``size`` bytes from a miner, checked against its hash; the read stops
-        past ``size`` bytes."""
+    async def fetch_fragment(
+        self, endpoint: str, fragment_hash: bytes, size: int, order_id: int
+    ) -> bytes:
+        """A fragment of ``size`` bytes from a miner, for restoral order ``order_id`` (claimed
+        by this miner: the holder checks it), checked against its hash; the read stops past
+        ``size`` bytes."""
         url = f"{endpoint}/fragments/{fragment_hash.hex()}"
-        return await self._fetch("GET", url, size, sha256=fragment_hash)
+        params = {"reason": "restoral", "order": str(order_id)}
+        return await self._fetch("GET", url, size, sha256=fragment_hash, params=params)
 
     async def fetch_tags(
-        self, endpoint: str, fragment_hash: bytes, key_id: bytes, expected: int
+        self, endpoint: str, fragment_hash: bytes, key_id: bytes, expected: int, order_id: int
     ) -> bytes:
-        """The ``expected`` bytes of tags a miner stores for a fragment under one tag key,
-        checked for length only (the caller checks them against the fragment with
-        ``core.podr2.check_tags``)."""
+        """The ``expected`` bytes of tags a miner stores for a fragment under one tag key, for
+        restoral order ``order_id``, checked for length only (the caller checks them against
+        the fragment with ``core.podr2.check_tags``)."""
         url = f"{endpoint}/tags/{fragment_hash.hex()}"
-        return await self._fetch("GET", url, expected, params={"key": key_id.hex()})
+        params = {"key": key_id.hex(), "reason": "restoral", "order": str(order_id)}
+        return await self._fetch("GET", url, expected, params=params)
 
     async def fetch_mirror(
         self,

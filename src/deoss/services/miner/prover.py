@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from deoss.chain.errors import AlreadyExists, InvalidArgument, InvalidTransition
 from deoss.chain.errors import NotFound as ChainNotFound
 from deoss.chain.modules.audit import Challenge, KeyProof, Result, Round, SubmitProof
+from deoss.chain.modules.files import FileRecord
 from deoss.chain.modules.restoral import ReportLoss
 from deoss.chain.query import QueryArgs
 from deoss.client.errors import ClientError, QueryFailed, TxRefused
@@ -44,7 +45,7 @@ from deoss.services.miner.peers import PeerError, Peers
 from deoss.services.miner.service import ROLE, MinerService
 from deoss.services.miner.store import FragmentStore, StoreError
 
-__all__ = ["MissingData", "Prover", "build_proofs"]
+__all__ = ["MissingData", "Prover", "build_proofs", "fetch_tags_from_tagger"]
 
 DEFAULT_POLL_S = 5.0
 
@@ -249,24 +250,14 @@ class Prover:
                 public,
                 skip={self.service.key.public_key},
             )
-            source = "mirror"
             if tags is None:
-                source = await self.peers.scheduler_endpoint(record.tagger)
-                tags = await self.peers.request_tags(
-                    source, record.fid, fragment_hash, data, public.sectors_per_block
+                await fetch_tags_from_tagger(
+                    self.service, self.peers, record, fragment_hash, places[0].size
                 )
-                try:
-                    await asyncio.to_thread(
-                        check_tags, public, fragment_hash, data, tags, os.urandom(32)
-                    )
-                except BadProof as exc:
-                    raise PeerError(
-                        f"the tags from {source} do not verify against fragment "
-                        f"{fragment_hash.hex()}: {exc}"
-                    ) from exc
+                return
             await asyncio.to_thread(self.store.put_tags, fragment_hash, key_id, tags)
             log_event(
-                ROLE, "tags_fetched", fid=record.fid, fragment=fragment_hash.hex(), source=source
+                ROLE, "tags_fetched", fid=record.fid, fragment=fragment_hash.hex(), source="mirror"
             )
 
     async def _report_lost(self, hashes: list[bytes]) -> None:
@@ -291,6 +282,38 @@ class Prover:
             if exc.code == ChainNotFound.code:
                 return None
             raise
+
+
+async def fetch_tags_from_tagger(
+    service: MinerService, peers: Peers, record: FileRecord, fragment_hash: bytes, size: int
+) -> None:
+    """Ask the tagger of a tagged file for the tags of a fragment held here (its ``size`` bytes
+    sent along) and store them only if they verify against it under the file's tag key.
+
+    Raises:
+        PeerError: the tagger is unknown, unreachable, not the key's holder, or its tags do
+            not verify.
+    """
+    key_id = record.tag_key_id
+    endpoint = await peers.scheduler_endpoint(record.tagger)
+    data = await asyncio.to_thread(service.store.read_range, fragment_hash, 0, size)
+    params = await service.view.params()
+    tags = await peers.request_tags(
+        endpoint, record.fid, fragment_hash, data, params.podr2.sectors_per_block
+    )
+    scheduler = await service.view.scheduler(record.tagger)
+    if scheduler is None or scheduler.tag_key.key_id != key_id:
+        raise PeerError(f"the key {key_id.hex()} is not the tagger's of {record.fid}")
+    try:
+        await asyncio.to_thread(
+            check_tags, scheduler.tag_key, fragment_hash, data, tags, os.urandom(32)
+        )
+    except BadProof as exc:
+        raise PeerError(
+            f"the tags from {endpoint} do not verify against fragment {fragment_hash.hex()}: {exc}"
+        ) from exc
+    await asyncio.to_thread(service.store.put_tags, fragment_hash, key_id, tags)
+    log_event(ROLE, "tags_fetched", fid=record.fid, fragment=fragment_hash.hex())
 
 
 async def report_loss(service: MinerService, fid: str, segment: int, fragment: int) -> bool:

@@ -13,7 +13,8 @@ order:
     exiting former holder, else from a mirror copy another holder of the segment keeps
     (``GET /mirror-tags/{hash}?order=``), else from the file's tagger
     (``PUT /tags/{hash}?order=``), each checked against the fragment in one batch
-    -> ``restoral.complete``
+    -> ``restoral.complete`` naming the tag key (the chain takes it as this holder's tag
+    confirmation)
 
 The tag public key is read by the file's tag key id (``/schedulers/tag_key``), not through
 the tagger: a tagger gone for good leaves its key on chain, and its files are repaired from
@@ -220,11 +221,14 @@ class Repairer:
         ):
             await self._obtain_tags(order, record)
             lap("tags")
+        # tags stored here were checked against the fragment: completing confirms them
+        complete = CompleteOrder(
+            order_id=order.id,
+            fragment_hash=order.fragment_hash,
+            tag_key_id=record.tag_key_id if record.tagged else b"",
+        )
         try:
-            await self.service.chain.submit(
-                self.service.key,
-                CompleteOrder(order_id=order.id, fragment_hash=order.fragment_hash),
-            )
+            await self.service.chain.submit(self.service.key, complete)
         except TxRefused as exc:
             current = await self._order(order.id)
             if current is None or current.claimer != self.me:
@@ -246,7 +250,9 @@ class Repairer:
         endpoint = await self._exiting_former(order, endpoints)
         if endpoint is not None:
             try:
-                data = await self.peers.fetch_fragment(endpoint, order.fragment_hash, order.size)
+                data = await self.peers.fetch_fragment(
+                    endpoint, order.fragment_hash, order.size, order.id
+                )
             except PeerError as exc:
                 log_event(ROLE, "repair_copy_failed", order=order.id, why=str(exc))
             else:
@@ -281,7 +287,10 @@ class Repairer:
             wanted = params.data_shards - len(fragments)
             batch, candidates = candidates[:wanted], candidates[wanted:]
             results = await asyncio.gather(
-                *(self._fetch(plan.fragment_hashes[i], size, endpoints.get(h)) for i, h in batch),
+                *(
+                    self._fetch(order.id, plan.fragment_hashes[i], size, endpoints.get(h))
+                    for i, h in batch
+                ),
                 return_exceptions=True,
             )
             for (index, holder), result in zip(batch, results, strict=True):
@@ -302,10 +311,12 @@ class Repairer:
             raise RepairFailed(f"rebuilt {len(rebuilt)} bytes, the order says {order.size}")
         return rebuilt
 
-    async def _fetch(self, fragment_hash: bytes, size: int, endpoint: str | None) -> bytes:
+    async def _fetch(
+        self, order_id: int, fragment_hash: bytes, size: int, endpoint: str | None
+    ) -> bytes:
         if endpoint is None:
             raise PeerError("the holder is not a registered miner")
-        return await self.peers.fetch_fragment(endpoint, fragment_hash, size)
+        return await self.peers.fetch_fragment(endpoint, fragment_hash, size, order_id)
 
     async def _obtain_tags(self, order: Order, record: FileRecord) -> None:
         """The fragment's tags, checked against it before they are kept: copied from an exiting
@@ -321,7 +332,7 @@ class Repairer:
         if endpoint is not None:
             try:
                 tags = await self.peers.fetch_tags(
-                    endpoint, order.fragment_hash, public.key_id, expected
+                    endpoint, order.fragment_hash, public.key_id, expected, order.id
                 )
                 await asyncio.to_thread(
                     check_tags, public, order.fragment_hash, data, tags, os.urandom(32)

@@ -20,6 +20,7 @@ from deoss.services.miner.service import (
     FragmentRequest,
     MinerService,
     MirrorRequest,
+    ReadReason,
 )
 
 __all__ = ["router"]
@@ -46,9 +47,24 @@ class ReceiptPublic(BaseModel):
     signature: str
 
 
-class TagsPublic(BaseModel):
+class MirrorKept(BaseModel):
+    """A mirror copy of another fragment's tags kept (``blocks`` tags of 48 bytes)."""
+
     fragment_hash: str
     blocks: int
+
+
+class TagsPublic(BaseModel):
+    """Tags stored, and the miner's confirmation for ``files.tagged`` (signature, hex, over
+    ``files.tags_message`` of the fragment at segment/fragment under tag key ``key_id``)."""
+
+    fragment_hash: str
+    blocks: int
+    segment: int
+    fragment: int
+    key_id: str
+    miner: str
+    signature: str
 
 
 def parse_hash(text: str, what: str = "fragment hash") -> bytes:
@@ -64,6 +80,21 @@ def content_length(request: Request) -> int | None:
     if not declared.isdigit():
         raise BadRequest(f"Content-Length {declared!r} is not a number")
     return int(declared)
+
+
+def read_reason(
+    reason: Annotated[str, Query(max_length=16)] = "",
+    fid: Annotated[str, Query(max_length=64)] = "",
+    owner: Annotated[str, Query(max_length=128)] = "",
+    order: Annotated[Uint63 | None, Query()] = None,
+) -> ReadReason:
+    """The reason a read names (signed with the rest of the query; the miner checks it)."""
+    if fid:
+        parse_hash(fid, "fid")
+    return ReadReason(kind=reason, fid=fid, owner=owner, order=order)
+
+
+ReasonDep = Annotated[ReadReason, Depends(read_reason)]
 
 
 def body_opener(request: Request, signer: Signer) -> BodyOpener:
@@ -105,27 +136,46 @@ async def put_tags(
     miner: MinerDep,
     signer: SignerDep,
     fid: Annotated[str, Query()],
+    segment: Annotated[Uint32 | None, Query()] = None,
+    fragment: Annotated[Uint16 | None, Query()] = None,
 ) -> TagsPublic:
-    """Store the PoDR² tags of a fragment held for ``fid``, from the file's tagger."""
+    """Store the PoDR² tags of a fragment held for ``fid`` (at ``segment``/``fragment`` when
+    given), from the file's tagger; answer the miner's signed tag confirmation."""
     raw = parse_hash(fragment_hash)
     parse_hash(fid, "fid")
-    blocks = await miner.store_tags(
-        raw, fid, signer, body_opener(request, signer), content_length(request)
+    if (segment is None) != (fragment is None):
+        raise BadRequest("segment and fragment go together")
+    position = None if segment is None or fragment is None else (segment, fragment)
+    stored = await miner.store_tags(
+        raw, fid, signer, body_opener(request, signer), content_length(request), position
     )
-    return TagsPublic(fragment_hash=fragment_hash, blocks=blocks)
+    return TagsPublic(
+        fragment_hash=fragment_hash,
+        blocks=stored.blocks,
+        segment=stored.segment,
+        fragment=stored.fragment,
+        key_id=stored.key_id.hex(),
+        miner=stored.miner,
+        signature=stored.signature.hex(),
+    )
 
 
 @router.get("/tags/{fragment_hash}", response_model=None)
 async def get_tags(
-    fragment_hash: str, miner: MinerDep, signer: SignerDep, key: Annotated[str, Query()]
+    fragment_hash: str,
+    miner: MinerDep,
+    signer: SignerDep,
+    reason: ReasonDep,
+    key: Annotated[str, Query()],
 ) -> Response:
     """The PoDR² tags stored for a held fragment under tag key ``key`` (its id, hex; 48 bytes
-    per block), for a registered party."""
-    tags = await miner.read_tags(signer, parse_hash(fragment_hash), parse_hash(key, "key id"))
+    per block), for a reason the chain confirms (``?reason=``, as for fragments)."""
+    raw = parse_hash(fragment_hash)
+    tags = await miner.read_tags(signer, raw, parse_hash(key, "key id"), reason)
     return Response(tags, media_type="application/octet-stream")
 
 
-@router.put("/mirror-tags/{fragment_hash}", response_model=TagsPublic)
+@router.put("/mirror-tags/{fragment_hash}", response_model=MirrorKept)
 async def put_mirror_tags(
     fragment_hash: str,
     request: Request,
@@ -134,7 +184,7 @@ async def put_mirror_tags(
     fid: Annotated[str, Query()],
     segment: Annotated[Uint32, Query()],
     fragment: Annotated[Uint16, Query()],
-) -> TagsPublic:
+) -> MirrorKept:
     """Keep a mirror copy of the tags of another fragment of a segment this miner holds a
     fragment of, from the file's tagger (served to a restorer when the tagger is gone)."""
     parse_hash(fid, "fid")
@@ -146,7 +196,7 @@ async def put_mirror_tags(
         declared_length=content_length(request),
     )
     blocks = await miner.store_mirror(wanted, signer, body_opener(request, signer))
-    return TagsPublic(fragment_hash=fragment_hash, blocks=blocks)
+    return MirrorKept(fragment_hash=fragment_hash, blocks=blocks)
 
 
 @router.get("/mirror-tags/{fragment_hash}", response_model=None)
@@ -171,12 +221,14 @@ async def get_fragment(
     request: Request,
     miner: MinerDep,
     signer: SignerDep,
-    bucket: str = "",
-    name: str = "",
+    reason: ReasonDep,
 ) -> Response:
-    """The fragment's bytes (or one range of them) for a registered party or the owner."""
+    """The fragment's bytes (or one range of them), for the reason the signed query names and
+    the chain confirms: ``reason=download&fid=[&owner=]`` (an owner of the file, or a gateway
+    it authorized), ``reason=restoral&order=`` (the claimer of an order of this segment),
+    ``reason=tagging&fid=`` (the file's tagger). 403 otherwise, before any byte is read."""
     raw = parse_hash(fragment_hash)
-    await miner.authorize_reader(signer, raw, bucket, name)
+    await miner.authorize_reader(signer, raw, reason)
     opened = await miner.open_fragment(raw)
     try:
         span = parse_range(request.headers.get("range"), opened.size)
@@ -188,6 +240,11 @@ async def get_fragment(
             headers={"content-range": f"bytes */{exc.size}"},
         )
     start, end = (span.start, span.end) if span is not None else (0, opened.size - 1)
+    try:  # the bytes are charged before any is sent; a refusal reads nothing
+        miner.read_limiter.charge(signer.public_key, reason.kind, nbytes=end - start + 1)
+    except BaseException:
+        opened.close()
+        raise
     headers = {"accept-ranges": "bytes", "content-length": str(end - start + 1)}
     if span is not None:
         headers["content-range"] = f"bytes {start}-{end}/{opened.size}"

@@ -16,8 +16,14 @@ chain (``ChainView``) and the fragment store. Invariants:
   exactly ``block_count(size, s) × 48`` bytes, s from the tagger's registered tag key, and only
   if they verify against the stored fragment (``core.podr2.check_tags``): a tag that is not a
   valid tag of its block would fail, or stop, this miner's proofs, so it is never stored.
-* Fragments are served to registered gateways, miners and schedulers, and to the owner of an
-  object (``bucket`` and ``name`` of an object of the signer) whose file uses the fragment.
+  Once stored, the answer carries this miner's tag confirmation (``files.tags_message``): the
+  tagger needs it to report the file tagged, and the chain challenges only confirmed holdings.
+* A fragment (or a range of it), and its tags, are served only for a reason the signed request
+  names and the chain confirms (``ReadReason``, docs/podr2.md "Outsourcing"): a download for an
+  owner of the fragment's file (the owner itself, or a gateway that owner authorized), a
+  restoral order of the fragment's segment claimed by the signer, or tagging by the file's
+  tagger. Being a registered party is not a reason: a miner that kept only its tags could
+  otherwise answer its challenges from the other holders' copies.
 * Mirror copies of other fragments' tags (``PUT /mirror-tags``) are accepted only from the
   file's tagger, only for a segment the chain says this miner holds a fragment of (and that
   is held here), never for this miner's own fragment, with exactly the length the mirrored
@@ -41,8 +47,7 @@ from typing import Any, BinaryIO, Generic, TypeVar
 from deoss.chain.errors import NotFound as ChainNotFound
 from deoss.chain.genesis import ChainParams
 from deoss.chain.modules.deals import Deal, DealState, receipt_message
-from deoss.chain.modules.files import FileRecord, ObjectRecord
-from deoss.chain.modules.gateways import Gateway
+from deoss.chain.modules.files import FileRecord, ObjectRecord, tags_message
 from deoss.chain.modules.miners import (
     Miner,
     MinerState,
@@ -70,6 +75,7 @@ from deoss.services.common.errors import (
     UpstreamFailed,
 )
 from deoss.services.common.signing import Signer
+from deoss.services.miner.read_limits import ReadBudget, ReadLimiter
 from deoss.services.miner.settings import MinerSettings
 from deoss.services.miner.store import (
     Area,
@@ -88,14 +94,16 @@ __all__ = [
     "MinerService",
     "MirrorRequest",
     "OpenFragment",
+    "ReadReason",
     "Receipt",
+    "TagsStored",
     "ensure_registered",
 ]
 
 ROLE = "miner"
 PARAMS_QUERY = "/chain/params"
-PARTY_TTL_S = 30.0  # a registered caller stays known this long
-UNKNOWN_PARTY_TTL_S = 2.0
+REASON_TTL_S = 5.0  # a confirmed read reason stays confirmed this long (a download's many reads)
+READ_REASONS = ("download", "restoral", "tagging")
 PIPE_DEPTH = 8  # chunks in flight between the event loop and the writer thread
 READ_CHUNK = 1024 * 1024  # fewer thread hops per fragment served
 WRITE_BATCH = 1024 * 1024  # likewise per fragment received
@@ -139,7 +147,31 @@ class MirrorRequest:
 
 
 @dataclass(frozen=True)
+class ReadReason:
+    """Why a fragment is read, as the signed request names it (query parameters ``reason``,
+    ``owner``, ``fid``, ``order``; the request signature covers the query)."""
+
+    kind: str  # one of READ_REASONS, or "" when the request named none
+    fid: str = ""  # download, tagging: the file the fragment is read for
+    owner: str = ""  # download: the owner the read is for ("" = the signer itself)
+    order: int | None = None  # restoral: the claimed order
+
+
+@dataclass(frozen=True)
 class Receipt:
+    miner: str
+    signature: bytes
+
+
+@dataclass(frozen=True)
+class TagsStored:
+    """Tags kept for the fragment at (segment, fragment) of a file, and this miner's signed
+    confirmation of them (``files.tags_message`` under ``key_id``)."""
+
+    blocks: int
+    segment: int
+    fragment: int
+    key_id: bytes
     miner: str
     signature: bytes
 
@@ -209,13 +241,14 @@ def chain_errors(what: str) -> Iterator[None]:
 
 
 class ChainView:
-    """What the miner reads from the chain. Only "is a registered party" is cached (briefly):
-    deal and file state decide what is accepted, so they are always read afresh."""
+    """What the miner reads from the chain. Only a confirmed read reason is cached (briefly, so
+    a download's many fragment reads cost one check): deal and file state decide what is
+    accepted, so they are always read afresh."""
 
     def __init__(self, chain: ChainClient) -> None:
         self.chain = chain
         self._params: ChainParams | None = None
-        self._parties: TtlCache[bytes, bool] = TtlCache()
+        self._reasons: TtlCache[tuple[object, ...], bool] = TtlCache()
 
     async def chain_id(self) -> str:
         with chain_errors("read the chain id"):
@@ -263,19 +296,27 @@ class ChainView:
         found = await self._optional("/files/object", args, ObjectRecord, "read an object")
         return found.fid if found else None
 
-    async def is_registered_party(self, public_key: bytes) -> bool:
-        """A registered gateway, miner or scheduler (cached)."""
-        known = self._parties.get(public_key)
-        if known is not None:
-            return known
-        args = QueryArgs(address=address_of(public_key))
-        found = (
-            await self._optional("/gateways/gateway", args, Gateway, "read a gateway") is not None
-            or await self.miner(public_key) is not None
-            or await self.scheduler(public_key) is not None
-        )
-        self._parties.put(public_key, found, PARTY_TTL_S if found else UNKNOWN_PARTY_TTL_S)
-        return found
+    async def owns_fid(self, owner: str, fid: str) -> bool:
+        """Whether ``owner`` has an object stored as file ``fid`` (one indexed chain read)."""
+        args = QueryArgs(owner=owner, fid=fid)
+        with chain_errors("read what an owner owns"):
+            return await self.chain.query("/files/owns", args, int) > 0
+
+    async def gateway_acts_for(self, gateway: bytes, owner: str) -> bool:
+        """Whether ``gateway`` is a registered gateway that ``owner`` authorized."""
+        args = QueryArgs(address=owner)
+        with chain_errors("read a user's authorized gateways"):
+            authorized = await self.chain.query("/gateways/authorized", args, list[str])
+        return address_of(gateway) in authorized
+
+    async def confirmed(self, key: tuple[object, ...], check: Callable[[], Any]) -> bool:
+        """``await check()`` (a bool), remembered for REASON_TTL_S when it is True."""
+        if self._reasons.get(key):
+            return True
+        ok = bool(await check())
+        if ok:
+            self._reasons.put(key, True, REASON_TTL_S)
+        return ok
 
     async def _optional(self, path: str, args: QueryArgs, type_: type[R], what: str) -> R | None:
         """The query's value, or None when the chain says NotFound (an unknown path too)."""
@@ -291,8 +332,17 @@ class ChainView:
 class MinerService:
     """The miner's decisions, over its chain view, fragment store and account key."""
 
-    def __init__(self, *, chain: ChainClient, store: FragmentStore, key: KeyPair) -> None:
+    def __init__(
+        self,
+        *,
+        chain: ChainClient,
+        store: FragmentStore,
+        key: KeyPair,
+        read_limiter: ReadLimiter | None = None,
+    ) -> None:
         self.chain = chain
+        # unlimited unless given (the app gives its settings' budgets)
+        self.read_limiter = read_limiter or ReadLimiter(ReadBudget(0, 0), ReadBudget(0, 0))
         self.view = ChainView(chain)
         self.store = store
         self.key = key
@@ -395,8 +445,11 @@ class MinerService:
         signer: Signer,
         open_body: BodyOpener,
         declared_length: int | None,
-    ) -> int:
-        """Store the PoDR² tags of a fragment held for ``fid``; returns the block count.
+        position: tuple[int, int] | None = None,
+    ) -> TagsStored:
+        """Store the PoDR² tags of a fragment held for ``fid`` (at ``position``, (segment,
+        fragment), when given: the same bytes may fill two places of a file); answer the
+        confirmation the tagger reports to the chain.
 
         Raises:
             NotFound (file, fragment), Forbidden (not the tagger), FragmentMismatch (length,
@@ -408,9 +461,17 @@ class MinerService:
         if record.tagger != signer.public_key:
             raise Forbidden(f"file {fid} is to be tagged by {address_of(record.tagger)}")
         held = await asyncio.to_thread(self.store.places_of, fragment_hash)
-        place = next((p for p in held if p.fid == fid), None)
+        place = next(
+            (
+                p
+                for p in held
+                if p.fid == fid and (position is None or (p.segment, p.fragment) == position)
+            ),
+            None,
+        )
         if place is None:
-            raise NotFound(f"no fragment {fragment_hash.hex()} of file {fid} here")
+            where = "" if position is None else f" at segment {position[0]} index {position[1]}"
+            raise NotFound(f"no fragment {fragment_hash.hex()} of file {fid}{where} here")
         scheduler = await self.view.scheduler(record.tagger)
         if scheduler is None:
             raise Forbidden(f"the tagger of file {fid} is not a registered scheduler")
@@ -425,9 +486,34 @@ class MinerService:
             raise FragmentMismatch(
                 f"tags of a {place.size}-byte fragment are {expected} bytes, not {len(tags)}"
             )
+        key_id = scheduler.tag_key.key_id
         await asyncio.to_thread(_check_tags, self.store, place, scheduler.tag_key, tags)
-        await asyncio.to_thread(self.store.put_tags, fragment_hash, scheduler.tag_key.key_id, tags)
-        return blocks
+        await asyncio.to_thread(self.store.put_tags, fragment_hash, key_id, tags)
+        signature = await self.sign_tags(fid, place.segment, place.fragment, fragment_hash, key_id)
+        return TagsStored(
+            blocks=blocks,
+            segment=place.segment,
+            fragment=place.fragment,
+            key_id=key_id,
+            miner=self.key.address,
+            signature=signature,
+        )
+
+    async def sign_tags(
+        self, fid: str, segment: int, fragment: int, fragment_hash: bytes, key_id: bytes
+    ) -> bytes:
+        """This miner's confirmation that it stores verified tags of that fragment (only
+        called once they are stored: the chain takes it as the proof)."""
+        message = tags_message(
+            await self.view.chain_id(),
+            fid,
+            segment,
+            fragment,
+            fragment_hash,
+            key_id,
+            self.key.public_key,
+        )
+        return self.key.sign(message)
 
     # --- mirror copies of other fragments' tags -------------------------------------------
 
@@ -536,41 +622,95 @@ class MinerService:
     # --- fragments out ---------------------------------------------------------------------
 
     async def authorize_reader(
-        self, signer: Signer, fragment_hash: bytes, bucket: str, name: str
+        self, signer: Signer, fragment_hash: bytes, reason: ReadReason
     ) -> None:
-        """Registered gateways, miners, schedulers; or the owner naming an object of the file.
+        """Let the read through only for the reason it names, confirmed on chain, and only for
+        a fragment held here for that reason's file (and segment, for restoral). Nothing is
+        read before this returns.
 
         Raises:
-            Forbidden.
+            Forbidden: the message says which reason was missing or which check failed.
         """
-        if await self.view.is_registered_party(signer.public_key):
-            return
-        if bucket and name:
-            fid = await self.view.object_fid(signer.public_key, bucket, name)
-            held = await asyncio.to_thread(self.store.places_of, fragment_hash)
-            if fid is not None and any(p.fid == fid for p in held):
-                return
+        self.read_limiter.charge(signer.public_key, reason.kind, requests=1)
+        if reason.kind not in READ_REASONS:
             raise Forbidden(
-                f"{signer.address} owns no object {bucket}/{name} that uses this fragment"
+                f"a fragment read must name its reason: ?reason= one of {', '.join(READ_REASONS)}"
+                + (f" (got {reason.kind!r})" if reason.kind else "")
             )
-        raise Forbidden(
-            f"{signer.address} is not a registered gateway, miner or scheduler "
-            "(an owner names its object with ?bucket=&name=)"
-        )
+        held = await asyncio.to_thread(self.store.places_of, fragment_hash)
+        if reason.kind == "download":
+            await self._check_download(signer, held, reason)
+        elif reason.kind == "restoral":
+            await self._check_restoral(signer, held, reason)
+        else:
+            await self._check_tagging(signer, held, reason)
 
-    async def read_tags(self, signer: Signer, fragment_hash: bytes, key_id: bytes) -> bytes:
-        """The stored tags of a held fragment, for a registered party (a restorer copying a
+    async def _check_download(
+        self, signer: Signer, held: list[FragmentPlace], reason: ReadReason
+    ) -> None:
+        owner = reason.owner or signer.address
+        if not reason.fid:
+            raise Forbidden("reason=download names the file it reads: &fid=")
+        if not any(p.fid == reason.fid for p in held):
+            raise Forbidden(f"this fragment is not held here for file {reason.fid}")
+        if owner != signer.address:
+            acts = await self.view.confirmed(
+                ("gw", signer.public_key, owner),
+                lambda: self.view.gateway_acts_for(signer.public_key, owner),
+            )
+            if not acts:
+                raise Forbidden(f"{signer.address} is not a gateway authorized by {owner}")
+        owns = await self.view.confirmed(
+            ("owns", owner, reason.fid), lambda: self.view.owns_fid(owner, reason.fid)
+        )
+        if not owns:
+            raise Forbidden(f"{owner} owns no object stored as file {reason.fid}")
+
+    async def _check_restoral(
+        self, signer: Signer, held: list[FragmentPlace], reason: ReadReason
+    ) -> None:
+        if reason.order is None:
+            raise Forbidden("reason=restoral names the claimed order: &order=")
+        order = await self.view.order(reason.order)
+        if order is None:
+            raise Forbidden(f"no restoral order {reason.order} on chain")
+        if order.state != OrderState.CLAIMED or order.claimer != signer.public_key:
+            raise Forbidden(f"restoral order {order.id} is not claimed by {signer.address}")
+        if not any((p.fid, p.segment) == (order.fid, order.segment) for p in held):
+            raise Forbidden(
+                f"this fragment is not of segment {order.segment} of file {order.fid}, "
+                f"the segment of restoral order {order.id}"
+            )
+
+    async def _check_tagging(
+        self, signer: Signer, held: list[FragmentPlace], reason: ReadReason
+    ) -> None:
+        if not reason.fid:
+            raise Forbidden("reason=tagging names the file it tags: &fid=")
+        if not any(p.fid == reason.fid for p in held):
+            raise Forbidden(f"this fragment is not held here for file {reason.fid}")
+        record = await self.view.file(reason.fid)
+        if record is None or record.tagger != signer.public_key:
+            raise Forbidden(f"{signer.address} is not the tagger of file {reason.fid}")
+        if record.tagged:  # tagging is over: the tagger has no more reason to read
+            raise Forbidden(f"file {reason.fid} is tagged already")
+
+    async def read_tags(
+        self, signer: Signer, fragment_hash: bytes, key_id: bytes, reason: ReadReason
+    ) -> bytes:
+        """The stored tags of a held fragment, for a confirmed reason (a restorer copying a
         fragment from this exiting miner checks them before it keeps them).
 
         Raises:
             Forbidden, NotFound.
         """
-        if not await self.view.is_registered_party(signer.public_key):
-            raise Forbidden(f"{signer.address} is not a registered gateway, miner or scheduler")
+        await self.authorize_reader(signer, fragment_hash, reason)
         try:
-            return await asyncio.to_thread(self.store.read_tags, fragment_hash, key_id)
+            tags = await asyncio.to_thread(self.store.read_tags, fragment_hash, key_id)
         except StoreError as exc:
             raise NotFound(str(exc)) from exc
+        self.read_limiter.charge(signer.public_key, reason.kind, nbytes=len(tags))
+        return tags
 
     async def open_fragment(self, fragment_hash: bytes) -> OpenFragment:
         """The fragment's file, open. Raises NotFound."""

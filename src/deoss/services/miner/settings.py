@@ -14,6 +14,10 @@
     scrub_bytes_per_s = 8388608    # background re-reading of stored fragments; 0: off
     scrub_pause_s = 3600.0         # pause between two scrub passes
     poll_s = 5.0                   # how often the prover and repairer look without an event
+    read_requests_per_s = 100.0    # per reader (a gateway, an owner): fragment/tag reads
+    read_bytes_per_s = 268435456   # per reader: 256 MiB/s (a 2 s burst is allowed)
+    bulk_read_requests_per_s = 500.0   # per restorer / tagger (reason restoral, tagging)
+    bulk_read_bytes_per_s = 1073741824 # per restorer / tagger: 1 GiB/s; 0 in any: unlimited
 
 Invariants: paths are absolute once loaded (relative ones are relative to the config file);
 every value has been checked, so a bad file stops the process naming the key.
@@ -49,6 +53,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "scrub_bytes_per_s": 8 * 1024 * 1024,
         "scrub_pause_s": 3600.0,
         "poll_s": 5.0,
+        "read_requests_per_s": 100.0,
+        "read_bytes_per_s": 256 * 1024 * 1024,
+        "bulk_read_requests_per_s": 500.0,
+        "bulk_read_bytes_per_s": 1024 * 1024 * 1024,
     },
 }
 
@@ -67,6 +75,10 @@ class MinerSettings:
     scrub_bytes_per_s: int = 8 * 1024 * 1024
     scrub_pause_s: float = 3600.0
     poll_s: float = 5.0
+    read_requests_per_s: float = 100.0
+    read_bytes_per_s: int = 256 * 1024 * 1024
+    bulk_read_requests_per_s: float = 500.0
+    bulk_read_bytes_per_s: int = 1024 * 1024 * 1024
 
     @property
     def fragments_dir(self) -> Path:
@@ -105,7 +117,14 @@ def load_settings(config_path: Path) -> MinerSettings:
         raise ConfigError(
             f"miner.stake must be 0 (the chain's minimum) or more, got {miner['stake']}"
         )
-    for name in ("repair_slots", "scrub_bytes_per_s"):
+    for name in (
+        "repair_slots",
+        "scrub_bytes_per_s",
+        "read_requests_per_s",
+        "read_bytes_per_s",
+        "bulk_read_requests_per_s",
+        "bulk_read_bytes_per_s",
+    ):
         if miner[name] < 0:
             raise ConfigError(f"miner.{name} must be 0 (off) or more, got {miner[name]}")
     for name in ("scrub_pause_s", "poll_s"):
@@ -124,4 +143,8 @@ def load_settings(config_path: Path) -> MinerSettings:
         scrub_bytes_per_s=miner["scrub_bytes_per_s"],
         scrub_pause_s=float(miner["scrub_pause_s"]),
         poll_s=float(miner["poll_s"]),
+        read_requests_per_s=float(miner["read_requests_per_s"]),
+        read_bytes_per_s=miner["read_bytes_per_s"],
+        bulk_read_requests_per_s=float(miner["bulk_read_requests_per_s"]),
+        bulk_read_bytes_per_s=miner["bulk_read_bytes_per_s"],
     )

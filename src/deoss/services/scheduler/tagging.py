@@ -5,10 +5,13 @@ the chain reassigned to it (``file.tag_reassigned``). For every fragment of the 
 from the copy of its segment kept since placement, or fetch it from its holder (``GET
 /fragments/{hash}``, read no further than the fragment's size), check its hash, compute its
 PoDR² tags in the enclave's low-priority worker processes, and ``PUT /tags/{hash}?fid=`` them
-to the holder; also ``PUT /mirror-tags/{hash}?fid=&segment=&fragment=`` them to the holders of
-the ``mirrors`` fragments before it in the segment's ring (so each tag set is kept in
-1 + ``mirrors`` places, and a lost fragment can get its tags once this scheduler is gone:
-docs/podr2.md, "Tag mirrors"); then submit ``files.tagged`` and delete the local copies.
+to the holder, which answers its signed tag confirmation (``files.tags_message``), and
+``PUT /mirror-tags/{hash}?fid=&segment=&fragment=`` them to the holders of the ``mirrors``
+fragments before it in the segment's ring (so each tag set is kept in 1 + ``mirrors`` places,
+and a lost fragment can get its tags once this scheduler is gone: docs/podr2.md, "Tag
+mirrors"); then submit ``files.tagged`` with the confirmations and delete the local copies.
+The chain believes the tagging only on that evidence: a confirmation that does not verify here
+is a failed delivery.
 
 Invariants:
 
@@ -16,10 +19,11 @@ Invariants:
   past the event that created it, and removed only when the job is finished, so a restart
   resumes every unfinished job.
 * A job retries with backoff until the file is tagged, deleted, or given to another tagger;
-  fragments already delivered are not tagged again within the process. After
-  ``partial_after_s`` of failures, a file whose every segment has ``min_delivered`` (k) holders
-  with tags is reported tagged anyway (``tagged_partially``): the holders still without tags
-  fetch them when challenged, and a dead one is found FAULTY and repaired.
+  fragments already confirmed by their current holder are not tagged again within the process.
+  After ``partial_after_s`` of failures, a file whose every segment has ``min_delivered`` (k)
+  confirmed holders is reported tagged anyway (``tagged_partially``, the chain's own rule): the
+  holders still without tags fetch them and confirm (``files.confirm_tags``) before the
+  chain's ``tag_confirm_blocks``, or are released and their fragments rebuilt elsewhere.
 * Only the enclave sees the tag secret; this module sees tags.
 
 ``tag_bytes`` lends the same workers to tags computed on request (``retag``).
@@ -28,6 +32,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -38,16 +43,16 @@ import httpx
 
 from deoss.chain.errors import InvalidTransition, Unauthorized
 from deoss.chain.errors import NotFound as ChainNotFound
-from deoss.chain.modules.files import FileRecord, ReportTagged
+from deoss.chain.modules.files import FileRecord, ReportTagged, TagConfirmation, tags_message
 from deoss.chain.modules.miners import MinerEntry
 from deoss.chain.query import QueryArgs
 from deoss.client.chain import ChainClient
 from deoss.client.errors import ClientError, QueryFailed, TxRefused
 from deoss.core.errors import DataPathError
-from deoss.core.keys import KeyPair, address_of, parse_address
+from deoss.core.keys import KeyPair, address_of, parse_address, verify
 from deoss.core.layout import LayoutParams, SegmentPlan
 from deoss.services.common.app import log_event
-from deoss.services.common.fetch import fetch_exact, request_ok
+from deoss.services.common.fetch import fetch_exact, fetch_small, request_ok
 from deoss.services.scheduler.enclave import Enclave
 
 __all__ = ["Tagger", "TaggingError"]
@@ -55,6 +60,7 @@ __all__ = ["Tagger", "TaggingError"]
 ROLE = "scheduler"
 MAX_RETRY_DELAY_S = 30.0
 NO_DEAL = "-"
+TAGS_ANSWER_MAX_BYTES = 4096  # a miner's PUT /tags answer: a small JSON object (~400 bytes)
 
 ReadLocal = Callable[[int, SegmentPlan, int], bytes | None]  # (deal, plan, index) -> fragment
 ForgetDeal = Callable[[int], Awaitable[None]]
@@ -71,7 +77,8 @@ class TaggingError(Exception):
 class _Job:
     fid: str
     deal_id: int | None  # the deal this scheduler reported (local copies), or None
-    delivered: set[tuple[bytes, bytes]] = field(default_factory=set)  # (holder, fragment hash)
+    # (segment, fragment) -> the holder's confirmation of the tags it stored
+    confirmed: dict[tuple[int, int], TagConfirmation] = field(default_factory=dict)
     # (mirror holder, segment, fragment): per place, as the miner keeps mirrors (two segments
     # alike share fragment hashes, and a miner may mirror both)
     mirrored: set[tuple[bytes, int, int]] = field(default_factory=set)
@@ -221,16 +228,16 @@ class Tagger:
             if not self._may_report_partially(job, record):
                 raise TaggingError(f"{len(failures)} fragment(s) failed: {reasons}")
             log_event(ROLE, "tagged_partially", fid=job.fid, undelivered=len(failures), why=reasons)
-        await self._report_tagged(job.fid)
+        await self._report_tagged(job.fid, _current_confirmations(job, record))
 
     def _may_report_partially(self, job: _Job, record: FileRecord) -> bool:
         """After ``partial_after_s`` of failures, report the file tagged anyway if every segment
-        has at least ``min_delivered`` holders with tags.
+        has at least ``min_delivered`` holders that confirmed their tags.
 
         A holder that stays unreachable would otherwise hold the whole file untagged, hence never
-        challenged, and a dead holder never found FAULTY nor repaired. Once the file is tagged, a
-        holder that missed its tags fetches them when first challenged (``PUT /tags`` here), and
-        one that is gone misses its rounds, becomes FAULTY and its fragments are rebuilt.
+        challenged. Once the file is tagged, a holder that missed its tags fetches them (``PUT
+        /tags`` here) and confirms them on chain; one that never does is released after the
+        chain's ``tag_confirm_blocks`` and its fragment rebuilt elsewhere.
         """
         now = time.monotonic()
         if job.failing_since is None:
@@ -238,7 +245,7 @@ class Tagger:
         if now - job.failing_since < self.partial_after_s:
             return False
         return all(
-            sum((h, plan.fragment_hashes[i]) in job.delivered for i, h in enumerate(holders))
+            sum(_confirmed_by(job, plan.index, i, h) for i, h in enumerate(holders))
             >= self.min_delivered
             for plan, holders in zip(record.segments, record.holders, strict=True)
         )
@@ -256,8 +263,7 @@ class Tagger:
         return out
 
     def _done(self, job: _Job, plan: SegmentPlan, index: int, holders: list[bytes]) -> bool:
-        digest = plan.fragment_hashes[index]
-        return (holders[index], digest) in job.delivered and all(
+        return _confirmed_by(job, plan.index, index, holders[index]) and all(
             (m, plan.index, index) in job.mirrored for m in self.mirror_holders(holders, index)
         )
 
@@ -277,11 +283,11 @@ class Tagger:
         if endpoint is None:
             raise TaggingError(f"holder {address_of(holder)} is not a registered miner")
         async with slots:
-            data = await self._fragment(job.deal_id, plan, index, endpoint)
+            data = await self._fragment(job.fid, job.deal_id, plan, index, endpoint)
             tags = await self.enclave.tag(data, digest)
         deliveries = []
-        if (holder, digest) not in job.delivered:
-            deliveries.append(self._deliver(job, holder, endpoint, digest, tags))
+        if not _confirmed_by(job, plan.index, index, holder):
+            deliveries.append(self._deliver(job, holder, endpoint, plan, index, tags))
         for keeper in self.mirror_holders(holders, index):
             if (keeper, plan.index, index) not in job.mirrored:
                 deliveries.append(self._deliver_mirror(job, keeper, endpoints, plan, index, tags))
@@ -291,10 +297,13 @@ class Tagger:
                 raise outcome
 
     async def _deliver(
-        self, job: _Job, holder: bytes, endpoint: str, digest: bytes, tags: bytes
+        self, job: _Job, holder: bytes, endpoint: str, plan: SegmentPlan, index: int, tags: bytes
     ) -> None:
-        await self._put_tags(endpoint, job.fid, digest, tags)
-        job.delivered.add((holder, digest))
+        digest = plan.fragment_hashes[index]
+        answer = await self._put_tags(endpoint, job.fid, plan.index, index, digest, tags)
+        job.confirmed[(plan.index, index)] = await self.checked_confirmation(
+            answer, job.fid, plan, index, holder
+        )
 
     async def _deliver_mirror(
         self,
@@ -321,9 +330,10 @@ class Tagger:
         job.mirrored.add((keeper, plan.index, index))
 
     async def _fragment(
-        self, deal_id: int | None, plan: SegmentPlan, index: int, endpoint: str
+        self, fid: str, deal_id: int | None, plan: SegmentPlan, index: int, endpoint: str
     ) -> bytes:
-        """The fragment from the local segment copy, else the holder's (hash-checked)."""
+        """The fragment from the local segment copy, else the holder's (hash-checked; the
+        read names tagging of ``fid`` as its reason, which the holder checks on chain)."""
         digest = plan.fragment_hashes[index]
         if deal_id is not None:
             local = await asyncio.to_thread(self.read_local, deal_id, plan, index)
@@ -333,33 +343,74 @@ class Tagger:
             self.http,
             "GET",
             f"{endpoint}/fragments/{digest.hex()}",
+            params={"reason": "tagging", "fid": fid},
             size=self.layout.fragment_size(plan),  # the read stops past it
             sha256=digest,
             error=TaggingError,
             timeout_s=self.timeout_s,
         )
 
-    async def _put_tags(self, endpoint: str, fid: str, digest: bytes, tags: bytes) -> None:
-        url = f"{endpoint}/tags/{digest.hex()}"
-        await request_ok(
+    async def _put_tags(
+        self, endpoint: str, fid: str, segment: int, index: int, digest: bytes, tags: bytes
+    ) -> bytes:
+        """Deliver the tags; the holder's answer (its confirmation, JSON)."""
+        return await fetch_small(
             self.http,
             "PUT",
-            url,
+            f"{endpoint}/tags/{digest.hex()}",
+            max_bytes=TAGS_ANSWER_MAX_BYTES,
             error=TaggingError,
             timeout_s=self.timeout_s,
-            params={"fid": fid},
+            params={"fid": fid, "segment": str(segment), "fragment": str(index)},
             content=tags,
         )
 
-    async def _report_tagged(self, fid: str) -> None:
+    async def checked_confirmation(
+        self, answer: bytes, fid: str, plan: SegmentPlan, index: int, holder: bytes
+    ) -> TagConfirmation:
+        """The holder's tag confirmation, checked as ``files.tagged`` will check it.
+
+        Raises:
+            TaggingError: malformed, for another fragment, miner or key, or a signature that
+                does not verify (the delivery failed: the chain would refuse it).
+        """
+        who = f"holder {address_of(holder)} of segment {plan.index} fragment {index}"
         try:
-            await self.chain.submit(self.key, ReportTagged(fid=fid))
+            body = json.loads(answer)
+            miner, signature = str(body["miner"]), bytes.fromhex(body["signature"])
+            position, key_id = (body["segment"], body["fragment"]), str(body["key_id"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise TaggingError(f"{who}: malformed tag confirmation ({exc!r})") from exc
+        if miner != address_of(holder) or position != (plan.index, index):
+            raise TaggingError(f"{who}: the confirmation is for {miner} at {position}")
+        if key_id != self.enclave.key_id.hex():
+            raise TaggingError(f"{who}: the confirmation names tag key {key_id[:64]!r}")
+        message = tags_message(
+            await self.chain.chain_id(),
+            fid,
+            plan.index,
+            index,
+            plan.fragment_hashes[index],
+            self.enclave.key_id,
+            holder,
+        )
+        try:
+            verify(holder, message, signature)
+        except DataPathError as exc:
+            raise TaggingError(f"{who}: the confirmation does not verify ({exc})") from exc
+        return TagConfirmation(
+            segment=plan.index, fragment=index, miner=holder, signature=signature
+        )
+
+    async def _report_tagged(self, fid: str, confirmations: list[TagConfirmation]) -> None:
+        try:
+            await self.chain.submit(self.key, ReportTagged(fid=fid, confirmations=confirmations))
         except TxRefused as exc:
             if exc.code not in (InvalidTransition.code, Unauthorized.code):
                 raise
             log_event(ROLE, "tagged_report_refused", fid=fid, why=str(exc))  # done or not mine
             return
-        log_event(ROLE, "file_tagged", fid=fid)
+        log_event(ROLE, "file_tagged", fid=fid, confirmed=len(confirmations))
 
     async def _file(self, fid: str) -> FileRecord | None:
         try:
@@ -372,6 +423,22 @@ class Tagger:
     async def _endpoints(self) -> dict[bytes, str]:
         entries = await self.chain.query("/miners/list", QueryArgs(), list[MinerEntry])
         return {parse_address(e.address): e.miner.endpoint.rstrip("/") for e in entries}
+
+
+def _confirmed_by(job: _Job, segment: int, index: int, holder: bytes) -> bool:
+    """Has the fragment's current holder confirmed its tags (a restoral may have moved it)?"""
+    found = job.confirmed.get((segment, index))
+    return found is not None and found.miner == holder
+
+
+def _current_confirmations(job: _Job, record: FileRecord) -> list[TagConfirmation]:
+    """The confirmations of the file's current holders, in fragment order."""
+    return [
+        job.confirmed[(plan.index, i)]
+        for plan, holders in zip(record.segments, record.holders, strict=True)
+        for i, holder in enumerate(holders)
+        if _confirmed_by(job, plan.index, i, holder)
+    ]
 
 
 def _write_durably(path: Path, text: str) -> None:

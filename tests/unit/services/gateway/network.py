@@ -107,7 +107,7 @@ def setup_calls(params: ChainParams) -> list[tuple[str, Call]]:
         )
         for m in MINERS
     ]
-    calls.append((GATEWAY, RegisterGateway(endpoint=GATEWAY_URL)))
+    calls.append((GATEWAY, RegisterGateway(endpoint=GATEWAY_URL, stake=params.gateway_stake)))
     buckets = {"alice": "photos", "bob": "bobs", "carol": "carols", "dave": "daves"}
     for user in USERS:
         if user != "dave":

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from deoss.client.gateway import (
+    Forbidden,
     GatewayUnavailable,
     NotFound,
     RangeNotSatisfiable,
@@ -325,5 +326,8 @@ async def test_file_by_fid_and_its_status(net: Net) -> None:
         status = await client.file_status(result.fid)
         with pytest.raises(NotFound):
             await client.file_status("ab" * 32)
+    async with net.client("bob") as client:  # the miners serve it to its owners only
+        with pytest.raises(Forbidden, match="owns no object stored as file"):
+            await client.download_file(result.fid, io.BytesIO())
     assert (2, False, len(data)) == (len(status.segments), status.tagged, status.size)
     assert all(12 == len({f.holder for f in s.fragments}) for s in status.segments)

@@ -18,13 +18,15 @@ import httpx
 import msgspec
 import pytest
 
+from deoss.chain.errors import NotFound
 from deoss.chain.modules.audit import Challenge, Result, Round
-from deoss.chain.modules.files import FileRecord, ReportTagged
+from deoss.chain.modules.files import FileRecord, Holding, ReportTagged
 from deoss.chain.modules.miners import Miner, RegisterMiner
 from deoss.chain.modules.restoral import ClaimOrder, CompleteOrder, Order, OrderState, ReportLoss
 from deoss.chain.types import Call
 from deoss.core.keys import KeyPair
 from deoss.core.podr2 import verify_proof
+from deoss.services.miner.confirm import TagConfirmer
 from deoss.services.miner.peers import Peers
 from deoss.services.miner.prover import MissingData, Prover, build_proofs
 from deoss.services.miner.repair import Repairer
@@ -43,6 +45,7 @@ from tests.unit.services.miner.test_miner_app import (
     following,
     net,
     succeed,
+    tag_confirmations_for,
 )
 
 __all__ = ["anyio_backend", "net"]
@@ -64,16 +67,21 @@ async def with_blocks(net: Net, work: Coroutine[Any, Any, T]) -> T:
     return task.result()
 
 
-async def stored_and_tagged(net: Net) -> FileRecord:
-    """miner0 holds fragment 0 of every segment, with real tags; the file is tagged."""
+async def stored_and_tagged(net: Net, *, delivered: bool = True) -> FileRecord:
+    """miner0 holds fragment 0 of every segment, with real tags; the file is tagged with every
+    holder's confirmation (``delivered``) or without miner0's, which has no tags then."""
     async with following(net):
         await succeed(net)
         await caught_up(net)
-    for segment in net.plan.segments:
-        digest = segment.fragment_hashes[0]
-        tags = tag_key("sched0").tag_fragment(net.fragments[segment.index][0], digest)
-        net.store.put_tags(digest, tag_key("sched0").public.key_id, tags)
-    net.ledger.block((SCHEDULER, ReportTagged(fid=net.plan.fid)))
+    if delivered:
+        for segment in net.plan.segments:
+            digest = segment.fragment_hashes[0]
+            tags = tag_key("sched0").tag_fragment(net.fragments[segment.index][0], digest)
+            net.store.put_tags(digest, tag_key("sched0").public.key_id, tags)
+    confirmations = [
+        c for c in tag_confirmations_for(net) if delivered or c.miner != MINER.public_key
+    ]
+    net.ledger.block((SCHEDULER, ReportTagged(fid=net.plan.fid, confirmations=confirmations)))
     record: FileRecord = net.ledger.query("/files/file", FileRecord, fid=net.plan.fid)
     assert record.tagged
     return record
@@ -148,6 +156,29 @@ async def test_an_honest_miner_answers_its_challenge_and_passes(net: Net) -> Non
     assert Result.PASSED == challenge_of(net).result
     assert round_.number == prover.answered_round
     await with_blocks(net, prover.answer_current_round())  # answered once only
+    assert Result.PASSED == challenge_of(net).result
+
+
+async def test_a_holder_without_tags_fetches_them_and_confirms_then_is_challenged(
+    net: Net,
+) -> None:
+    """The tagger reported without miner0's confirmation: miner0 is not challenged (it could
+    not have proven), fetches its tags from the tagger, confirms, and is challenged again."""
+    await stored_and_tagged(net, delivered=False)
+    held = net.ledger.query("/files/holdings", list[Holding], address=MINER.address)
+    assert held and not any(h.tags_confirmed for h in held)
+    open_round(net)
+    assert NotFound.code == net.ledger.query_code("/audit/challenge", address=MINER.address)
+    confirmer = TagConfirmer(net.service, Peers(net.chain, MINER, transport=peers_for(net)))
+    assert len(held) == await with_blocks(net, confirmer.confirm_pending())
+    held = net.ledger.query("/files/holdings", list[Holding], address=MINER.address)
+    assert all(h.tags_confirmed for h in held)
+    for segment in net.plan.segments:
+        assert net.store.has_tags(segment.fragment_hashes[0], SCHED0_KEY)
+    assert 0 == await with_blocks(net, confirmer.confirm_pending())  # nothing left to do
+    open_round(net)
+    prover = Prover(net.service, Peers(net.chain, MINER, transport=peers_for(net)))
+    await with_blocks(net, prover.answer_current_round())
     assert Result.PASSED == challenge_of(net).result
 
 
@@ -262,6 +293,8 @@ async def test_a_restorer_rebuilds_a_lost_fragment_with_tags_and_takes_its_place
         )
         assert [] == net.ledger.query("/restoral/orders", list[Order])
         assert 1 == repairer.stats.repaired
+        held = net.ledger.query("/files/holdings", list[Holding], address=RESTORER.address)
+        assert [True] == [h.tags_confirmed for h in held]  # completing confirmed its tags
         assert [(0, 0), (2, 0)] == sorted((p.segment, p.fragment) for p in net.store.all_places())
     finally:
         store.close()

@@ -37,11 +37,11 @@ TAGS_BYTES = 32 * TAG_BYTES
 
 
 def fetch_fragment(peers: Peers) -> Awaitable[bytes]:
-    return peers.fetch_fragment(ENDPOINT, DIGEST, FRAGMENT_BYTES)
+    return peers.fetch_fragment(ENDPOINT, DIGEST, FRAGMENT_BYTES, order_id=7)
 
 
 def fetch_tags(peers: Peers) -> Awaitable[bytes]:
-    return peers.fetch_tags(ENDPOINT, DIGEST, bytes(48), TAGS_BYTES)
+    return peers.fetch_tags(ENDPOINT, DIGEST, bytes(48), TAGS_BYTES, order_id=7)
 
 
 def request_tags(peers: Peers) -> Awaitable[bytes]:

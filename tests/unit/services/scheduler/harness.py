@@ -24,7 +24,9 @@ from msgspec.structs import replace
 from deoss.chain.genesis import ChainParams, Genesis, GenesisAccount
 from deoss.chain.modules.buckets import CreateBucket
 from deoss.chain.modules.deals import Deal, DealState, DeclareDeal, receipt_message
+from deoss.chain.modules.files import tags_message
 from deoss.chain.modules.miners import RegisterMiner
+from deoss.chain.modules.schedulers import Scheduler
 from deoss.chain.modules.space import BuySpace
 from deoss.chain.query import QueryArgs
 from deoss.chain.types import Call
@@ -32,7 +34,7 @@ from deoss.client.chain import ChainClient
 from deoss.core.keys import KeyPair, address_of
 from deoss.core.layout import EncodedSegment, LayoutParams, iter_encoded_segments
 from deoss.core.merkle import compute_fid
-from deoss.core.podr2 import PodrParams
+from deoss.core.podr2 import TAG_BYTES, PodrParams
 from deoss.keyfile import write_key_file
 from deoss.node.devnode import DevNode
 from deoss.node.rpc import create_app as create_rpc_app
@@ -79,7 +81,8 @@ class FakeMiner:
     ``mode``: "ok"; "error" (HTTP 500); "hang" (never answers); "bad_receipt" (signs another
     fragment index); "wrong_miner" (a receipt signed by another miner's key); "tags_down"
     (fragments accepted, tags refused with HTTP 503); "mirrors_down" (mirror copies of other
-    fragments' tags refused with HTTP 503).
+    fragments' tags refused with HTTP 503); "bad_confirmation" (tags taken, answered
+    with a tag confirmation signed for another fragment index).
     """
 
     key: KeyPair
@@ -119,7 +122,7 @@ class FakeMiner:
                 return httpx.Response(503, json={"error": {"code": "down", "message": "down"}})
             self.tag_puts += 1
             self.tags[digest] = body
-            return httpx.Response(200, json={"stored": len(body)})
+            return await self._confirm_tags(request, signer, digest, len(body))
         if (request.method, kind) == ("PUT", "mirror-tags"):
             if self.mode == "mirrors_down":
                 return httpx.Response(503, json={"error": {"code": "down", "message": "down"}})
@@ -130,6 +133,33 @@ class FakeMiner:
             self.fragment_gets += 1
             return httpx.Response(200, content=self.fragments[digest])
         return httpx.Response(404, json={"error": {"code": "not_found", "message": name}})
+
+    async def _confirm_tags(
+        self, request: httpx.Request, tagger: bytes, digest: bytes, size: int
+    ) -> httpx.Response:
+        """A real miner's answer: its confirmation of the tags under the tagger's key."""
+        query = request.url.params
+        scheduler = await self.chain.query(
+            "/schedulers/scheduler", QueryArgs(address=address_of(tagger)), Scheduler
+        )
+        key_id = scheduler.tag_key.key_id
+        segment, fragment = int(query["segment"]), int(query["fragment"])
+        signed = fragment + 1 if self.mode == "bad_confirmation" else fragment
+        message = tags_message(
+            CHAIN_ID, query["fid"], segment, signed, digest, key_id, self.key.public_key
+        )
+        return httpx.Response(
+            200,
+            json={
+                "fragment_hash": digest.hex(),
+                "blocks": size // TAG_BYTES,
+                "segment": segment,
+                "fragment": fragment,
+                "key_id": key_id.hex(),
+                "miner": self.key.address,
+                "signature": self.key.sign(message).hex(),
+            },
+        )
 
     async def _put_fragment(
         self, request: httpx.Request, digest: bytes, body: bytes

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from deoss.chain.modules.deals import DealState, ReassignDeal, Receipt, ReportDeal, receipt_message
-from deoss.chain.modules.files import FileRecord, ReportTagged
+from deoss.chain.modules.files import FileRecord, ReportTagged, TagConfirmation, tags_message
 from deoss.chain.modules.restoral import ClaimOrder, Order, OrderState, ReportLoss
 from deoss.chain.modules.schedulers import RegisterScheduler
 from deoss.chain.query import QueryArgs
@@ -339,7 +339,26 @@ async def test_a_file_whose_tag_key_is_elsewhere_is_refused(tmp_path: Path) -> N
         assert (403, "forbidden") == (response.status_code, error_code(response))
         assert OTHER_SCHEDULER.address in response.json()["error"]["message"]
 
-        await net.submit(OTHER_SCHEDULER, ReportTagged(fid=deal.fid))
+        confirmations = [
+            TagConfirmation(
+                segment=0,
+                fragment=index,
+                miner=miner.key.public_key,
+                signature=miner.key.sign(
+                    tags_message(
+                        CHAIN_ID,
+                        deal.fid,
+                        0,
+                        index,
+                        segments[0].plan.fragment_hashes[index],
+                        other_key.public.key_id,
+                        miner.key.public_key,
+                    )
+                ),
+            )
+            for index, miner in enumerate(miners)
+        ]
+        await net.submit(OTHER_SCHEDULER, ReportTagged(fid=deal.fid, confirmations=confirmations))
         assert (await file_record(net, deal.fid)).tagged
         response = await request_tags(net, miners[0].key, deal.fid, digest, data)
         assert (403, "forbidden") == (response.status_code, error_code(response))

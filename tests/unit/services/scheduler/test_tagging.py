@@ -12,11 +12,20 @@ from pathlib import Path
 import pytest
 from msgspec.structs import replace
 
+from deoss.chain.errors import BadReport
 from deoss.chain.modules.deals import DealState, ReassignDeal, Receipt, ReportDeal, receipt_message
-from deoss.chain.modules.files import FileRecord
+from deoss.chain.modules.files import (
+    FileRecord,
+    Holding,
+    ReportTagged,
+    TagConfirmation,
+    tags_message,
+)
 from deoss.chain.modules.schedulers import RegisterScheduler
 from deoss.chain.query import QueryArgs
+from deoss.client.errors import TxRefused
 from deoss.core.errors import BadProof
+from deoss.core.keys import address_of
 from deoss.core.podr2 import (
     TAG_BYTES,
     FragmentRef,
@@ -183,6 +192,72 @@ async def test_holders_that_refuse_tags_hold_the_file_untagged_only_for_a_while(
 
 async def _retried(caplog: pytest.LogCaptureFixture) -> bool:
     return "tagging_retry" in caplog.text
+
+
+async def test_a_tagger_that_reports_without_delivering_cannot_tag(tmp_path: Path) -> None:
+    """The chain believes the tagging only on the holders' confirmations: a report with none,
+    or with confirmations the tagger signed itself, is refused and the file stays untagged."""
+    async with running_network(tmp_path) as net:  # no follower: nothing is delivered
+        deal_id, segments = await net.declare(os.urandom(20_000))
+        for segment in segments:
+            assert 200 == (await net.put_segment(deal_id, segment)).status_code
+        deal = await net.wait_for_state(deal_id, DealState.SUCCESS)
+        record = await net.chain.query("/files/file", QueryArgs(fid=deal.fid), FileRecord)
+        me = net.service.key
+        with pytest.raises(TxRefused) as refused:
+            await net.chain.submit(me, ReportTagged(fid=deal.fid))
+        assert BadReport.code == refused.value.code
+        key_id = net.service.enclave.key_id
+        forged = [
+            TagConfirmation(
+                segment=plan.index,
+                fragment=index,
+                miner=holder,
+                signature=me.sign(
+                    tags_message(CHAIN_ID, deal.fid, plan.index, index, digest, key_id, holder)
+                ),
+            )
+            for plan, holders in zip(record.segments, record.holders, strict=True)
+            for index, (holder, digest) in enumerate(
+                zip(holders, plan.fragment_hashes, strict=True)
+            )
+        ]
+        with pytest.raises(TxRefused) as refused:
+            await net.chain.submit(me, ReportTagged(fid=deal.fid, confirmations=forged))
+        assert BadReport.code == refused.value.code
+        record = await net.chain.query("/files/file", QueryArgs(fid=deal.fid), FileRecord)
+        assert not record.tagged
+        assert not any(m.tags for m in net.miners.values())
+
+
+async def test_a_confirmation_that_does_not_verify_is_a_failed_delivery(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Holders whose confirmations do not verify count as not served: with fewer than k good
+    ones in a segment the file is not reported even past ``partial_after_s``; once they
+    confirm properly it is tagged, and every holding is confirmed on chain."""
+    caplog.set_level(logging.INFO)
+    async with running_network(tmp_path, follow=True) as net:
+        net.service.tagger.partial_after_s = 0.0
+        bad = list(net.miners.values())[:11]  # 14 miners, 12 holders: at most 3 good ones
+        for miner in bad:
+            miner.mode = "bad_confirmation"
+        deal_id, segments = await net.declare(os.urandom(20_000))
+        for segment in segments:
+            assert 200 == (await net.put_segment(deal_id, segment)).status_code
+        deal = await net.wait_for_state(deal_id, DealState.SUCCESS)
+        await wait_for(lambda: _retried(caplog), 10, "the tag job to retry")
+        assert "does not verify" in caplog.text
+        record = await net.chain.query("/files/file", QueryArgs(fid=deal.fid), FileRecord)
+        assert not record.tagged
+        for miner in bad:
+            miner.mode = "ok"
+        record = await tagged_file(net, deal.fid)
+        for holder in {h for row in record.holders for h in row}:
+            held = await net.chain.query(
+                "/files/holdings", QueryArgs(address=address_of(holder)), list[Holding]
+            )
+            assert held and all(h.tags_confirmed for h in held if h.fid == deal.fid)
 
 
 async def test_each_tag_set_is_mirrored_at_the_two_holders_before_it(tmp_path: Path) -> None:
