@@ -10,10 +10,10 @@ import pytest
 
 from deoss.chain.modules import deals, files, restoral, space
 from deoss.chain.modules.audit import SAMPLE_PROBES_PER_FRAGMENT, SAMPLE_SCAN_LIMIT
-from deoss.chain.modules.files import Holding, ReportTagged
+from deoss.chain.modules.files import Holding
 from deoss.core import codec
 
-from .harness import Chain, key, scheduler_name, setup_network, upload
+from .harness import Chain, key, report_tagged, scheduler_name, setup_network, upload
 
 DATA = bytes(range(256)) * 20
 
@@ -54,7 +54,8 @@ def test_opening_an_audit_round_does_not_read_every_holding() -> None:
     chain = Chain()
     setup_network(chain, miner_count=13)
     deal, _ = upload(chain, DATA)
-    chain.run(scheduler_name(deal.scheduler), ReportTagged(fid=deal.fid))
+    tagger = scheduler_name(deal.scheduler)
+    chain.run(tagger, report_tagged(chain, deal.fid, tagger))
     miner = key("miner0").public_key
     committed = chain.machine.state._committed
     many = 5_000
@@ -99,5 +100,6 @@ def test_cleared_and_moved_deadlines_leave_no_index_entry() -> None:
     deal, _ = upload(chain, DATA)  # the deal's deadline is cleared at SUCCESS
     assert [] == _index_entries(chain, deals.DEADLINE)
     assert 1 == len(_index_entries(chain, files.TAG_DEADLINE))
-    chain.run(scheduler_name(deal.scheduler), ReportTagged(fid=deal.fid))  # tagging cleared
+    tagger = scheduler_name(deal.scheduler)
+    chain.run(tagger, report_tagged(chain, deal.fid, tagger))  # tagging cleared
     assert [] == _index_entries(chain, files.TAG_DEADLINE)

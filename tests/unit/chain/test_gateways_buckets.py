@@ -27,7 +27,7 @@ def test_registration_reserves_the_gateway_stake() -> None:
     """A free gateway identity would make per-reader limits and authorizations cheap to dodge:
     registering reserves at least gateway_stake from the balance (refused below it, nothing
     changed); an endpoint update needs no more; a later stake adds to it."""
-    chain = Chain()
+    chain = Chain(tx_fee=0, state_byte_price=0)  # exact amounts; fees: test_fees.py
     before = chain.query("/accounts/account", Account, address=key("gw").address).balance
     for stake in (0, STAKE - 1):
         refused = chain.run(

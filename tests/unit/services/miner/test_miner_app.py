@@ -565,7 +565,10 @@ async def test_a_tagging_read_needs_the_files_tagger(net: Net) -> None:
     assert (200, net.fragments[0][2]) == (by_tagger.status_code, by_tagger.content)
     assert [403, 403] == [by_other.status_code, by_miner.status_code]
     assert "is not the tagger of file" in by_miner.json()["error"]["message"]
-    await asyncio.to_thread(net.ledger.block, (SCHEDULER, ReportTagged(fid=net.plan.fid)))
+    await asyncio.to_thread(
+        net.ledger.block,
+        (SCHEDULER, ReportTagged(fid=net.plan.fid, confirmations=tag_confirmations_for(net))),
+    )
     after = await net.http.get(target, auth=SigningAuth(SCHEDULER))
     assert 403 == after.status_code
     assert "is tagged already" in after.json()["error"]["message"]
