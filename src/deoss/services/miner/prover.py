@@ -254,7 +254,7 @@ class Prover:
                 await fetch_tags_from_tagger(
                     self.service, self.peers, record, fragment_hash, places[0].size
                 )
-                return
+                continue
             await asyncio.to_thread(self.store.put_tags, fragment_hash, key_id, tags)
             log_event(
                 ROLE, "tags_fetched", fid=record.fid, fragment=fragment_hash.hex(), source="mirror"
