@@ -15,7 +15,7 @@ import pytest
 
 from deoss.services.common.app import create_service_app
 from deoss.services.common.runner import bind, serve_app
-from deoss.services.common.supervise import Backoff, supervise
+from deoss.services.common.supervise import Backoff, supervise, wait_woken
 
 pytestmark = pytest.mark.anyio
 
@@ -156,3 +156,17 @@ async def test_the_service_keeps_serving_while_a_background_job_fails_and_restar
     assert 2 == len(logged)
     assert all("Flaky.run" == line["task"] and "miner" == line["role"] for line in logged)
     assert not addr_file.exists()
+
+
+async def test_a_wake_that_came_during_the_work_is_not_lost() -> None:
+    """wait_woken returns at once for a wake set while the task worked, then clears it, so the
+    next wait lasts until the next wake or the poll interval."""
+    wake = asyncio.Event()
+    wake.set()  # came while the task was busy
+    async with asyncio.timeout(5):
+        await wait_woken(wake, 60)
+    assert not wake.is_set()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await wait_woken(wake, 0.05)  # nothing wakes it: the poll interval ends the wait
+    assert loop.time() - started >= 0.05

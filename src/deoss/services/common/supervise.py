@@ -24,7 +24,7 @@ from typing import Any
 
 from deoss.services.common.app import log_event
 
-__all__ = ["DEFAULT_BACKOFF", "Backoff", "job_name", "supervise"]
+__all__ = ["DEFAULT_BACKOFF", "Backoff", "job_name", "supervise", "wait_woken"]
 
 Job = Callable[[], Coroutine[Any, Any, None]]
 
@@ -79,3 +79,15 @@ async def supervise(
 def job_name(job: Callable[..., object]) -> str:
     """A readable name for a job: ``Prover.run`` for a bound method."""
     return getattr(job, "__qualname__", None) or repr(job)
+
+
+async def wait_woken(wake: asyncio.Event, timeout_s: float) -> None:
+    """Wait until ``wake`` is set or ``timeout_s`` passed (a background task's "wake or poll"
+    pause), then clear it: a wake that came while the task worked is not lost, since the task
+    runs its pass again at once."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            await wake.wait()
+    except TimeoutError:
+        pass
+    wake.clear()

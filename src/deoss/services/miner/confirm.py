@@ -27,6 +27,7 @@ from deoss.chain.modules.files import ConfirmTags, FileRecord, Holding
 from deoss.chain.query import QueryArgs
 from deoss.client.errors import ClientError, TxRefused
 from deoss.services.common.app import log_event
+from deoss.services.common.supervise import wait_woken
 from deoss.services.miner.peers import PeerError, Peers
 from deoss.services.miner.prover import fetch_tags_from_tagger
 from deoss.services.miner.service import ROLE, MinerService
@@ -59,12 +60,7 @@ class TagConfirmer:
                 await self.confirm_pending()
             except ClientError as exc:
                 log_event(ROLE, "confirm_retry", error=str(exc))
-            self._wake.clear()
-            try:
-                async with asyncio.timeout(self.poll_s):
-                    await self._wake.wait()
-            except TimeoutError:
-                pass
+            await wait_woken(self._wake, self.poll_s)
 
     async def confirm_pending(self) -> int:
         """One pass over this miner's unconfirmed holdings; returns how many it confirmed."""

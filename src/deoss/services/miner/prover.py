@@ -40,6 +40,7 @@ from deoss.client.errors import ClientError, QueryFailed, TxRefused
 from deoss.core.errors import BadProof, BadTag
 from deoss.core.podr2 import TAG_BYTES, BlockReader, block_span, check_tags, prove
 from deoss.services.common.app import log_event
+from deoss.services.common.supervise import wait_woken
 from deoss.services.miner.mirrors import tags_from_mirrors
 from deoss.services.miner.peers import PeerError, Peers
 from deoss.services.miner.service import ROLE, MinerService
@@ -140,12 +141,7 @@ class Prover:
                 await self.answer_current_round()
             except (ClientError, PeerError) as exc:
                 log_event(ROLE, "prover_retry", error=str(exc))
-            self._wake.clear()
-            try:
-                async with asyncio.timeout(self.poll_s):
-                    await self._wake.wait()
-            except TimeoutError:
-                pass
+            await wait_woken(self._wake, self.poll_s)
 
     async def answer_current_round(self) -> None:
         round_ = await self._current_round()

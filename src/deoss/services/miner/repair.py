@@ -48,6 +48,7 @@ from deoss.core.keys import address_of
 from deoss.core.layout import rebuild_fragment
 from deoss.core.podr2 import TAG_BYTES, TagPublicKey, block_count, check_tags
 from deoss.services.common.app import log_event
+from deoss.services.common.supervise import wait_woken
 from deoss.services.miner.mirrors import tags_from_mirrors
 from deoss.services.miner.peers import PeerError, Peers
 from deoss.services.miner.service import ROLE, MinerService
@@ -116,12 +117,7 @@ class Repairer:
                     await self.scan()
                 except (ClientError, PeerError) as exc:
                     log_event(ROLE, "repair_scan_retry", error=str(exc))
-                self._wake.clear()
-                try:
-                    async with asyncio.timeout(self.poll_s):
-                        await self._wake.wait()
-                except TimeoutError:
-                    pass
+                await wait_woken(self._wake, self.poll_s)
         finally:
             for task in self._active.values():
                 task.cancel()
