@@ -23,7 +23,15 @@ from deoss.chain.modules import accounts
 from deoss.chain.params import PARAMS_KEY, load_params
 from deoss.chain.query import QueryArgs
 from deoss.chain.state import State, put_record
-from deoss.chain.types import BlockContext, BlockHeader, Event, QueryResult, TxContext, TxResult
+from deoss.chain.types import (
+    BlockContext,
+    BlockEvents,
+    BlockHeader,
+    Event,
+    QueryResult,
+    TxContext,
+    TxResult,
+)
 from deoss.core import codec
 from deoss.core.errors import DataPathError
 
@@ -128,16 +136,17 @@ class StateMachine:
         seed = hashlib.sha256(self.app_hash + header.hash).digest()
         context = BlockContext(self.chain_id, header.height, header.time_ns, header.hash, seed)
         outcome = BlockOutcome(height=header.height, tx_results=[])
+        block_events = BlockEvents(outcome.events)
         for module in calls.MODULES:
             hook = getattr(module, "begin_block", None)
             if hook is not None:
-                hook(self.state, context, self.params, outcome.events)
+                hook(self.state, context, self.params, block_events)
         for raw in txs:
             outcome.tx_results.append(self._apply(self.state, context, raw))
         for module in calls.MODULES:
             hook = getattr(module, "end_block", None)
             if hook is not None:
-                hook(self.state, context, self.params, outcome.events)
+                hook(self.state, context, self.params, block_events)
         outcome.app_hash = self._next_app_hash(header.height)
         put_record(
             self.state,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Protocol
 
 import msgspec
 
@@ -13,15 +13,18 @@ from deoss.core.keys import Address, address_of
 
 __all__ = [
     "BlockContext",
+    "BlockEvents",
     "BlockHeader",
     "Call",
     "Event",
+    "EventSink",
     "Hash32",
     "PubKey",
     "QueryResult",
     "Sig64",
     "TxContext",
     "TxResult",
+    "make_event",
 ]
 
 Hash32 = Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
@@ -97,9 +100,31 @@ class TxContext:
         return address_of(self.sender)
 
     def emit(self, type_: str, **attributes: object) -> None:
-        self.events.append(
-            Event(type=type_, attributes=[(k, str(v)) for k, v in attributes.items()])
-        )
+        self.events.append(make_event(type_, **attributes))
+
+
+def make_event(type_: str, **attributes: object) -> Event:
+    """The one way the chain makes an event: every attribute as a string, in the order given
+    (events are consensus-visible in block results, so their shape must not vary by caller)."""
+    return Event(type=type_, attributes=[(k, str(v)) for k, v in attributes.items()])
+
+
+class EventSink(Protocol):
+    """Where events go: a transaction's context or a block's hook events. Code that runs both
+    inside a transaction and inside a block hook (opening a restoral order, failing a deal,
+    removing an object, a miner's fault) takes one of these."""
+
+    def emit(self, type_: str, **attributes: object) -> None: ...
+
+
+@dataclass
+class BlockEvents:
+    """The events the begin- and end-block steps emit, in order (``finalize_block_events``)."""
+
+    events: list[Event] = field(default_factory=list)
+
+    def emit(self, type_: str, **attributes: object) -> None:
+        self.events.append(make_event(type_, **attributes))
 
 
 class QueryResult(Record):

@@ -30,7 +30,7 @@ from deoss.chain.modules import accounts, files, miners, restoral, schedulers
 from deoss.chain.params import load_params
 from deoss.chain.query import QueryArgs, QueryHandler, address_arg, encode_value
 from deoss.chain.state import State, get_record, prefix_end, put_record
-from deoss.chain.types import BlockContext, Call, Event, Hash32, TxContext
+from deoss.chain.types import BlockContext, BlockEvents, Call, EventSink, Hash32, TxContext
 from deoss.core import codec
 from deoss.core.codec import Record
 from deoss.core.errors import DataPathError
@@ -176,7 +176,7 @@ def sample_holdings(
     return list(picked.values())
 
 
-def _open_round(state: State, ctx: BlockContext, params: ChainParams, events: list[Event]) -> None:
+def _open_round(state: State, ctx: BlockContext, params: ChainParams, events: BlockEvents) -> None:
     previous = current_round(state)
     number = previous.number + 1 if previous else 1
     for key, _ in list(state.iter_prefix(CHALLENGE)):
@@ -204,21 +204,13 @@ def _open_round(state: State, ctx: BlockContext, params: ChainParams, events: li
             challenged=challenged,
         ),
     )
-    events.append(
-        Event(
-            type="audit.round",
-            attributes=[
-                ("round", str(number)),
-                ("seed", seed.hex()),
-                ("deadline", str(deadline)),
-                ("challenged", str(challenged)),
-            ],
-        )
+    events.emit(
+        "audit.round", round=number, seed=seed.hex(), deadline=deadline, challenged=challenged
     )
 
 
 def _fault(
-    state: State, ctx: BlockContext, params: ChainParams, pubkey: bytes, events: list[Event]
+    state: State, ctx: BlockContext, params: ChainParams, pubkey: bytes, events: EventSink
 ) -> None:
     miner = miners.require_miner(state, pubkey)
     faults = miner.consecutive_faults + 1
@@ -227,12 +219,7 @@ def _fault(
         updated = replace(updated, state=miners.MinerState.FAULTY, faulty_at=ctx.height)
         miners.put_miner(state, pubkey, updated)
         restoral.create_orders_for_miner(state, ctx.height, pubkey, "miner faulty", events)
-        events.append(
-            Event(
-                type="miner.faulty",
-                attributes=[("miner", address_of(pubkey)), ("faults", str(faults))],
-            )
-        )
+        events.emit("miner.faulty", miner=address_of(pubkey), faults=faults)
         return
     miners.put_miner(state, pubkey, updated)
 
@@ -277,7 +264,7 @@ def apply_recover(state: State, ctx: TxContext, call: miners.RecoverMiner) -> No
 
 
 def _settle(
-    state: State, ctx: BlockContext, params: ChainParams, round_: Round, events: list[Event]
+    state: State, ctx: BlockContext, params: ChainParams, round_: Round, events: BlockEvents
 ) -> None:
     passed: list[tuple[bytes, int]] = []
     for key, raw in list(state.iter_prefix(CHALLENGE)):
@@ -286,15 +273,8 @@ def _settle(
         if challenge.result == Result.PENDING:
             amount = miners.slash(state, pubkey, params.slash_missed_bps)
             put_record(state, key, replace(challenge, result=Result.MISSED, reason="no proof"))
-            events.append(
-                Event(
-                    type="audit.missed",
-                    attributes=[
-                        ("miner", address_of(pubkey)),
-                        ("round", str(round_.number)),
-                        ("slashed", str(amount)),
-                    ],
-                )
+            events.emit(
+                "audit.missed", miner=address_of(pubkey), round=round_.number, slashed=amount
             )
             _fault(state, ctx, params, pubkey, events)
         elif challenge.result == Result.PASSED:
@@ -308,20 +288,11 @@ def _settle(
         if paid:
             miner = miners.require_miner(state, pubkey)
             miners.put_miner(state, pubkey, replace(miner, rewards=miner.rewards + paid))
-            events.append(
-                Event(
-                    type="audit.reward",
-                    attributes=[
-                        ("miner", address_of(pubkey)),
-                        ("round", str(round_.number)),
-                        ("amount", str(paid)),
-                    ],
-                )
-            )
+            events.emit("audit.reward", miner=address_of(pubkey), round=round_.number, amount=paid)
     put_record(state, ROUND, replace(round_, settled=True))
 
 
-def end_block(state: State, ctx: BlockContext, params: ChainParams, events: list[Event]) -> None:
+def end_block(state: State, ctx: BlockContext, params: ChainParams, events: BlockEvents) -> None:
     round_ = current_round(state)
     if round_ is not None and not round_.settled and ctx.height >= round_.deadline:
         _settle(state, ctx, params, round_, events)
@@ -371,7 +342,7 @@ def apply_submit_proof(state: State, ctx: TxContext, call: SubmitProof) -> None:
             slashed=amount,
             reason=failure,
         )
-        _fault(state, ctx.block, params, ctx.sender, ctx.events)
+        _fault(state, ctx.block, params, ctx.sender, ctx)
         return
     put_record(state, key, replace(challenge, result=Result.PASSED))
     ctx.emit("audit.passed", miner=ctx.sender_address, round=round_.number)

@@ -37,7 +37,7 @@ from deoss.chain.modules.gateways import acting_owner
 from deoss.chain.params import load_params
 from deoss.chain.query import QueryArgs, QueryHandler, encode_value
 from deoss.chain.state import State, get_record, put_record
-from deoss.chain.types import BlockContext, Call, Event, PubKey, Sig64, TxContext
+from deoss.chain.types import BlockContext, BlockEvents, Call, EventSink, PubKey, Sig64, TxContext
 from deoss.core import codec
 from deoss.core.codec import Record
 from deoss.core.errors import DataPathError
@@ -351,7 +351,7 @@ def _pick_scheduler(state: State, ctx: BlockContext, deal: Deal, exclude: bytes)
 
 
 def _assign(
-    state: State, ctx: BlockContext, params: ChainParams, deal: Deal, events: list[Event]
+    state: State, ctx: BlockContext, params: ChainParams, deal: Deal, events: EventSink
 ) -> bool:
     """Give the deal to a random active scheduler (another one if possible); False if none."""
     scheduler = _pick_scheduler(state, ctx, deal, deal.scheduler)
@@ -369,17 +369,13 @@ def _assign(
     )
     state.put(DEADLINE + deadline.to_bytes(8, "big") + _id_key(deal.id), b"")
     state.delete(OPEN_QUEUE + _id_key(deal.id))
-    events.append(
-        Event(
-            type="deal.assigned",
-            attributes=[
-                ("id", str(deal.id)),
-                ("fid", deal.fid),
-                ("scheduler", address_of(scheduler)),
-                ("attempt", str(deal.attempts)),
-                ("deadline", str(deadline)),
-            ],
-        )
+    events.emit(
+        "deal.assigned",
+        id=deal.id,
+        fid=deal.fid,
+        scheduler=address_of(scheduler),
+        attempt=deal.attempts,
+        deadline=deadline,
     )
     return True
 
@@ -392,20 +388,15 @@ def _close(state: State, deal: Deal) -> None:
     buckets.adjust(state, deal.owner, deal.bucket, pending=-1)
 
 
-def _fail(state: State, deal: Deal, reason: str, events: list[Event]) -> None:
+def _fail(state: State, deal: Deal, reason: str, events: EventSink) -> None:
     _close(state, deal)
     space.unlock(state, deal.owner, deal.size)
     _transition(state, deal, DealState.FAILED, reason=reason)
-    events.append(
-        Event(
-            type="deal.failed",
-            attributes=[("id", str(deal.id)), ("fid", deal.fid), ("reason", reason)],
-        )
-    )
+    events.emit("deal.failed", id=deal.id, fid=deal.fid, reason=reason)
 
 
 def _retry(
-    state: State, ctx: BlockContext, params: ChainParams, deal: Deal, why: str, events: list[Event]
+    state: State, ctx: BlockContext, params: ChainParams, deal: Deal, why: str, events: EventSink
 ) -> None:
     """Reassign, or fail after the last attempt."""
     if deal.attempts >= params.max_deal_attempts:
@@ -428,7 +419,7 @@ def apply_reassign(state: State, ctx: TxContext, call: ReassignDeal) -> None:
             f"deal {deal.id} is at assignment {deal.attempts}, not {call.attempt}: "
             "it was reassigned already"
         )
-    _retry(state, ctx.block, load_params(state), deal, "reassigned on request", ctx.events)
+    _retry(state, ctx.block, load_params(state), deal, "reassigned on request", ctx)
 
 
 def _check_placements(
@@ -514,7 +505,7 @@ def apply_report(state: State, ctx: TxContext, call: ReportDeal) -> None:
     )
 
 
-def begin_block(state: State, ctx: BlockContext, params: ChainParams, events: list[Event]) -> None:
+def begin_block(state: State, ctx: BlockContext, params: ChainParams, events: BlockEvents) -> None:
     """Deals past their deadline: reassign, or fail after the last attempt."""
     for key, _ in state.iter_prefix(DEADLINE):
         if int.from_bytes(key[len(DEADLINE) : len(DEADLINE) + 8], "big") > ctx.height:
@@ -529,7 +520,7 @@ def begin_block(state: State, ctx: BlockContext, params: ChainParams, events: li
             _retry(state, ctx, params, deal, "deadline passed", events)
 
 
-def end_block(state: State, ctx: BlockContext, params: ChainParams, events: list[Event]) -> None:
+def end_block(state: State, ctx: BlockContext, params: ChainParams, events: BlockEvents) -> None:
     """Assign the deals declared in this block (and any still waiting for a scheduler)."""
     for key, _ in list(state.iter_prefix(OPEN_QUEUE)):
         deal = get_record(state, DEAL + key[len(OPEN_QUEUE) :], Deal)

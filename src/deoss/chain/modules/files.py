@@ -44,7 +44,16 @@ from deoss.chain.modules.gateways import acting_owner
 from deoss.chain.params import load_params
 from deoss.chain.query import QueryArgs, QueryHandler, address_arg, encode_value, page_limit
 from deoss.chain.state import State, get_record, put_record
-from deoss.chain.types import BlockContext, Call, Event, Hash32, PubKey, Sig64, TxContext
+from deoss.chain.types import (
+    BlockContext,
+    BlockEvents,
+    Call,
+    EventSink,
+    Hash32,
+    PubKey,
+    Sig64,
+    TxContext,
+)
 from deoss.core import codec
 from deoss.core.codec import Record
 from deoss.core.errors import DataPathError
@@ -340,7 +349,7 @@ def add_object(
     _adjust_owned(state, owner, fid, 1)
 
 
-def remove_object(state: State, owner: bytes, bucket: str, name: str, events: list[Event]) -> None:
+def remove_object(state: State, owner: bytes, bucket: str, name: str, events: EventSink) -> None:
     """Delete an object; the last object of a file removes the file and frees the miners."""
     key = object_key(owner, bucket, name)
     obj = get_record(state, key, ObjectRecord)
@@ -365,7 +374,7 @@ def remove_object(state: State, owner: bytes, bucket: str, name: str, events: li
     state.delete(TAG_DEADLINE + record.tag_deadline.to_bytes(8, "big") + bytes.fromhex(obj.fid))
     state.delete(FILE + bytes.fromhex(obj.fid))
     state.put(GONE + bytes.fromhex(obj.fid), b"")
-    events.append(Event(type="file.deleted", attributes=[("fid", obj.fid)]))
+    events.emit("file.deleted", fid=obj.fid)
 
 
 class DeleteObject(Call, tag="files.delete"):
@@ -392,7 +401,7 @@ def apply_delete(state: State, ctx: TxContext, call: DeleteObject) -> None:
     """Delete an object of the owner (the sender or a user who authorized it)."""
     owner = acting_owner(state, ctx, call.owner)
     buckets.require_bucket(state, owner, call.bucket)
-    remove_object(state, owner, call.bucket, call.name, ctx.events)
+    remove_object(state, owner, call.bucket, call.name, ctx)
     ctx.emit("object.deleted", owner=address_of(owner), bucket=call.bucket, name=call.name)
 
 
@@ -535,7 +544,7 @@ def apply_confirm_tags(state: State, ctx: TxContext, call: ConfirmTags) -> None:
 
 
 def _reassign_tagging(
-    state: State, ctx: BlockContext, params: ChainParams, fid_raw: bytes, events: list[Event]
+    state: State, ctx: BlockContext, params: ChainParams, fid_raw: bytes, events: BlockEvents
 ) -> None:
     record = get_record(state, FILE + fid_raw, FileRecord)
     if record is None or record.tagged:
@@ -547,20 +556,16 @@ def _reassign_tagging(
     deadline = ctx.height + params.tag_timeout_blocks
     put_file(state, replace(record, tagger=candidates[pick], tag_deadline=deadline))
     state.put(TAG_DEADLINE + deadline.to_bytes(8, "big") + fid_raw, b"")
-    events.append(
-        Event(
-            type="file.tag_reassigned",
-            attributes=[
-                ("fid", record.fid),
-                ("late", address_of(record.tagger)),
-                ("tagger", address_of(candidates[pick])),
-                ("penalty", str(taken)),
-            ],
-        )
+    events.emit(
+        "file.tag_reassigned",
+        fid=record.fid,
+        late=address_of(record.tagger),
+        tagger=address_of(candidates[pick]),
+        penalty=taken,
     )
 
 
-def _purge_expired(state: State, params: ChainParams, events: list[Event]) -> None:
+def _purge_expired(state: State, params: ChainParams, events: BlockEvents) -> None:
     budget = params.expiry_removals_per_block
     for owner in space.purging_owners(state):
         for key, _ in state.iter_prefix(OBJECT + owner):
@@ -568,23 +573,19 @@ def _purge_expired(state: State, params: ChainParams, events: list[Event]) -> No
                 return
             bucket, _, name = key[len(OBJECT) + 32 :].partition(b"\x00")
             remove_object(state, owner, bucket.decode(), name.decode(), events)
-            events.append(
-                Event(
-                    type="object.expired",
-                    attributes=[
-                        ("owner", address_of(owner)),
-                        ("bucket", bucket.decode()),
-                        ("name", name.decode()),
-                    ],
-                )
+            events.emit(
+                "object.expired",
+                owner=address_of(owner),
+                bucket=bucket.decode(),
+                name=name.decode(),
             )
             budget -= 1
         if not any(True for _ in state.iter_prefix(OBJECT + owner)):
             space.finish_purge(state, owner)
-            events.append(Event(type="space.removed", attributes=[("owner", address_of(owner))]))
+            events.emit("space.removed", owner=address_of(owner))
 
 
-def begin_block(state: State, ctx: BlockContext, params: ChainParams, events: list[Event]) -> None:
+def begin_block(state: State, ctx: BlockContext, params: ChainParams, events: BlockEvents) -> None:
     for key, _ in state.iter_prefix(TAG_DEADLINE):
         if int.from_bytes(key[len(TAG_DEADLINE) : len(TAG_DEADLINE) + 8], "big") > ctx.height:
             break

@@ -22,7 +22,7 @@ from deoss.chain.modules import accounts, files, miners
 from deoss.chain.params import load_params
 from deoss.chain.query import QueryArgs, QueryHandler, encode_value, page_limit
 from deoss.chain.state import State, get_record, put_record
-from deoss.chain.types import BlockContext, Call, Event, Hash32, PubKey, TxContext
+from deoss.chain.types import BlockContext, BlockEvents, Call, EventSink, Hash32, PubKey, TxContext
 from deoss.core import codec
 from deoss.core.codec import Record
 from deoss.core.keys import address_of
@@ -104,7 +104,7 @@ def create_order(
     holding: files.Holding,
     former: bytes,
     reason: str,
-    events: list[Event],
+    events: EventSink,
 ) -> None:
     """Open an order for one fragment, unless one exists already."""
     key = _fragment_key(holding.fid, holding.segment, holding.fragment)
@@ -127,23 +127,19 @@ def create_order(
         ),
     )
     state.put(key, order_id.to_bytes(8, "big"))
-    events.append(
-        Event(
-            type="restoral.order",
-            attributes=[
-                ("id", str(order_id)),
-                ("fid", holding.fid),
-                ("segment", str(holding.segment)),
-                ("fragment", str(holding.fragment)),
-                ("former", address_of(former)),
-                ("reason", reason),
-            ],
-        )
+    events.emit(
+        "restoral.order",
+        id=order_id,
+        fid=holding.fid,
+        segment=holding.segment,
+        fragment=holding.fragment,
+        former=address_of(former),
+        reason=reason,
     )
 
 
 def create_orders_for_miner(
-    state: State, height: int, miner: bytes, reason: str, events: list[Event]
+    state: State, height: int, miner: bytes, reason: str, events: EventSink
 ) -> None:
     for holding in list(files.holdings_of(state, miner)):
         create_order(state, height, holding, miner, reason, events)
@@ -183,7 +179,7 @@ def apply_report_loss(state: State, ctx: TxContext, call: ReportLoss) -> None:
     if raw is None:
         raise NotFound("the sender holds no such fragment")
     holding = codec.decode(raw, files.Holding)
-    create_order(state, ctx.block.height, holding, ctx.sender, REPORTED_LOSS, ctx.events)
+    create_order(state, ctx.block.height, holding, ctx.sender, REPORTED_LOSS, ctx)
 
 
 def _require(state: State, order_id: int) -> Order:
@@ -261,7 +257,7 @@ def apply_complete(state: State, ctx: TxContext, call: CompleteOrder) -> None:
     )
 
 
-def release_unconfirmed_holdings_due(state: State, height: int, events: list[Event]) -> None:
+def release_unconfirmed_holdings_due(state: State, height: int, events: EventSink) -> None:
     """Holdings of tagged files whose holder did not confirm its tags by their due height are
     released (no service space, never challenged) and rebuilt elsewhere, as a lost fragment:
     without the confirmation the holder could keep the space and never be audited."""
@@ -272,7 +268,7 @@ def release_unconfirmed_holdings_due(state: State, height: int, events: list[Eve
         create_order(state, height, holding, miner, TAGS_UNCONFIRMED, events)
 
 
-def begin_block(state: State, ctx: BlockContext, params: ChainParams, events: list[Event]) -> None:
+def begin_block(state: State, ctx: BlockContext, params: ChainParams, events: BlockEvents) -> None:
     """Claims past their deadline open again; unconfirmed holdings past their due height are
     released and get orders."""
     release_unconfirmed_holdings_due(state, ctx.height, events)
@@ -285,15 +281,10 @@ def begin_block(state: State, ctx: BlockContext, params: ChainParams, events: li
             continue
         miners.add_locked(state, order.claimer, -order.size)
         _put(state, replace(order, state=OrderState.OPEN, claimer=b"", deadline=0))
-        events.append(
-            Event(
-                type="restoral.expired",
-                attributes=[("id", str(order.id)), ("miner", address_of(order.claimer))],
-            )
-        )
+        events.emit("restoral.expired", id=order.id, miner=address_of(order.claimer))
 
 
-def end_block(state: State, ctx: BlockContext, params: ChainParams, events: list[Event]) -> None:
+def end_block(state: State, ctx: BlockContext, params: ChainParams, events: BlockEvents) -> None:
     """Orders for exiting miners; cancel orders of deleted files; finish exits."""
     for gone, _ in list(state.iter_prefix(files.GONE)):
         state.delete(gone)
@@ -304,7 +295,7 @@ def end_block(state: State, ctx: BlockContext, params: ChainParams, events: list
             if order.state == OrderState.CLAIMED:
                 miners.add_locked(state, order.claimer, -order.size)
             _delete(state, order)
-            events.append(Event(type="restoral.cancelled", attributes=[("id", str(order.id))]))
+            events.emit("restoral.cancelled", id=order.id)
     for pubkey, miner in miners.all_miners(state):
         if miner.state != miners.MinerState.EXITING:
             continue
@@ -313,12 +304,7 @@ def end_block(state: State, ctx: BlockContext, params: ChainParams, events: list
             continue
         accounts.credit(state, pubkey, miner.stake)
         miners.put_miner(state, pubkey, replace(miner, state=miners.MinerState.EXITED, stake=0))
-        events.append(
-            Event(
-                type="miner.exited",
-                attributes=[("miner", address_of(pubkey)), ("stake_returned", str(miner.stake))],
-            )
-        )
+        events.emit("miner.exited", miner=address_of(pubkey), stake_returned=miner.stake)
 
 
 def query_order(state: State, args: QueryArgs) -> bytes:

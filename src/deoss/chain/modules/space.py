@@ -21,7 +21,7 @@ from deoss.chain.modules import accounts
 from deoss.chain.params import load_params
 from deoss.chain.query import QueryArgs, QueryHandler, address_arg, encode_value
 from deoss.chain.state import State, get_record, put_record
-from deoss.chain.types import BlockContext, Call, Event, TxContext
+from deoss.chain.types import BlockContext, BlockEvents, Call, TxContext
 from deoss.core.codec import Record
 from deoss.core.keys import address_of
 
@@ -208,7 +208,7 @@ def apply_renew(state: State, ctx: TxContext, call: RenewSpace) -> None:
     ctx.emit("space.renewed", owner=ctx.sender_address, expires_at=expires_at, cost=cost)
 
 
-def begin_block(state: State, ctx: BlockContext, params: ChainParams, events: list[Event]) -> None:
+def begin_block(state: State, ctx: BlockContext, params: ChainParams, events: BlockEvents) -> None:
     """Freeze leases at their deadline; start removing files after the grace period."""
     for key, _ in state.iter_prefix(EXPIRY):
         height = int.from_bytes(key[len(EXPIRY) : len(EXPIRY) + 8], "big")
@@ -222,11 +222,11 @@ def begin_block(state: State, ctx: BlockContext, params: ChainParams, events: li
         if lease.state == LeaseState.ACTIVE:
             _put(state, owner, replace(lease, state=LeaseState.FROZEN))
             _schedule(state, owner, lease.expires_at + params.space_grace_blocks)
-            events.append(Event(type="space.frozen", attributes=[("owner", address_of(owner))]))
+            events.emit("space.frozen", owner=address_of(owner))
         elif lease.state == LeaseState.FROZEN:
             _put(state, owner, replace(lease, state=LeaseState.PURGING))
             state.put(PURGE + owner, b"")
-            events.append(Event(type="space.purging", attributes=[("owner", address_of(owner))]))
+            events.emit("space.purging", owner=address_of(owner))
 
 
 def query_lease(state: State, args: QueryArgs) -> bytes:
