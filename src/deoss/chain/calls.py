@@ -1,4 +1,4 @@
-"""The transaction format and the table of every call, query and hook of every module.
+"""The transaction format and the table of every call and query of every module.
 
 A transaction is ``SignedTx{body, signature}`` where ``body`` is the canonical encoding of
 ``TxBody{chain_id, sender, nonce, call}`` and ``signature`` is the sender's Ed25519 signature
@@ -38,7 +38,7 @@ __all__ = ["HANDLERS", "MODULES", "QUERIES", "SignedTx", "TxBody", "decode_tx", 
 
 SIGNING_DOMAIN = b"deoss-tx-v1"
 
-#: Modules in the order their hooks run.
+#: Every module with calls or queries (block steps: deoss.chain.block).
 MODULES: tuple[Any, ...] = (
     accounts,
     space,

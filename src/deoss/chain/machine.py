@@ -2,10 +2,11 @@
 
     info -> init_chain(genesis) -> [check_tx]* -> finalize_block(header, txs) -> commit -> …
 
-finalize_block runs the begin-block hooks, every transaction, the end-block hooks, and returns
-the results and the new app hash; commit folds the block's writes into the committed state and
-returns them for the driver to persist in one database transaction. The app hash chains the
-previous one with the sorted write set of the block:
+finalize_block runs the block (``deoss.chain.block.process_block``: the begin-block steps,
+every transaction, the end-block steps) and returns the results and the new app hash; commit
+folds the block's writes into the committed state and returns them for the driver to persist
+in one database transaction. The app hash chains the previous one with the sorted write set of
+the block:
 
     app_hash(h) = sha256("deoss-app-v1" || app_hash(h-1) || h (8 bytes) || sha256(writes))
 """
@@ -17,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from deoss.chain import calls
+from deoss.chain.block import process_block
 from deoss.chain.errors import BadNonce, NotFound, TooLarge, TxError, WrongChain
 from deoss.chain.genesis import ChainParams, Genesis, validate_genesis
 from deoss.chain.modules import accounts
@@ -25,7 +27,6 @@ from deoss.chain.query import QueryArgs
 from deoss.chain.state import State, put_record
 from deoss.chain.types import (
     BlockContext,
-    BlockEvents,
     BlockHeader,
     Event,
     QueryResult,
@@ -97,10 +98,7 @@ class StateMachine:
             raise RuntimeError("chain already initialised")
         validate_genesis(genesis)
         put_record(self.state, PARAMS_KEY, genesis.params)
-        for module in calls.MODULES:
-            init = getattr(module, "init_genesis", None)
-            if init is not None:
-                init(self.state, genesis)
+        accounts.init_genesis(self.state, genesis)  # the only module with genesis state
         self.chain_id = genesis.chain_id
         self._params = genesis.params
         self.app_hash = self._next_app_hash(0)
@@ -135,18 +133,10 @@ class StateMachine:
             raise ValueError(f"block for chain {header.chain_id!r}, this is {self.chain_id!r}")
         seed = hashlib.sha256(self.app_hash + header.hash).digest()
         context = BlockContext(self.chain_id, header.height, header.time_ns, header.hash, seed)
-        outcome = BlockOutcome(height=header.height, tx_results=[])
-        block_events = BlockEvents(outcome.events)
-        for module in calls.MODULES:
-            hook = getattr(module, "begin_block", None)
-            if hook is not None:
-                hook(self.state, context, self.params, block_events)
-        for raw in txs:
-            outcome.tx_results.append(self._apply(self.state, context, raw))
-        for module in calls.MODULES:
-            hook = getattr(module, "end_block", None)
-            if hook is not None:
-                hook(self.state, context, self.params, block_events)
+        tx_results, events = process_block(
+            self.state, context, self.params, txs, lambda raw: self._apply(self.state, context, raw)
+        )
+        outcome = BlockOutcome(height=header.height, tx_results=tx_results, events=events)
         outcome.app_hash = self._next_app_hash(header.height)
         put_record(
             self.state,

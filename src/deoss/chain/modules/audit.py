@@ -292,10 +292,20 @@ def _settle(
     put_record(state, ROUND, replace(round_, settled=True))
 
 
-def end_block(state: State, ctx: BlockContext, params: ChainParams, events: BlockEvents) -> None:
+def settle_round_if_due(
+    state: State, ctx: BlockContext, params: ChainParams, events: BlockEvents
+) -> None:
+    """Block step: at (or after) its deadline the current round is settled once: MISSED
+    answers slashed, PASSED miners rewarded."""
     round_ = current_round(state)
     if round_ is not None and not round_.settled and ctx.height >= round_.deadline:
         _settle(state, ctx, params, round_, events)
+
+
+def open_round_if_due(
+    state: State, ctx: BlockContext, params: ChainParams, events: BlockEvents
+) -> None:
+    """Block step: every ``challenge_interval_blocks`` a new round opens."""
     if ctx.height % params.challenge_interval_blocks == 0:
         _open_round(state, ctx, params, events)
 

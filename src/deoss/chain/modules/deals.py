@@ -505,8 +505,11 @@ def apply_report(state: State, ctx: TxContext, call: ReportDeal) -> None:
     )
 
 
-def begin_block(state: State, ctx: BlockContext, params: ChainParams, events: BlockEvents) -> None:
-    """Deals past their deadline: reassign, or fail after the last attempt."""
+def retry_overdue_deals(
+    state: State, ctx: BlockContext, params: ChainParams, events: BlockEvents
+) -> None:
+    """Block step: deals at or past their deadline are reassigned, or FAILED after the last
+    attempt (an OPEN deal nobody took fails at once)."""
     for key, _ in state.iter_prefix(DEADLINE):
         if int.from_bytes(key[len(DEADLINE) : len(DEADLINE) + 8], "big") > ctx.height:
             break
@@ -520,8 +523,11 @@ def begin_block(state: State, ctx: BlockContext, params: ChainParams, events: Bl
             _retry(state, ctx, params, deal, "deadline passed", events)
 
 
-def end_block(state: State, ctx: BlockContext, params: ChainParams, events: BlockEvents) -> None:
-    """Assign the deals declared in this block (and any still waiting for a scheduler)."""
+def assign_open_deals(
+    state: State, ctx: BlockContext, params: ChainParams, events: BlockEvents
+) -> None:
+    """Block step: assign the deals declared in this block (and any still waiting for a
+    scheduler) to a scheduler drawn from the block seed."""
     for key, _ in list(state.iter_prefix(OPEN_QUEUE)):
         deal = get_record(state, DEAL + key[len(OPEN_QUEUE) :], Deal)
         if deal is not None and deal.state == DealState.OPEN:

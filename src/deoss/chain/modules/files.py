@@ -67,7 +67,7 @@ TAG_DEADLINE = b"tag-dl/"
 OWNS = b"owns/"
 TAG_CONFIRM_DUE = b"tag-due/"
 TAGS_DOMAIN = b"deoss-tags-v1"
-GONE = b"file-gone/"  # outbox: fids deleted in this block, consumed by restoral.end_block
+GONE = b"file-gone/"  # outbox: fids deleted in this block; restoral cancels their orders
 MAX_NAME_BYTES = 1024
 
 
@@ -565,7 +565,9 @@ def _reassign_tagging(
     )
 
 
-def _purge_expired(state: State, params: ChainParams, events: BlockEvents) -> None:
+def purge_expired_objects(state: State, params: ChainParams, events: BlockEvents) -> None:
+    """Block step: up to ``expiry_removals_per_block`` objects of owners whose lease is
+    purging are removed; an owner with none left loses its lease record."""
     budget = params.expiry_removals_per_block
     for owner in space.purging_owners(state):
         for key, _ in state.iter_prefix(OBJECT + owner):
@@ -585,13 +587,16 @@ def _purge_expired(state: State, params: ChainParams, events: BlockEvents) -> No
             events.emit("space.removed", owner=address_of(owner))
 
 
-def begin_block(state: State, ctx: BlockContext, params: ChainParams, events: BlockEvents) -> None:
+def reassign_late_tagging(
+    state: State, ctx: BlockContext, params: ChainParams, events: BlockEvents
+) -> None:
+    """Block step: files still untagged at their tag deadline: the tagger is penalised and
+    another scheduler drawn from the block seed becomes the tagger."""
     for key, _ in state.iter_prefix(TAG_DEADLINE):
         if int.from_bytes(key[len(TAG_DEADLINE) : len(TAG_DEADLINE) + 8], "big") > ctx.height:
             break
         state.delete(key)
         _reassign_tagging(state, ctx, params, key[len(TAG_DEADLINE) + 8 :], events)
-    _purge_expired(state, params, events)
 
 
 def query_file(state: State, args: QueryArgs) -> bytes:

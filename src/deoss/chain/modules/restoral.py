@@ -17,7 +17,6 @@ import enum
 from msgspec.structs import replace
 
 from deoss.chain.errors import BadReport, InvalidTransition, NotFound, Unauthorized
-from deoss.chain.genesis import ChainParams
 from deoss.chain.modules import accounts, files, miners
 from deoss.chain.params import load_params
 from deoss.chain.query import QueryArgs, QueryHandler, encode_value, page_limit
@@ -258,9 +257,9 @@ def apply_complete(state: State, ctx: TxContext, call: CompleteOrder) -> None:
 
 
 def release_unconfirmed_holdings_due(state: State, height: int, events: EventSink) -> None:
-    """Holdings of tagged files whose holder did not confirm its tags by their due height are
-    released (no service space, never challenged) and rebuilt elsewhere, as a lost fragment:
-    without the confirmation the holder could keep the space and never be audited."""
+    """Block step: holdings of tagged files whose holder did not confirm its tags by their due
+    height are released (no service space, never challenged) and rebuilt elsewhere, as a lost
+    fragment: without the confirmation the holder could keep the space and never be audited."""
     for miner, holding in files.take_unconfirmed_holdings_due(state, height):
         files.drop_holding(
             state, miner, holding.fid, holding.segment, holding.fragment, holding.size
@@ -268,10 +267,9 @@ def release_unconfirmed_holdings_due(state: State, height: int, events: EventSin
         create_order(state, height, holding, miner, TAGS_UNCONFIRMED, events)
 
 
-def begin_block(state: State, ctx: BlockContext, params: ChainParams, events: BlockEvents) -> None:
-    """Claims past their deadline open again; unconfirmed holdings past their due height are
-    released and get orders."""
-    release_unconfirmed_holdings_due(state, ctx.height, events)
+def reopen_expired_claims(state: State, ctx: BlockContext, events: BlockEvents) -> None:
+    """Block step: claims past their deadline open again (the claimer's locked space is
+    freed); a claim may still complete at its deadline height, so only earlier ones reopen."""
     for key, _ in state.iter_prefix(DEADLINE):
         if int.from_bytes(key[len(DEADLINE) : len(DEADLINE) + 8], "big") >= ctx.height:
             break
@@ -284,8 +282,9 @@ def begin_block(state: State, ctx: BlockContext, params: ChainParams, events: Bl
         events.emit("restoral.expired", id=order.id, miner=address_of(order.claimer))
 
 
-def end_block(state: State, ctx: BlockContext, params: ChainParams, events: BlockEvents) -> None:
-    """Orders for exiting miners; cancel orders of deleted files; finish exits."""
+def cancel_orders_of_deleted_files(state: State, events: BlockEvents) -> None:
+    """Block step: orders for fragments of files deleted in this block (``files.GONE``, by
+    ``files.delete`` or the expiry purge) are cancelled; claimers get their locked space back."""
     for gone, _ in list(state.iter_prefix(files.GONE)):
         state.delete(gone)
         for _, raw_id in list(state.iter_prefix(BY_FRAGMENT + gone[len(files.GONE) :])):
@@ -296,6 +295,11 @@ def end_block(state: State, ctx: BlockContext, params: ChainParams, events: Bloc
                 miners.add_locked(state, order.claimer, -order.size)
             _delete(state, order)
             events.emit("restoral.cancelled", id=order.id)
+
+
+def advance_exiting_miners(state: State, ctx: BlockContext, events: BlockEvents) -> None:
+    """Block step: an exiting miner that still holds or has claimed something gets orders
+    for all it holds; one with nothing left exits and its stake returns."""
     for pubkey, miner in miners.all_miners(state):
         if miner.state != miners.MinerState.EXITING:
             continue

@@ -3,7 +3,8 @@
 A lease has total, used and locked bytes (free = total - used - locked). Declaring a deal locks
 the object's size; SUCCESS moves it to used; FAILED releases it; deleting an object frees it.
 At ``expires_at`` the lease is frozen (no new uploads, downloads go on); after the grace period
-the owner's objects are removed, a bounded number per block (deals.begin_block), then the lease.
+the owner's objects are removed, a bounded number per block (``files.purge_expired_objects``),
+then the lease.
 
 Keys: ``space/<owner>`` -> Lease; ``space-exp/<height><owner>`` -> b"" (next expiry step);
 ``space-purge/<owner>`` -> b"" (owners whose objects are being removed).
@@ -208,8 +209,11 @@ def apply_renew(state: State, ctx: TxContext, call: RenewSpace) -> None:
     ctx.emit("space.renewed", owner=ctx.sender_address, expires_at=expires_at, cost=cost)
 
 
-def begin_block(state: State, ctx: BlockContext, params: ChainParams, events: BlockEvents) -> None:
-    """Freeze leases at their deadline; start removing files after the grace period."""
+def advance_expired_leases(
+    state: State, ctx: BlockContext, params: ChainParams, events: BlockEvents
+) -> None:
+    """Block step: leases at their deadline freeze; frozen ones past the grace period start
+    purging (``files.purge_expired_objects`` removes their objects)."""
     for key, _ in state.iter_prefix(EXPIRY):
         height = int.from_bytes(key[len(EXPIRY) : len(EXPIRY) + 8], "big")
         if height > ctx.height:
