@@ -215,9 +215,11 @@ def _fault(
     miner = miners.require_miner(state, pubkey)
     faults = miner.consecutive_faults + 1
     updated = replace(miner, consecutive_faults=faults, total_faults=miner.total_faults + 1)
-    if faults >= params.max_consecutive_faults and miner.state == miners.MinerState.ACTIVE:
-        updated = replace(updated, state=miners.MinerState.FAULTY, faulty_at=ctx.height)
-        miners.put_miner(state, pubkey, updated)
+    # only a miner the table lets go FAULTY does (an exiting one keeps counting faults)
+    if faults >= params.max_consecutive_faults and miners.may_transition(
+        miner, miners.MinerState.FAULTY
+    ):
+        miners.transition(state, pubkey, updated, miners.MinerState.FAULTY, faulty_at=ctx.height)
         restoral.create_orders_for_miner(state, ctx.height, pubkey, "miner faulty", events)
         events.emit("miner.faulty", miner=address_of(pubkey), faults=faults)
         return
@@ -238,7 +240,7 @@ def apply_recover(state: State, ctx: TxContext, call: miners.RecoverMiner) -> No
         InvalidArgument (stake under the requirement: ``miners.add_stake`` first).
     """
     miner = miners.require_miner(state, ctx.sender)
-    if miner.state != miners.MinerState.FAULTY:
+    if not miners.may_transition(miner, miners.MinerState.ACTIVE):
         raise InvalidTransition(f"only a faulty miner can recover, this one is {miner.state.name}")
     params = load_params(state)
     ready = miners.recovery_height(params, miner)
@@ -257,9 +259,7 @@ def apply_recover(state: State, ctx: TxContext, call: miners.RecoverMiner) -> No
             files.drop_holding(state, ctx.sender, h.fid, h.segment, h.fragment, h.size)
             released += 1
     miner = miners.require_miner(state, ctx.sender)
-    miners.put_miner(
-        state, ctx.sender, replace(miner, state=miners.MinerState.ACTIVE, consecutive_faults=0)
-    )
+    miners.transition(state, ctx.sender, miner, miners.MinerState.ACTIVE, consecutive_faults=0)
     ctx.emit("miner.recovered", miner=ctx.sender_address, released=released)
 
 

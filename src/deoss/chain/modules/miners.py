@@ -6,6 +6,16 @@ fragments), FAULTY (repeated failed or missed proofs; no new fragments, its frag
 rebuilt elsewhere), EXITING (announced exit; fragments moved away), EXITED (stake returned).
 Stake must cover ``stake_per_tib`` per started TiB of capacity (and the minimum).
 
+``MINER_TRANSITIONS`` is the only place the state rules are written, and ``transition`` the only
+way a miner's state changes (the calls and block steps that move it live in miners, audit and
+restoral)::
+
+    ACTIVE  -> FAULTY   audit: max_consecutive_faults faults in a row
+    ACTIVE  -> EXITING  miners.exit
+    FAULTY  -> ACTIVE   miners.recover (audit.apply_recover)
+    FAULTY  -> EXITING  miners.exit
+    EXITING -> EXITED   restoral.advance_exiting_miners: nothing held or claimed any more
+
 FAULTY is not forever: ``miners.recover`` (handled in audit, which owns faults and needs the
 restoral orders) brings a FAULTY miner back to ACTIVE once ``challenge_interval_blocks`` have
 passed since it went FAULTY and its stake covers its capacity again (``miners.add_stake`` first).
@@ -42,6 +52,14 @@ class MinerState(enum.IntEnum):  # stored on chain: never renumber
     FAULTY = 1
     EXITING = 2
     EXITED = 3
+
+
+MINER_TRANSITIONS: dict[MinerState, frozenset[MinerState]] = {
+    MinerState.ACTIVE: frozenset({MinerState.FAULTY, MinerState.EXITING}),
+    MinerState.FAULTY: frozenset({MinerState.ACTIVE, MinerState.EXITING}),
+    MinerState.EXITING: frozenset({MinerState.EXITED}),
+    MinerState.EXITED: frozenset(),
+}
 
 
 class Miner(Record):
@@ -107,6 +125,36 @@ def all_miners(state: State) -> list[tuple[bytes, Miner]]:
         if miner is not None:
             out.append((key[len(PREFIX) :], miner))
     return out
+
+
+def may_transition(miner: Miner, new: MinerState) -> bool:
+    """Does ``MINER_TRANSITIONS`` allow this miner to move to ``new``?"""
+    return new in MINER_TRANSITIONS[miner.state]
+
+
+def transition(
+    state: State,
+    pubkey: bytes,
+    miner: Miner,
+    new: MinerState,
+    *,
+    refusal: str = "",
+    **changes: object,
+) -> Miner:
+    """Move ``miner`` (the record of ``pubkey``) to ``new``, with ``changes`` to its other
+    fields, and store it; returns the stored record.
+
+    Raises:
+        InvalidTransition: the table does not allow it (``refusal`` is the message, if given);
+            nothing is written.
+    """
+    if not may_transition(miner, new):
+        raise InvalidTransition(
+            refusal or f"miner {address_of(pubkey)}: {miner.state.name} -> {new.name}"
+        )
+    updated = replace(miner, state=new, **changes)
+    put_miner(state, pubkey, updated)
+    return updated
 
 
 def add_service(state: State, pubkey: bytes, delta: int) -> None:
@@ -212,9 +260,13 @@ def apply_add_stake(state: State, ctx: TxContext, call: AddStake) -> None:
 def apply_exit(state: State, ctx: TxContext, call: ExitMiner) -> None:
     """Announce exit: no new fragments; restoral moves the held ones; then the stake returns."""
     miner = require_miner(state, ctx.sender)
-    if miner.state not in (MinerState.ACTIVE, MinerState.FAULTY):
-        raise InvalidTransition(f"an {miner.state.name.lower()} miner cannot exit")
-    put_miner(state, ctx.sender, replace(miner, state=MinerState.EXITING))
+    transition(
+        state,
+        ctx.sender,
+        miner,
+        MinerState.EXITING,
+        refusal=f"an {miner.state.name.lower()} miner cannot exit",
+    )
     ctx.emit("miner.exiting", miner=ctx.sender_address)
 
 

@@ -307,7 +307,7 @@ def advance_exiting_miners(state: State, ctx: BlockContext, events: BlockEvents)
             create_orders_for_miner(state, ctx.height, pubkey, "miner exit", events)
             continue
         accounts.credit(state, pubkey, miner.stake)
-        miners.put_miner(state, pubkey, replace(miner, state=miners.MinerState.EXITED, stake=0))
+        miners.transition(state, pubkey, miner, miners.MinerState.EXITED, stake=0)
         events.emit("miner.exited", miner=address_of(pubkey), stake_returned=miner.stake)
 
 
