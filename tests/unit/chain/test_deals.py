@@ -19,6 +19,7 @@ from deoss.chain.modules.files import (
 from deoss.chain.modules.miners import ExitMiner, Miner
 from deoss.chain.modules.schedulers import Scheduler
 from deoss.chain.modules.space import BuySpace, Lease
+from deoss.chain.types import BlockContext, TxContext
 from tests.unit.chain.harness import (
     Chain,
     declare_call,
@@ -492,3 +493,39 @@ def test_the_receipt_message_names_the_deal_and_the_assignment() -> None:
     other = {deals.receipt_message("c", 8, 2, fid, 1, 3, digest, miner)}
     other.add(deals.receipt_message("c", 7, 1, fid, 1, 3, digest, miner))
     assert message not in other and 2 == len(other)
+
+
+def test_the_checks_of_a_declaration_write_nothing(chain: Chain) -> None:
+    p = plan(DATA, chain)
+    state = chain.machine.state
+    block = BlockContext(chain.machine.chain_id, chain.height + 1, 0, b"", b"")
+    ctx = TxContext(block=block, sender=key("alice").public_key)
+    checked = deals.check_declare(state, ctx, declare_call(p))
+    assert (key("alice").public_key, False) == (checked.owner, checked.deduplicates)
+    assert ([], []) == (state.pending_writes(), ctx.events)
+    upload(chain, DATA)
+    assert deals.check_declare(state, ctx, declare_call(p, "copy.jpg")).deduplicates
+    assert [] == state.pending_writes()
+
+
+def test_a_declaration_breaking_several_rules_gets_the_first_in_check_order(
+    chain: Chain,
+) -> None:
+    chain.run("bob", CreateBucket(name="photos"))  # bob has a bucket and no space
+    p = plan(DATA, chain)
+    chain.run("bob", declare_call(p), valid=False, code=errors.InsufficientSpace.code)
+    chain.run("alice", declare_call(p))  # a deal for this fid is now in progress
+    chain.run("bob", declare_call(p), valid=False, code=errors.AlreadyExists.code)
+    other = plan(b"x" * 10, chain)
+    chain.run("bob", declare_call(other, ""), valid=False, code=errors.InvalidArgument.code)
+    chain.run("bob", declare_call(other, bucket="none"), valid=False, code=errors.NotFound.code)
+
+
+def test_a_stored_fid_declared_otherwise_is_refused_before_the_space_check(chain: Chain) -> None:
+    chain.run("bob", CreateBucket(name="photos"))
+    _, p = upload(chain, DATA)
+    chain.run("bob", declare_call(p), valid=False, code=errors.InsufficientSpace.code)
+    wrong = [bytes(32), *p.segments[0].fragment_hashes[1:]]
+    segments = [msgspec.structs.replace(p.segments[0], fragment_hashes=wrong), *p.segments[1:]]
+    call = msgspec.structs.replace(declare_call(p), segments=segments)
+    chain.run("bob", call, valid=False, code=errors.InvalidArgument.code)

@@ -20,6 +20,7 @@ the deal in progress; ``deal-seq`` the next id; ``deal-count/<state>`` counters.
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 
 from msgspec.structs import replace
 
@@ -262,8 +263,19 @@ class ReportDeal(Call, tag="deals.report"):
     placements: list[list[Receipt]]
 
 
-def apply_declare(state: State, ctx: TxContext, call: DeclareDeal) -> None:
-    """Declare an upload for the owner (the sender or a user who authorized it).
+@dataclass(frozen=True)
+class CheckedDeclaration:
+    """What the checks of a declaration found, for its mutation phase."""
+
+    owner: bytes
+    fid_raw: bytes
+    params: ChainParams
+    deduplicates: bool  # the fid is stored already: the object shares that file, no deal
+
+
+def check_declare(state: State, ctx: TxContext, call: DeclareDeal) -> CheckedDeclaration:
+    """The checks of ``deals.declare``: reads only, and raises the first rule the call breaks,
+    in this order (the order decides which error a call breaking several rules gets).
 
     Raises:
         Unauthorized, NotFound (bucket), InvalidArgument (name, layout, fid, a stored fid
@@ -283,29 +295,50 @@ def apply_declare(state: State, ctx: TxContext, call: DeclareDeal) -> None:
     pending = state.get(name_key(owner, call.bucket, call.name))
     if pending is not None:
         raise AlreadyExists(f"deal {int.from_bytes(pending, 'big')} for this name is in progress")
-    owner_address = address_of(owner)
     stored = files.get_file(state, call.fid)
     if stored is not None:
-        # charged the object's size, which matching segments make the file's (up to padding)
         check_same_file(call.fid, stored.segments, call.segments)
-        space.use_direct(state, owner, call.size)
-        files.add_object(
-            state, ctx.block.height, owner, call.bucket, call.name, call.fid, call.size
-        )
-        ctx.emit(
-            "deal.deduplicated",
-            owner=owner_address,
-            bucket=call.bucket,
-            name=call.name,
-            fid=call.fid,
-        )
-        return
-    in_progress = state.get(BY_FID + fid_raw)
-    if in_progress is not None:
-        raise AlreadyExists(
-            f"deal {int.from_bytes(in_progress, 'big')} for fid {call.fid} is in "
-            "progress; declare again after it completes to share its storage"
-        )
+    else:
+        in_progress = state.get(BY_FID + fid_raw)
+        if in_progress is not None:
+            raise AlreadyExists(
+                f"deal {int.from_bytes(in_progress, 'big')} for fid {call.fid} is in "
+                "progress; declare again after it completes to share its storage"
+            )
+    # a deduplicated object is charged its size, which matching segments make the file's (up
+    # to padding); a new deal locks it
+    space.require_room(state, owner, call.size)
+    return CheckedDeclaration(
+        owner=owner, fid_raw=fid_raw, params=params, deduplicates=stored is not None
+    )
+
+
+def apply_declare(state: State, ctx: TxContext, call: DeclareDeal) -> None:
+    """Declare an upload for the owner (the sender or a user who authorized it): the checks
+    (``check_declare``), then the writes, which refuse nothing."""
+    checked = check_declare(state, ctx, call)
+    if checked.deduplicates:
+        _add_deduplicated_object(state, ctx, call, checked.owner)
+    else:
+        _open_deal(state, ctx, call, checked)
+
+
+def _add_deduplicated_object(state: State, ctx: TxContext, call: DeclareDeal, owner: bytes) -> None:
+    space.use_direct(state, owner, call.size)
+    files.add_object(state, ctx.block.height, owner, call.bucket, call.name, call.fid, call.size)
+    ctx.emit(
+        "deal.deduplicated",
+        owner=address_of(owner),
+        bucket=call.bucket,
+        name=call.name,
+        fid=call.fid,
+    )
+
+
+def _open_deal(
+    state: State, ctx: TxContext, call: DeclareDeal, checked: CheckedDeclaration
+) -> None:
+    owner, fid_raw, params = checked.owner, checked.fid_raw, checked.params
     space.lock(state, owner, call.size)
     buckets.adjust(state, owner, call.bucket, pending=1)
     deal_id = int.from_bytes(state.get(SEQUENCE) or b"\x00", "big")
@@ -333,7 +366,7 @@ def apply_declare(state: State, ctx: TxContext, call: DeclareDeal) -> None:
     ctx.emit(
         "deal.declared",
         id=deal_id,
-        owner=owner_address,
+        owner=address_of(owner),
         bucket=call.bucket,
         name=call.name,
         fid=call.fid,

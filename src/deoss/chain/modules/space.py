@@ -68,8 +68,12 @@ def _unschedule(state: State, owner: bytes, height: int) -> None:
     state.delete(EXPIRY + height.to_bytes(8, "big") + owner)
 
 
-def lock(state: State, owner: bytes, size: int) -> None:
-    """Reserve ``size`` bytes for a deal. Raises InsufficientSpace with the reason."""
+def require_room(state: State, owner: bytes, size: int) -> Lease:
+    """The owner's lease, if it is active with ``size`` bytes free (a check: writes nothing).
+
+    Raises:
+        InsufficientSpace: no lease, a lease not active, or too few free bytes (with the reason).
+    """
     lease = get_lease(state, owner)
     if lease is None:
         raise InsufficientSpace("the owner has bought no space (space.buy)")
@@ -77,6 +81,12 @@ def lock(state: State, owner: bytes, size: int) -> None:
         raise InsufficientSpace(f"the owner's space is {lease.state.name.lower()}; renew it")
     if lease.free_bytes < size:
         raise InsufficientSpace(f"needs {size} bytes, {lease.free_bytes} free")
+    return lease
+
+
+def lock(state: State, owner: bytes, size: int) -> None:
+    """Reserve ``size`` bytes for a deal. Raises InsufficientSpace with the reason."""
+    lease = require_room(state, owner, size)
     _put(state, owner, replace(lease, locked_bytes=lease.locked_bytes + size))
 
 
