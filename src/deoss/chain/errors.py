@@ -16,8 +16,11 @@ The tree::
     ├── InvalidTransition (11) the record is not in a state that allows this
     ├── AlreadyExists (12)     the name or id is taken
     ├── InvalidArgument (13)   a field is out of range or malformed
-    ├── BadReport (14)         a placement or tag report breaks a rule
-    └── ProofRejected (15)     a PoDR² proof that does not verify (the miner is slashed)
+    └── BadReport (14)         a placement or tag report breaks a rule
+
+Code 15 is reserved: it was ProofRejected, never raised (a proof that does not verify is not
+refused: it is accepted as a FAILED answer and slashed, see audit.apply_submit_proof). Do not
+reuse it.
 
 Anything else raised inside a handler is a bug: the machine halts rather than diverge.
 """
@@ -89,10 +92,6 @@ class BadReport(TxError):
     code = 14
 
 
-class ProofRejected(TxError):
-    code = 15
-
-
 ALL_ERRORS: tuple[type[TxError], ...] = (
     BadEncoding,
     BadSignature,
@@ -108,5 +107,4 @@ ALL_ERRORS: tuple[type[TxError], ...] = (
     AlreadyExists,
     InvalidArgument,
     BadReport,
-    ProofRejected,
 )

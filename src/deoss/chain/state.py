@@ -87,7 +87,7 @@ class State:
 
         Lazy: the committed range is walked in place and merged with the block's pending
         writes in the range, so a caller that stops early pays only for what it read
-        (per-block hooks stop at the first deadline in the future). The keys are those present
+        (block steps stop at the first deadline in the future). The keys are those present
         when iteration starts; each value is read when its key is reached.
         """
         pending = sorted(k for k in self._pending if start <= k and (end is None or k < end))

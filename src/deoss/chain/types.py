@@ -110,8 +110,8 @@ def make_event(type_: str, **attributes: object) -> Event:
 
 
 class EventSink(Protocol):
-    """Where events go: a transaction's context or a block's hook events. Code that runs both
-    inside a transaction and inside a block hook (opening a restoral order, failing a deal,
+    """Where events go: a transaction's context or a block's step events. Code that runs both
+    inside a transaction and inside a block step (opening a restoral order, failing a deal,
     removing an object, a miner's fault) takes one of these."""
 
     def emit(self, type_: str, **attributes: object) -> None: ...

@@ -5,7 +5,7 @@ place the state rules are written. A declaration is checked against the layout (
 sizes, k + m fragment hashes each) and the fid must be the Merkle root of the declared segment
 hashes. The owner's space is locked at declaration, used at SUCCESS, released at FAILED. A fid
 that is already stored is deduplicated at once (no deal; the object points at the file). A deal
-is reassigned on the declarer's request or when its deadline passes, and FAILED after
+is reassigned on the declarer's (or owner's) request or when its deadline passes, and FAILED after
 ``max_deal_attempts`` assignments. A report must carry, for every segment, k + m receipts signed
 by distinct, active miners with room for the fragment, each for this deal and its current
 assignment (receipts are public once reported: bound to anything less, they would pass for a

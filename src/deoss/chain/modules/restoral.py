@@ -2,7 +2,7 @@
 
 An order names one fragment (fid, segment, fragment) and the miner that held it. Any active
 miner that holds no other fragment of that segment and has room may claim it; it must complete
-before its deadline, naming the rebuilt fragment's hash (checked against the declaration), or
+by its deadline height, naming the rebuilt fragment's hash (checked against the declaration), or
 the order opens again. Completion moves the placement to the new holder. Exiting miners get
 orders for everything they hold and leave (stake returned) once nothing is left.
 
