@@ -35,8 +35,8 @@ def process_block(
     events = BlockEvents()
     # --- begin block ---------------------------------------------------------------------
     # 1. Leases at their deadline freeze, frozen ones past the grace period start purging:
-    #    first, so that a lease expiring now refuses this block's declarations and its
-    #    owner's objects are purged from this very block on (step 3).
+    #    first, so that a lease expiring now refuses this block's declarations, and an owner
+    #    whose lease starts purging now loses objects from this very block on (step 3).
     space.advance_expired_leases(state, ctx, params, events)
     # 2. Untagged files past their tag deadline get another tagger (the late one penalised),
     #    before the purge: the penalty does not depend on whether the file is purged now.
