@@ -45,6 +45,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from importlib import metadata
 from typing import Any, TypeVar
 
@@ -271,7 +272,7 @@ def bench_merkle() -> list[Result]:
     for leaves, runs in MERKLE_SIZES:
         log(f"merkle {leaves} leaves")
         hashes = [os.urandom(32) for _ in range(leaves)]
-        seconds, _ = median_time(lambda hashes=hashes: compute_root(hashes), runs)
+        seconds, _ = median_time(partial(compute_root, hashes), runs)
         results.append({"leaves": leaves, "runs": runs, "ms": seconds * 1e3})
     return results
 
@@ -295,7 +296,7 @@ def bench_primitives(settings: Settings) -> Result:
         points = [G1Point.hash_to_curve(i.to_bytes(4, "big"), podr2.DST_BASE) for i in range(n)]
         scalars = [random_scalar() for _ in range(n)]
         seconds, _ = median_time(
-            lambda p=points, s=scalars: G1Point.multiexp_unchecked(p, s), settings.fast_runs
+            partial(G1Point.multiexp_unchecked, points, scalars), settings.fast_runs
         )
         multiexp_ms[str(n)] = seconds * 1e3
     x = random_scalar()
