@@ -56,6 +56,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, TypeVar
 
+import nacl.utils
+
 from deoss.chain.calls import sign_tx
 from deoss.chain.genesis import ChainParams, Genesis, GenesisAccount
 from deoss.chain.machine import BlockOutcome, StateMachine
@@ -322,7 +324,7 @@ def bench_proving_all(
     rounds: int,
     directory: Path,
 ) -> Result:
-    key = TagKey.generate(params.sectors_per_block)
+    key = TagKey.generate(params.sectors_per_block, nacl.utils.random)
     cores = os.cpu_count() or 1
     results: list[Result] = []
     with ThreadPoolExecutor(cores) as pool:
@@ -510,7 +512,7 @@ def bench_chain_verification(params: PodrParams, miner_count: int, rounds: int) 
     user, scheduler = key_pair("user"), key_pair("scheduler")
     holders = [key_pair(f"miner{i}") for i in range(miner_count)]
     chain = AuditChain(chain_params, [user, scheduler, *holders])
-    tag_key = TagKey.generate(params.sectors_per_block)
+    tag_key = TagKey.generate(params.sectors_per_block, nacl.utils.random)
     _, outcome = chain.block(
         [
             chain.tx(

@@ -49,6 +49,7 @@ from functools import partial
 from importlib import metadata
 from typing import Any, TypeVar
 
+import nacl.utils
 from py_arkworks_bls12381 import GT, G1Point, G2Point, Scalar
 
 from deoss.core import codec, podr2
@@ -311,7 +312,7 @@ def bench_primitives(settings: Settings) -> Result:
 
 
 def bench_keys(s: int, settings: Settings) -> tuple[Result, TagKey]:
-    keygen_s, key = median_time(lambda: TagKey.generate(s), settings.big_runs)
+    keygen_s, key = median_time(lambda: TagKey.generate(s, nacl.utils.random), settings.big_runs)
     pop_s, _ = median_time(
         key.public.verify_possession, settings.fast_runs, setup=clear_verifier_caches
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -123,7 +124,7 @@ def test_dropped_block_fails(key: TagKey, holder: Holder) -> None:
 def test_wrong_key_fails(holder: Holder) -> None:
     items = derive_challenge(SEED_A, holder.refs(), PARAMS)
     proof = prove(items, holder.read, S)
-    other = TagKey.generate(S)
+    other = TagKey.generate(S, os.urandom)
     with pytest.raises(BadProof):
         verify_proof(other.public, items, proof)
 
@@ -220,7 +221,7 @@ def test_secret_round_trip_and_repr(key: TagKey) -> None:
 
 def test_proof_of_possession(key: TagKey) -> None:
     key.public.verify_possession()
-    other = TagKey.generate(S).public
+    other = TagKey.generate(S, os.urandom).public
     stolen = TagPublicKey(v=other.v, sectors_per_block=S, pop=key.public.pop)
     with pytest.raises(BadProof, match="possession"):
         stolen.verify_possession()

@@ -170,7 +170,7 @@ async def test_only_the_declarer_may_send_segments(tmp_path: Path) -> None:
 
 async def test_a_deal_assigned_to_another_scheduler_is_409(tmp_path: Path) -> None:
     async with running_network(tmp_path) as net:
-        other = TagKey.generate(SECTORS)
+        other = TagKey.generate(SECTORS, os.urandom)
         await net.submit(
             OTHER_SCHEDULER,
             RegisterScheduler(
@@ -197,7 +197,7 @@ async def test_a_deal_moved_away_while_placing_is_409_and_starts_afresh_back_her
         deal_id, segments = await net.declare(os.urandom(3000))  # to the only scheduler
         deal = await net.deal(deal_id)
         assert net.service.key.public_key == deal.scheduler
-        other = TagKey.generate(SECTORS)
+        other = TagKey.generate(SECTORS, os.urandom)
         await net.submit(
             OTHER_SCHEDULER,
             RegisterScheduler(
