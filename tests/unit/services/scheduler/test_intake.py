@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -105,7 +106,7 @@ async def test_a_placed_segment_is_answered_again_without_resending(tmp_path: Pa
 async def test_a_failing_miner_is_replaced_by_another(tmp_path: Path, mode: str) -> None:
     """A miner answering 500, never answering, or with a receipt that would not pass the chain
     is replaced by an unused miner; the deal still reaches SUCCESS without it."""
-    timeout = {"miner_timeout_s": 0.5} if mode == "hang" else {}
+    timeout: dict[str, Any] = {"miner_timeout_s": 0.5} if mode == "hang" else {}
     async with running_network(tmp_path, **timeout) as net:
         deal_id, segments = await net.declare(os.urandom(3000))
         size = segments[0].plan.padded_size // 4

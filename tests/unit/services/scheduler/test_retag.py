@@ -104,7 +104,7 @@ async def request_tags(
         params=params,
         content=body,
         headers=headers,
-        auth=SigningAuth(who) if who is not None else None,
+        auth=SigningAuth(who) if who is not None else httpx.Auth(),  # Auth(): none
     )
 
 
