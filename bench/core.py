@@ -45,9 +45,11 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from importlib import metadata
 from typing import Any, TypeVar
 
+import nacl.utils
 from py_arkworks_bls12381 import GT, G1Point, G2Point, Scalar
 
 from deoss.core import codec, podr2
@@ -271,7 +273,7 @@ def bench_merkle() -> list[Result]:
     for leaves, runs in MERKLE_SIZES:
         log(f"merkle {leaves} leaves")
         hashes = [os.urandom(32) for _ in range(leaves)]
-        seconds, _ = median_time(lambda hashes=hashes: compute_root(hashes), runs)
+        seconds, _ = median_time(partial(compute_root, hashes), runs)
         results.append({"leaves": leaves, "runs": runs, "ms": seconds * 1e3})
     return results
 
@@ -295,7 +297,7 @@ def bench_primitives(settings: Settings) -> Result:
         points = [G1Point.hash_to_curve(i.to_bytes(4, "big"), podr2.DST_BASE) for i in range(n)]
         scalars = [random_scalar() for _ in range(n)]
         seconds, _ = median_time(
-            lambda p=points, s=scalars: G1Point.multiexp_unchecked(p, s), settings.fast_runs
+            partial(G1Point.multiexp_unchecked, points, scalars), settings.fast_runs
         )
         multiexp_ms[str(n)] = seconds * 1e3
     x = random_scalar()
@@ -310,7 +312,7 @@ def bench_primitives(settings: Settings) -> Result:
 
 
 def bench_keys(s: int, settings: Settings) -> tuple[Result, TagKey]:
-    keygen_s, key = median_time(lambda: TagKey.generate(s), settings.big_runs)
+    keygen_s, key = median_time(lambda: TagKey.generate(s, nacl.utils.random), settings.big_runs)
     pop_s, _ = median_time(
         key.public.verify_possession, settings.fast_runs, setup=clear_verifier_caches
     )

@@ -225,7 +225,7 @@ class Bench:
     def _check_upload(response: httpx.Response, size: int) -> Result:
         if response.status_code != 201:
             raise RuntimeError(f"upload answered {response.status_code}: {response.text[:500]}")
-        body = response.json()
+        body: Result = response.json()
         if body.get("state") != "SUCCESS" or body.get("size") != size:
             raise RuntimeError(f"unexpected upload answer: {body}")
         if body.get("deduplicated"):
@@ -371,9 +371,9 @@ async def bench_small(bench: Bench, settings: Settings) -> tuple[Result, Result]
     objects = len(fids)
 
     def per_object(area: str, field: str) -> float:
-        return (after[area][field] - before[area][field]) / objects
+        return float(after[area][field] - before[area][field]) / objects
 
-    stored = {
+    stored: Result = {
         "objects": objects,
         "all_tagged": len(tagged) == len(set(fids)),
         "tagged": len(tagged),

@@ -223,7 +223,11 @@ class Fuzzer:
     async def send(self, case: Case) -> httpx.Response:
         auth = self.auths[case.auth] if case.auth >= 0 else None
         request = self.client.build_request(  # bytes header values pass as sent, Latin-1 too
-            case.method, case.url, params=case.params, content=case.body, headers=case.headers
+            case.method,
+            case.url,
+            params=case.params,
+            content=case.body,
+            headers=[(name.encode(), value) for name, value in case.headers.items()],
         )
         if auth is None:
             return await self.client.send(request)

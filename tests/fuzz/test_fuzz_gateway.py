@@ -6,8 +6,9 @@ import pytest
 
 from deoss.client.gateway import NotFound
 from tests.fuzz.openapi import Fuzzer
+from tests.unit.chain.harness import key
 from tests.unit.services.gateway.conftest import net
-from tests.unit.services.gateway.network import Net, key
+from tests.unit.services.gateway.network import Net
 
 __all__ = ["net"]
 

@@ -129,7 +129,7 @@ class Watcher:
                 entries = self.network.query("/audit/challenges", list[ChallengeEntry])
             except Exception:
                 entries = []
-            for entry in entries:  # type: ignore[union-attr]
+            for entry in entries:
                 self.results[(entry.challenge.round, entry.address)] = entry.challenge.result
             time.sleep(0.3)
 
@@ -243,7 +243,7 @@ def test_honest_miners_pass_every_round_under_continuous_uploads(network: Networ
     assert {Result.PASSED} == set(settled.values()), settled
     assert uploads and all(status == 201 for status in uploads), uploads
     entries = network.query("/miners/list", list[MinerEntry])
-    assert all(e.miner.slashed == 0 and e.miner.rewards > 0 for e in entries)  # type: ignore[union-attr]
+    assert all(e.miner.slashed == 0 and e.miner.rewards > 0 for e in entries)
 
 
 def test_forged_and_replayed_proofs_are_rejected_and_a_down_miner_misses(

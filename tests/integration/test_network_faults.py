@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -31,6 +32,8 @@ from deoss.services.common.signing import SigningAuth
 pytestmark = pytest.mark.integration
 
 MiB = 1024 * 1024
+R = TypeVar("R")
+
 SEGMENT = MiB
 LAYOUT = LayoutParams(segment_size=SEGMENT)
 
@@ -60,10 +63,10 @@ class Network:
         with self.client() as client:
             return client.get(f"/objects/{DEV_BUCKET}/{name}")
 
-    def query(self, path: str, type_: type, **args: object) -> object:
-        async def ask() -> object:
+    def query(self, path: str, type_: type[R], **args: Any) -> R:
+        async def ask() -> R:
             async with ChainClient(self.net.chain_url) as chain:
-                return await chain.query(path, QueryArgs(**args), type_)  # type: ignore[arg-type]
+                return await chain.query(path, QueryArgs(**args), type_)
 
         return asyncio.run(ask())
 
@@ -137,7 +140,7 @@ def test_upload_succeeds_when_a_miner_dies_during_it(network: Network) -> None:
     assert 201 == answers[0].status_code, answers[0].text
     got = network.get("miner-dies")
     assert (200, data) == (got.status_code, got.content)
-    assert DealState.SUCCESS == network.query("/deals/deal", Deal, id=deal.id).state  # type: ignore[union-attr]
+    assert DealState.SUCCESS == network.query("/deals/deal", Deal, id=deal.id).state
     network.net.restart(victim)
 
 

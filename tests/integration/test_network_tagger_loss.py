@@ -113,7 +113,7 @@ def test_lost_fragments_get_tags_from_mirrors_after_the_tagger_is_gone(network: 
 
     def rebuilt() -> bool:
         now = file_of(network, "orphan")
-        pending = [o for o in network.query("/restoral/orders", list[Order]) if o.fid == now.fid]  # type: ignore[union-attr]
+        pending = [o for o in network.query("/restoral/orders", list[Order]) if o.fid == now.fid]
         return not pending and all(victim_key not in row for row in now.holders)
 
     # faulty after 3 missed rounds (12 s), then one claim and rebuild per lost fragment;
@@ -144,7 +144,7 @@ def test_lost_fragments_get_tags_from_mirrors_after_the_tagger_is_gone(network: 
 
     def all_passed() -> bool:
         entries = network.query("/audit/challenges", list[ChallengeEntry])
-        for entry in entries:  # type: ignore[union-attr]
+        for entry in entries:
             challenge = entry.challenge
             if challenge.round <= after or challenge.result != Result.PASSED:
                 continue

@@ -134,10 +134,10 @@ def build(chain: Chain, act: tuple[Any, ...], sent: list[bytes], disk: Disk) -> 
     if kind == "loss":
         fid, segment, fragment = fid_of(chain, act[2]), act[3], act[4]
         record = files.get_file(chain.machine.state, fid) if fid != "zz" else None
-        held = record.holders[segment] if record and segment < len(record.holders) else []
+        owners = record.holders[segment] if record and segment < len(record.holders) else []
         if fragment is None:
             mine = key(act[1]).public_key
-            fragment = held.index(mine) if mine in held else 0
+            fragment = owners.index(mine) if mine in owners else 0
         call = restoral.ReportLoss(fid=fid, segment=segment, fragment=fragment)
         return chain.tx(act[1], call)
     if kind == "claim":
@@ -149,8 +149,8 @@ def build(chain: Chain, act: tuple[Any, ...], sent: list[bytes], disk: Disk) -> 
         digest = right if act[3] else bytes(32)
         record = files.get_file(chain.machine.state, order.fid) if order is not None else None
         key_id = record.tag_key_id if record is not None and act[4] else b""
-        call = restoral.CompleteOrder(order_id=act[2], fragment_hash=digest, tag_key_id=key_id)
-        return chain.tx(act[1], call)
+        done = restoral.CompleteOrder(order_id=act[2], fragment_hash=digest, tag_key_id=key_id)
+        return chain.tx(act[1], done)
     if kind == "transfer":
         return chain.tx(act[1], Transfer(to=key(act[2]).address, amount=act[3]))
     if kind == "buy":
@@ -166,8 +166,8 @@ def build(chain: Chain, act: tuple[Any, ...], sent: list[bytes], disk: Disk) -> 
     if kind == "report":
         deal = deals.get_deal(chain.machine.state, act[1])
         who = "sched0" if deal is None or deal.scheduler != key("sched1").public_key else "sched1"
-        p = plan(b"", chain) if deal is None else None
-        placements = receipts(chain, act[1], p) if p else []
+        blank = plan(b"", chain) if deal is None else None
+        placements = receipts(chain, act[1], blank) if blank else []
         if deal is not None:
             from deoss.core.layout import ObjectPlan
 
@@ -181,7 +181,8 @@ def build(chain: Chain, act: tuple[Any, ...], sent: list[bytes], disk: Disk) -> 
     if kind == "authorize":
         return chain.tx(act[1], gateways.AuthorizeGateway(gateway=key("gw").address))
     if kind == "garbage":
-        return act[1]
+        garbage: bytes = act[1]  # raw bytes the test sends as a transaction
+        return garbage
     return sent[0] if sent else b""
 
 

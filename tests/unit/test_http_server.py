@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 from fastapi import Request
@@ -391,7 +391,12 @@ def test_the_soft_file_limit_is_raised_to_the_hard_limit() -> None:
         assert (soft, soft) == (resource.getrlimit(resource.RLIMIT_NOFILE)[0], hard)
 
 
-SETTINGS_LOADERS = {
+class ServiceSettings(Protocol):
+    @property
+    def http_limits(self) -> HttpLimits: ...
+
+
+SETTINGS_LOADERS: dict[str, Callable[[Path], ServiceSettings]] = {
     "gateway": load_gateway_settings,
     "scheduler": load_scheduler_settings,
     "miner": load_miner_settings,

@@ -29,7 +29,8 @@ def _run(script: str, *args: str) -> dict[str, int]:
         timeout=60,
         check=True,
     )
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    counts: dict[str, int] = json.loads(done.stdout.strip().splitlines()[-1])
+    return counts
 
 
 FAULTS = """
@@ -88,7 +89,12 @@ async def test_a_service_hands_memory_back_periodically(monkeypatch: pytest.Monk
 
     calls: list[float] = []
     monkeypatch.setattr(runner, "RELEASE_MEMORY_EVERY_S", 0.01)
-    monkeypatch.setattr(runner, "release_freed_memory", lambda: calls.append(1) or True)
+
+    def release() -> bool:
+        calls.append(1)
+        return True
+
+    monkeypatch.setattr(runner, "release_freed_memory", release)
     task = asyncio.create_task(runner._release_freed_memory_periodically())
     await asyncio.sleep(0.2)
     task.cancel()

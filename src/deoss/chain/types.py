@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Annotated, Protocol
+from typing import Annotated, Protocol, dataclass_transform
 
 import msgspec
 
@@ -32,6 +32,8 @@ PubKey = Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
 Sig64 = Annotated[bytes, msgspec.Meta(min_length=64, max_length=64)]
 
 
+# Subclasses inherit frozen and kw_only; told to the type checker as for core.codec.Record.
+@dataclass_transform(frozen_default=True, kw_only_default=True, field_specifiers=(msgspec.field,))
 class Call(
     msgspec.Struct,
     frozen=True,

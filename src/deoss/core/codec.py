@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from functools import lru_cache
-from typing import Any, TypeVar
+from typing import Any, TypeVar, dataclass_transform
 
 import msgspec
 
@@ -34,6 +34,11 @@ __all__ = [
 MAX_RECORD_BYTES = 16 * 1024 * 1024
 
 
+# msgspec's stub declares Struct with frozen_default=False, so a type checker would read every
+# subclass without its own ``frozen=True`` as a non-frozen dataclass inheriting from a frozen one.
+# Re-declaring the transform here tells it what msgspec does at run time: subclasses of Record
+# inherit frozen and kw_only. (At run time the decorator only sets ``__dataclass_transform__``.)
+@dataclass_transform(frozen_default=True, kw_only_default=True, field_specifiers=(msgspec.field,))
 class Record(
     msgspec.Struct,
     frozen=True,

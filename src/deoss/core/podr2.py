@@ -25,17 +25,18 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import msgspec
-import nacl.utils
 from py_arkworks_bls12381 import GT, G1Point, G2Point, Scalar
 
 from deoss.core.codec import Record
 from deoss.core.errors import BadProof, BadTag, InvalidKey, InvalidParameters
+
+if TYPE_CHECKING:  # only named in annotations: core starts no threads or processes
+    from concurrent.futures import Executor
 
 __all__ = [
     "SECTOR_BYTES",
@@ -214,9 +215,10 @@ class TagKey:
         return cls(x, sectors_per_block, public, scaled)
 
     @classmethod
-    def generate(cls, sectors_per_block: int) -> TagKey:
-        """A fresh key from the operating system's random source (via libsodium)."""
-        wide = int.from_bytes(nacl.utils.random(64), "little") % (ORDER - 1) + 1
+    def generate(cls, sectors_per_block: int, random_bytes: Callable[[int], bytes]) -> TagKey:
+        """A fresh key from ``random_bytes(n)``, the caller's cryptographic random source (say
+        ``nacl.utils.random``): core draws no randomness of its own."""
+        wide = int.from_bytes(random_bytes(64), "little") % (ORDER - 1) + 1
         return cls.from_secret(wide.to_bytes(SCALAR_BYTES, "little"), sectors_per_block)
 
     def export_secret(self) -> bytes:

@@ -86,11 +86,13 @@ def stream() -> list[dict[str, object]]:
     chain.advance(interval - chain.height % interval)
     round_ = chain.query("/audit/round", Round)
     assert round_.challenged == 12
-    answers = [
-        chain.tx(f"miner{i}", answer_challenge(chain, disk, f"miner{i}", corrupt=i == 11))
-        for i in range(12)
-        if i != 5  # miner5 misses the round
-    ]
+    answers: list[bytes] = []
+    for i in range(12):
+        if i == 5:  # miner5 misses the round
+            continue
+        answer = answer_challenge(chain, disk, f"miner{i}", corrupt=i == 11)
+        assert answer is not None, f"miner{i} cannot answer its challenge"
+        answers.append(chain.tx(f"miner{i}", answer))
     outcome = chain.block(*answers)
     assert [0] * len(answers) == [r.code for r in outcome.tx_results]
     assert 1 == sum(len(chain.events(r, "audit.failed")) for r in outcome.tx_results)

@@ -44,13 +44,19 @@ def first_k(p: ObjectPlan) -> set[tuple[int, int]]:
     return {(s.index, i) for s in p.segments for i in range(K)}
 
 
-def holding(chain: Chain, who: str, fid: str, segment: int) -> Holding | None:
+def maybe_holding(chain: Chain, who: str, fid: str, segment: int) -> Holding | None:
     found = [
         h
         for h in chain.query("/files/holdings", list[Holding], address=key(who).address)
         if (h.fid, h.segment) == (fid, segment)
     ]
     return found[0] if found else None
+
+
+def holding(chain: Chain, who: str, fid: str, segment: int) -> Holding:
+    found = maybe_holding(chain, who, fid, segment)
+    assert found is not None, f"{who} holds nothing of segment {segment} of {fid}"
+    return found
 
 
 def record(chain: Chain, fid: str) -> FileRecord:
@@ -127,7 +133,7 @@ def test_audit_challenges_only_confirmed_holdings(
     assert not holding(chain, "miner7", p.fid, 1).tags_confirmed
     interval = chain.params.challenge_interval_blocks
     chain.advance(interval - chain.height % interval)
-    assert holding(chain, "miner7", p.fid, 1) is not None  # held, not challenged
+    assert maybe_holding(chain, "miner7", p.fid, 1) is not None  # held, not challenged
     assert chain.query("/audit/round", Round).challenged > 0
     challenged = {e.address for e in chain.query("/audit/challenges", list[ChallengeEntry])}
     assert challenged == {key(f"miner{i}").address for i in range(K)}
@@ -179,7 +185,7 @@ def test_unconfirmed_holdings_are_released_and_rebuilt_at_their_deadline(
     }
     assert {(o.segment, o.fragment) for o in orders} == unconfirmed
     assert {o.reason for o in orders} == {TAGS_UNCONFIRMED}
-    assert holding(chain, "miner6", p.fid, 0) is None  # released: no space, no challenge
+    assert maybe_holding(chain, "miner6", p.fid, 0) is None  # released: no space, no challenge
     assert holding(chain, "miner5", p.fid, 0).tags_confirmed  # confirmed in time: kept
     service_after = chain.query("/miners/miner", Miner, address=key("miner6").address)
     assert service_after.service_bytes < service_before.service_bytes

@@ -61,7 +61,9 @@ class ServedGateway:
         async with ChainClient(self.chain_url, poll_interval_s=0.01) as chain:
             network = Network()
             miners = [FakeMiner(name) for name in MINERS]
-            for service in [*miners, *(FakeScheduler(f"sched{i}", chain, miners) for i in (0, 1))]:
+            schedulers = [FakeScheduler(f"sched{i}", chain, miners) for i in (0, 1)]
+            services: list[FakeMiner | FakeScheduler] = [*miners, *schedulers]
+            for service in services:
                 network.handlers[f"{service.name}.test"] = service.handle
             settings = gateway_settings(self.tmp_path)
             gateway = create_app(settings, chain=chain, key=key(GATEWAY), transport=network)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing, asynccontextmanager, suppress
 
 import httpx
@@ -105,7 +105,12 @@ async def relayed(served: ServedNode) -> AsyncIterator[tuple[ChainClient, Relay]
         await relay.stop()
 
 
-async def follow_heights(client: ChainClient, start: int, count: int, on_block=None) -> list[int]:
+async def follow_heights(
+    client: ChainClient,
+    start: int,
+    count: int,
+    on_block: Callable[[int], Awaitable[None]] | None = None,
+) -> list[int]:
     heights: list[int] = []
     async for block in client.follow(start):
         heights.append(block.height)
@@ -149,9 +154,11 @@ async def test_feed_blocks_equal_the_nodes_http_blocks(served_node: ServedNode) 
             await client.submit(KEYS[0], Transfer(to=RECIPIENT, amount=1)) for _ in range(3)
         ]
         for outcome in outcomes:
-            from_feed = client.feed.get(outcome.height)  # type: ignore[union-attr]
+            height = outcome.height
+            assert height is not None  # submit waited for the transaction's block
+            from_feed = client.feed.get(height)  # type: ignore[union-attr]
             assert from_feed is not None
-            async with aclosing(plain.follow(outcome.height)) as blocks:
+            async with aclosing(plain.follow(height)) as blocks:
                 from_http = await anext(blocks)
             assert from_http == from_feed
             assert outcome.hash in from_feed.tx_hashes

@@ -9,7 +9,8 @@ import msgspec
 import pytest
 
 from deoss.core import codec
-from deoss.core.codec import DecodeError, Record
+from deoss.core.codec import Record
+from deoss.core.errors import DecodeError
 from deoss.core.layout import LayoutParams, SegmentPlan
 from deoss.core.merkle import MerkleProof
 from deoss.core.podr2 import ChallengeItem, Proof

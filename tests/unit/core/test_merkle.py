@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -44,7 +45,7 @@ def pattern_segment(k: int) -> bytes:
 
 
 @pytest.mark.parametrize("vector", SEGMENTS["vectors"], ids=lambda v: f"{v['segments']}seg")
-def test_shared_fid_vectors_from_segment_hashes(vector: dict) -> None:
+def test_shared_fid_vectors_from_segment_hashes(vector: dict[str, Any]) -> None:
     hashes = [bytes.fromhex(h) for h in vector["segment_hashes"]]
     assert vector["fid"] == compute_fid(hashes)
 
@@ -58,14 +59,14 @@ def test_shared_fid_vectors_from_content() -> None:
 
 
 @pytest.mark.parametrize("tree", MERKLE["trees"], ids=lambda t: f"{t['leaves']}leaves")
-def test_committed_tree_vectors(tree: dict) -> None:
+def test_committed_tree_vectors(tree: dict[str, Any]) -> None:
     leaves = [hashlib.sha256(bytes([i])).digest() for i in range(tree["leaves"])]
     assert tree["root"] == compute_root(leaves).hex()
     assert tree["root"] == split_root(leaves).hex()
 
 
 @pytest.mark.parametrize("obj", MERKLE["objects"], ids=lambda o: f"{o['size']}B")
-def test_committed_object_fids(obj: dict) -> None:
+def test_committed_object_fids(obj: dict[str, Any]) -> None:
     data = bytes((7 * j + 3) % 251 for j in range(obj["size"]))
     params = LayoutParams(segment_size=obj.get("segment_size", 32 * 1024 * 1024))
     assert (obj["fid"], obj["size"]) == hash_object(io.BytesIO(data), params)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import hashlib
+from typing import Any
 
 import httpx
 import pytest
@@ -21,7 +22,7 @@ class PeerTrouble(Exception):
     """The caller's own error type, which every failure must come as."""
 
 
-async def fetch(transport: httpx.AsyncBaseTransport, size: int, **options: object) -> bytes:
+async def fetch(transport: httpx.AsyncBaseTransport, size: int, **options: Any) -> bytes:
     async with httpx.AsyncClient(transport=transport) as http:
         return await fetch_exact(
             http, "GET", "http://peer/fragments/x", size=size, error=PeerTrouble, **options

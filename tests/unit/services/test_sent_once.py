@@ -6,7 +6,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from typing import Any
 
 import httpx
@@ -18,9 +18,9 @@ from deoss.services.common.signing import SigningAuth, now_ms, sent_once
 
 pytestmark = pytest.mark.anyio
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
 class Server:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import aclosing
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -105,7 +106,7 @@ class ChainFollower:
         self.service.followed_height = start - 1
         async with aclosing(self.service.chain.follow(start)) as blocks:
             async for block in blocks:
-                await self._retrying(lambda block=block: self.handle_block(block))
+                await self._retrying(partial(self.handle_block, block))
                 await asyncio.to_thread(write_atomic, self.cursor_path, f"{block.height}\n")
                 self.service.followed_height = block.height
 

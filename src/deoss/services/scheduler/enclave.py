@@ -41,6 +41,8 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
+import nacl.utils
+
 from deoss.core.errors import DataPathError, InvalidParameters
 from deoss.core.podr2 import SECTOR_BYTES, TagKey, TagPublicKey, block_count
 from deoss.keyfile import write_private_file
@@ -84,7 +86,7 @@ class Enclave:
         path = Path(path)
         if not path.exists():
             try:
-                _seal(path, TagKey.generate(sectors_per_block))
+                _seal(path, TagKey.generate(sectors_per_block, nacl.utils.random))
             except FileExistsError:
                 pass  # another process sealed one first: use that one
         return cls(_unseal(path, sectors_per_block))

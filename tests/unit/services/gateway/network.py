@@ -358,7 +358,8 @@ async def running_network(tmp_path: Path, **settings: object) -> AsyncIterator[N
     network = Network()
     miners = [FakeMiner(name) for name in MINERS]
     schedulers = [FakeScheduler(f"sched{i}", chain, miners) for i in range(2)]
-    for service in [*miners, *schedulers]:
+    services: list[FakeMiner | FakeScheduler] = [*miners, *schedulers]
+    for service in services:
         network.handlers[f"{service.name}.test"] = service.handle
     config = gateway_settings(tmp_path, **settings)
     app = create_app(config, chain=chain, key=key(GATEWAY), transport=network)

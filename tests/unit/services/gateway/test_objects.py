@@ -118,7 +118,7 @@ async def test_ranges_with_odd_numbers_answer_416_with_a_message(
         await client.put_bytes("photos", "small", sample(8000))
     async with net.raw() as raw:
         raw.auth = SigningAuth(key("alice"))
-        response = await raw.get("/objects/photos/small", headers={"range": spec})
+        response = await raw.get("/objects/photos/small", headers={b"range": spec})
     assert 416 == response.status_code
     assert "bytes */8000" == response.headers["content-range"]
     assert why in response.json()["error"]["message"]

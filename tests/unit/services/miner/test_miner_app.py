@@ -439,7 +439,7 @@ async def test_ranges_with_odd_numbers_are_416_with_a_message(net: Net) -> None:
         (("bytes=-" + "9" * 5000).encode(), "at most 19 digits"),
     ]:
         refused = await net.http.get(
-            path, headers={"range": header}, auth=SigningAuth(key("alice"))
+            path, headers={b"range": header}, auth=SigningAuth(key("alice"))
         )
         assert 416 == refused.status_code, header[:20]
         assert "bytes */1024" == refused.headers["content-range"]

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Coroutine
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import httpx
 import msgspec
@@ -57,7 +57,7 @@ RESTORER = key("miner12")  # registered by the test: holds nothing of the file
 SCHED0_KEY = tag_key("sched0").public.key_id  # the tag key of the scheduler that tags the file
 
 
-async def with_blocks(net: Net, work: Coroutine[Any, Any, T]) -> T:
+async def with_blocks(net: Net, work: Awaitable[T]) -> T:
     """Run ``work``, producing a block whenever a transaction waits in the mempool."""
     task = asyncio.ensure_future(work)
     while not task.done():

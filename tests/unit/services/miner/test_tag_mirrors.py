@@ -14,6 +14,7 @@ import hashlib
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -79,7 +80,7 @@ async def put_mirror(
     body: bytes | None = None,
     signer: KeyPair = SCHEDULER,
     http: httpx.AsyncClient | None = None,
-    **options: object,
+    **options: Any,
 ) -> httpx.Response:
     content = real_tags(net, segment, fragment) if body is None else body
     return await (http or net.http).put(

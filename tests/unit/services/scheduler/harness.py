@@ -12,7 +12,7 @@ import asyncio
 import hashlib
 import io
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -186,11 +186,11 @@ class FakeMiner:
             fragment += 1
         if self.mode == "endless_receipt":  # 200, then 64 MiB of answer
             return httpx.Response(200, content=_endless(self))
-        message = receipt_message(
+        receipt = receipt_message(
             CHAIN_ID, deal.id, deal.attempts, deal.fid, segment, fragment, digest, signer.public_key
         )
         return httpx.Response(
-            200, json={"miner": self.key.address, "signature": signer.sign(message).hex()}
+            200, json={"miner": self.key.address, "signature": signer.sign(receipt).hex()}
         )
 
 
@@ -376,7 +376,9 @@ async def running_chain(
 
 
 @asynccontextmanager
-async def background(job: Callable[[], Awaitable[None]]) -> AsyncIterator[asyncio.Task[None]]:
+async def background(
+    job: Callable[[], Coroutine[Any, Any, None]],
+) -> AsyncIterator[asyncio.Task[None]]:
     """Run ``job`` as a task for the block; a failure of it fails the test at the end."""
     task = asyncio.create_task(job())
     try:

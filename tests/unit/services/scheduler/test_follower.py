@@ -68,7 +68,7 @@ async def test_a_deal_reassigned_away_is_dropped(tmp_path: Path) -> None:
             RegisterScheduler(
                 endpoint="http://other.test",
                 stake=PARAMS.scheduler_min_stake,
-                tag_key=TagKey.generate(SECTORS).public,
+                tag_key=TagKey.generate(SECTORS, os.urandom).public,
             ),
         )
         deal_id, segments = await net.declare(os.urandom(20_000))

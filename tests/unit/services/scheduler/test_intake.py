@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -105,7 +106,7 @@ async def test_a_placed_segment_is_answered_again_without_resending(tmp_path: Pa
 async def test_a_failing_miner_is_replaced_by_another(tmp_path: Path, mode: str) -> None:
     """A miner answering 500, never answering, or with a receipt that would not pass the chain
     is replaced by an unused miner; the deal still reaches SUCCESS without it."""
-    timeout = {"miner_timeout_s": 0.5} if mode == "hang" else {}
+    timeout: dict[str, Any] = {"miner_timeout_s": 0.5} if mode == "hang" else {}
     async with running_network(tmp_path, **timeout) as net:
         deal_id, segments = await net.declare(os.urandom(3000))
         size = segments[0].plan.padded_size // 4
@@ -170,7 +171,7 @@ async def test_only_the_declarer_may_send_segments(tmp_path: Path) -> None:
 
 async def test_a_deal_assigned_to_another_scheduler_is_409(tmp_path: Path) -> None:
     async with running_network(tmp_path) as net:
-        other = TagKey.generate(SECTORS)
+        other = TagKey.generate(SECTORS, os.urandom)
         await net.submit(
             OTHER_SCHEDULER,
             RegisterScheduler(
@@ -197,7 +198,7 @@ async def test_a_deal_moved_away_while_placing_is_409_and_starts_afresh_back_her
         deal_id, segments = await net.declare(os.urandom(3000))  # to the only scheduler
         deal = await net.deal(deal_id)
         assert net.service.key.public_key == deal.scheduler
-        other = TagKey.generate(SECTORS)
+        other = TagKey.generate(SECTORS, os.urandom)
         await net.submit(
             OTHER_SCHEDULER,
             RegisterScheduler(

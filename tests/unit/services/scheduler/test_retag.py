@@ -104,7 +104,7 @@ async def request_tags(
         params=params,
         content=body,
         headers=headers,
-        auth=SigningAuth(who) if who is not None else None,
+        auth=SigningAuth(who) if who is not None else httpx.Auth(),  # Auth(): none
     )
 
 
@@ -309,7 +309,7 @@ async def test_a_file_whose_tag_key_is_elsewhere_is_refused(tmp_path: Path) -> N
     """Another scheduler reported the file: 403 naming it while untagged, and naming its tag
     key once it tagged the file."""
     async with running_network(tmp_path) as net:
-        other_key = TagKey.generate(SECTORS)
+        other_key = TagKey.generate(SECTORS, os.urandom)
         await net.submit(
             OTHER_SCHEDULER,
             RegisterScheduler(

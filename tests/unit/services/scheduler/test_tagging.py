@@ -126,7 +126,7 @@ async def test_a_file_reassigned_for_tagging_is_fetched_from_its_holders(tmp_pat
     scheduler, which fetches every fragment from its holder, tags it, and reports the file."""
     params = replace(PARAMS, tag_timeout_blocks=10)
     async with running_network(tmp_path, follow=True, params=params) as net:
-        other = TagKey.generate(SECTORS)
+        other = TagKey.generate(SECTORS, os.urandom)
         await net.submit(
             OTHER_SCHEDULER,
             RegisterScheduler(

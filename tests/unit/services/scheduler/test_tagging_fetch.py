@@ -35,7 +35,7 @@ FLOOD_BYTES = 64 * 1024 * 1024  # far past the fragment; bounded should the read
 async def reassign_for_tagging(net: Network, data: bytes) -> list[tuple[FakeMiner, bytes, int]]:
     """Another scheduler reports the deal and never tags, so this one must fetch every
     fragment from its holder. Returns (holder, fragment hash, fragment size) per fragment."""
-    other = TagKey.generate(SECTORS)
+    other = TagKey.generate(SECTORS, os.urandom)
     await net.submit(
         OTHER_SCHEDULER,
         RegisterScheduler(
