@@ -51,6 +51,11 @@ class BoundRead(Generic[P, R]):
         self._query = query
         self._reader = reader
 
+    @property
+    def path(self) -> str:
+        """The query's path, for messages."""
+        return self._query.path
+
     async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         query = self._query
         return await self._reader.chain.query(query.path, query.args(*args, **kwargs), query.type_)
