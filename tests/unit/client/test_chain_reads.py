@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import httpx
 import pytest
 
+import deoss
 from deoss.chain.calls import QUERIES
 from deoss.chain.errors import InvalidArgument, NotFound
 from deoss.chain.genesis import ChainParams
@@ -23,6 +26,11 @@ from deoss.node.rpc import create_app
 from tests.chain_fixtures import BALANCE, KEYS, RECIPIENT
 
 pytestmark = pytest.mark.anyio
+
+
+SRC = Path(deoss.__file__).parent
+# Where a query path may be spelled: the chain's own table and the node serving it, the reader.
+PATHS_MAY_APPEAR_IN = ("chain/", "node/", "client/chain_reads.py")
 
 
 class Switch(httpx.AsyncBaseTransport):
@@ -60,6 +68,20 @@ def test_every_reader_path_is_a_chain_query_and_every_chain_query_has_a_reader_m
     paths = [query.path for _, query in ChainReader.queries()]
     assert len(paths) == len(set(paths)), "two reader methods for one query"
     assert set(QUERIES) == set(paths)
+
+
+def test_no_query_path_is_spelled_outside_the_chain_node_and_reader() -> None:
+    """Every other module reads through ``ChainClient.reads``: a path string literal elsewhere
+    is a query that bypasses the typed reader."""
+    found = []
+    for path in sorted(SRC.rglob("*.py")):
+        relative = path.relative_to(SRC).as_posix()
+        if relative.startswith(PATHS_MAY_APPEAR_IN):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), relative)):
+            if isinstance(node, ast.Constant) and node.value in QUERIES:
+                found.append(f"{relative}:{node.lineno}: {node.value}")
+    assert [] == found
 
 
 def test_argument_builders_fill_the_fields_the_chain_reads() -> None:
