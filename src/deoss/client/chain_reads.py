@@ -57,6 +57,9 @@ class BoundRead(Generic[P, R]):
         return self._query.path
 
     async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return await self._read(*args, **kwargs)
+
+    async def _read(self, *args: P.args, **kwargs: P.kwargs) -> R:
         query = self._query
         return await self._reader.chain.query(query.path, query.args(*args, **kwargs), query.type_)
 
@@ -75,7 +78,7 @@ class BoundLookup(BoundRead[P, R]):
 
     async def required(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """The record. Raises: QueryFailed, NotFound among others, as the chain answered."""
-        return await BoundRead.__call__(self, *args, **kwargs)
+        return await self._read(*args, **kwargs)
 
 
 class Read(Generic[P, R]):
