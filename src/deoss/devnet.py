@@ -31,10 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from deoss.chain.genesis import ChainParams
-from deoss.chain.modules.buckets import Bucket, CreateBucket
+from deoss.chain.modules.buckets import CreateBucket
 from deoss.chain.modules.gateways import AuthorizeGateway
-from deoss.chain.modules.space import BuySpace, Lease
-from deoss.chain.query import QueryArgs
+from deoss.chain.modules.space import BuySpace
 from deoss.client.chain import ChainClient
 from deoss.client.errors import QueryFailed
 from deoss.core.layout import LayoutParams
@@ -300,16 +299,12 @@ def _running(pid: int) -> bool:
 
 async def wait_registered(spec: DevnetSpec, chain_url: str) -> None:
     """Wait until every service is registered on chain."""
-    from deoss.chain.modules.gateways import GatewayEntry
-    from deoss.chain.modules.miners import MinerEntry
-    from deoss.chain.modules.schedulers import SchedulerEntry
-
     async with ChainClient(chain_url) as chain:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
-            miners = await chain.query("/miners/list", QueryArgs(), list[MinerEntry])
-            schedulers = await chain.query("/schedulers/list", QueryArgs(), list[SchedulerEntry])
-            gateways = await chain.query("/gateways/list", QueryArgs(), list[GatewayEntry])
+            miners = await chain.reads.miners()
+            schedulers = await chain.reads.schedulers()
+            gateways = await chain.reads.gateways()
             if (len(miners), len(schedulers), len(gateways)) >= (spec.miners, spec.schedulers, 1):
                 return
             await asyncio.sleep(0.2)
@@ -322,18 +317,14 @@ async def bootstrap_user(spec: DevnetSpec, chain_url: str) -> None:
     gateway = read_key_file(spec.key_path(1))
     async with ChainClient(chain_url) as chain:
         try:
-            await chain.query("/space/lease", QueryArgs(address=user.address), Lease)
+            await chain.reads.lease.required(user.address)
         except QueryFailed:
             await chain.submit(user, BuySpace(gib=256, days=365))
-        authorized = await chain.query(
-            "/gateways/authorized", QueryArgs(address=user.address), list[str]
-        )
+        authorized = await chain.reads.authorized_gateways(user.address)
         if gateway.address not in authorized:
             await chain.submit(user, AuthorizeGateway(gateway=gateway.address))
         try:
-            await chain.query(
-                "/buckets/bucket", QueryArgs(owner=user.address, name=DEV_BUCKET), Bucket
-            )
+            await chain.reads.bucket.required(user.address, DEV_BUCKET)
         except QueryFailed:
             await chain.submit(user, CreateBucket(name=DEV_BUCKET))
 

@@ -38,6 +38,7 @@ from deoss.chain.query import QueryArgs
 from deoss.chain.types import Call
 from deoss.client import chain_types as read
 from deoss.client.block_feed import BlockFeed, websocket_url
+from deoss.client.chain_reads import ChainReader
 from deoss.client.chain_types import (
     AppInfo,
     BlockInfo,
@@ -119,6 +120,7 @@ class ChainClient:
         self._watcher = _InclusionWatcher(self)
         use_feed = transport is None if block_feed is None else block_feed
         self._feed = BlockFeed(feed_url or websocket_url(self.url)) if use_feed else None
+        self.reads = ChainReader(self)  # the chain's queries, typed (chain_reads.py)
 
     @property
     def feed(self) -> BlockFeed | None:
@@ -217,7 +219,7 @@ class ChainClient:
             raise BadResponse(f"abci_query {path}: {exc}") from exc
 
     async def account(self, address: str) -> Account:
-        return await self.query("/accounts/account", QueryArgs(address=address), Account)
+        return await self.reads.account(address)
 
     # --- writing -------------------------------------------------------------------------
 

@@ -73,11 +73,8 @@ def show_command(
     target = check_address(address, as_json) if address else load_key(key, as_json).address
 
     async def read(client: ChainClient) -> dict[str, Any]:
-        from deoss.chain.genesis import ChainParams
-        from deoss.chain.query import QueryArgs
-
         account = await client.account(target)
-        params = await client.query("/chain/params", QueryArgs(), ChainParams)
+        params = await client.reads.params()
         return {
             "address": target,
             "balance": account.balance,

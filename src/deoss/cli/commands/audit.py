@@ -15,12 +15,10 @@ from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 
-from deoss.chain.errors import NotFound
-from deoss.chain.query import MAX_PAGE, QueryArgs
+from deoss.chain.query import MAX_PAGE
 from deoss.cli.commands.status import JsonOpt, with_ledger
 from deoss.cli.node_client import NodeOpt
 from deoss.cli.output import console, print_json
-from deoss.client.errors import QueryFailed
 from deoss.core.keys import address_of
 
 if TYPE_CHECKING:
@@ -97,18 +95,10 @@ def audit_json(
 
 
 async def read_audit(client: ChainClient) -> dict[str, Any]:
-    from deoss.chain.modules.audit import ChallengeEntry, Round
-    from deoss.chain.modules.miners import MinerEntry
-
     status = await client.status()
-    try:
-        round_: Round | None = await client.query("/audit/round", QueryArgs(), Round)
-    except QueryFailed as exc:
-        if exc.code != NotFound.code:
-            raise
-        round_ = None  # no round has opened yet: not an error for a status command
-    challenges = await client.query("/audit/challenges", QueryArgs(), list[ChallengeEntry])
-    miners = await client.query("/miners/list", QueryArgs(), list[MinerEntry])
+    round_ = await client.reads.round()  # None before the first round: not an error here
+    challenges = await client.reads.challenges()
+    miners = await client.reads.miners()
     return audit_json(status.height, round_, challenges, miners)
 
 
@@ -173,16 +163,12 @@ def order_json(order: Order) -> dict[str, Any]:
 
 async def read_orders(client: ChainClient, limit: int) -> tuple[list[Order], bool]:
     """Up to ``limit`` orders in id order, page by page; and whether more exist."""
-    from deoss.chain.modules.restoral import Order
-
     orders: list[Order] = []
     next_id = 0
     while True:
         # one more than the limit, to tell "exactly limit" from "more than limit"
         wanted = min(MAX_PAGE, limit + 1 - len(orders))
-        page = await client.query(
-            "/restoral/orders", QueryArgs(id=next_id, limit=wanted), list[Order]
-        )
+        page = await client.reads.orders(next_id, wanted)
         orders.extend(page)
         if len(page) < wanted or len(orders) > limit:
             break

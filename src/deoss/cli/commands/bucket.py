@@ -6,8 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from deoss.chain.modules.buckets import BucketEntry, CreateBucket, DeleteBucket
-from deoss.chain.query import QueryArgs
+from deoss.chain.modules.buckets import CreateBucket, DeleteBucket
 from deoss.chain.types import Call
 from deoss.cli.commands.account import KeyOpt, check_address, load_key
 from deoss.cli.commands.status import JsonOpt, with_ledger
@@ -65,7 +64,7 @@ def ls_command(
     address = check_address(owner, as_json) if owner else load_key(key, as_json).address
 
     async def read(client: ChainClient) -> list[dict[str, Any]]:
-        entries = await client.query("/buckets/list", QueryArgs(owner=address), list[BucketEntry])
+        entries = await client.reads.buckets(address)
         return [
             {"name": e.name, "object_count": e.object_count, "created_at": e.created_at}
             for e in entries

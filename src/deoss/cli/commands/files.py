@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from deoss.chain.query import QueryArgs
 from deoss.cli.commands.status import JsonOpt, with_ledger
 from deoss.cli.node_client import NodeOpt
 from deoss.cli.output import console, print_json
@@ -70,15 +69,11 @@ def show_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Deal state, placing scheduler, fragment holders and whether the file is tagged."""
-    # the chain's modules import numpy and the pairing library: not for --help
-    from deoss.chain.modules.files import FileRecord
-    from deoss.chain.modules.miners import MinerEntry
-    from deoss.chain.modules.schedulers import SchedulerEntry
 
     async def read(client: ChainClient) -> dict[str, Any]:
-        record = await client.query("/files/file", QueryArgs(fid=fid), FileRecord)
-        miners = await client.query("/miners/list", QueryArgs(), list[MinerEntry])
-        schedulers = await client.query("/schedulers/list", QueryArgs(), list[SchedulerEntry])
+        record = await client.reads.file.required(fid)
+        miners = await client.reads.miners()
+        schedulers = await client.reads.schedulers()
         return file_json(
             record,
             {m.address: m for m in miners},

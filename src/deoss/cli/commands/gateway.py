@@ -10,8 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from deoss.chain.modules.gateways import AuthorizeGateway, GatewayEntry, RevokeGateway
-from deoss.chain.query import QueryArgs
+from deoss.chain.modules.gateways import AuthorizeGateway, RevokeGateway
 from deoss.chain.types import Call
 from deoss.cli.commands.account import KeyOpt, check_address, load_key
 from deoss.cli.commands.status import JsonOpt, with_ledger
@@ -66,10 +65,8 @@ def ls_command(key: KeyOpt = None, node: NodeOpt = None, as_json: JsonOpt = Fals
     user = load_key(key, as_json)
 
     async def read(client: ChainClient) -> list[dict[str, Any]]:
-        registered = await client.query("/gateways/list", QueryArgs(), list[GatewayEntry])
-        mine = await client.query(
-            "/gateways/authorized", QueryArgs(address=user.address), list[str]
-        )
+        registered = await client.reads.gateways()
+        mine = await client.reads.authorized_gateways(user.address)
         return [
             {"address": g.address, "endpoint": g.endpoint, "authorized": g.address in mine}
             for g in registered

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from deoss.chain.query import QueryArgs
 from deoss.chain.types import Call
 from deoss.cli.commands.account import MAX_AMOUNT, KeyOpt, check_address, load_key
 from deoss.cli.commands.audit import print_table
@@ -64,13 +63,11 @@ def miner_json(address: str, miner: Miner) -> dict[str, Any]:
 
 
 async def _read_one(client: ChainClient, address: str) -> dict[str, Any]:
-    from deoss.chain.genesis import ChainParams
-    from deoss.chain.modules.files import Holding
-    from deoss.chain.modules.miners import Miner, MinerState, recovery_height, required_stake
+    from deoss.chain.modules.miners import MinerState, recovery_height, required_stake
 
-    miner = await client.query("/miners/miner", QueryArgs(address=address), Miner)
-    holdings = await client.query("/files/holdings", QueryArgs(address=address), list[Holding])
-    params = await client.query("/chain/params", QueryArgs(), ChainParams)
+    miner = await client.reads.miner.required(address)
+    holdings = await client.reads.holdings(address)
+    params = await client.reads.params()
     required = required_stake(params, miner.capacity_bytes)
     faulty = miner.state == MinerState.FAULTY
     return {
@@ -186,9 +183,7 @@ def status_command(
         return
 
     async def read_all(client: ChainClient) -> list[dict[str, Any]]:
-        from deoss.chain.modules.miners import MinerEntry
-
-        entries = await client.query("/miners/list", QueryArgs(), list[MinerEntry])
+        entries = await client.reads.miners()
         return [miner_json(e.address, e.miner) for e in entries]
 
     miners = with_ledger(node, read_all, as_json)

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from deoss.chain.query import QueryArgs
 from deoss.chain.types import Call
 from deoss.cli.commands.account import KeyOpt, check_address, load_key
 from deoss.cli.commands.status import JsonOpt, with_ledger
@@ -51,11 +50,10 @@ def _print_lease(shown: dict[str, Any]) -> None:
 
 def _change(user: KeyPair, call: Call, node: str | None, as_json: bool) -> None:
     """Submit ``call``, then show the lease as it is after the block."""
-    from deoss.chain.modules.space import Lease
 
     async def submit(client: ChainClient) -> dict[str, Any]:
         outcome = await client.submit(user, call)
-        lease = await client.query("/space/lease", QueryArgs(address=user.address), Lease)
+        lease = await client.reads.lease.required(user.address)
         return {**lease_json(user.address, lease), "height": outcome.height}
 
     shown = with_ledger(node, submit, as_json)
@@ -116,12 +114,10 @@ def show_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Total, used, locked and free space of an account, and when it expires (exit 3: none)."""
-    from deoss.chain.modules.space import Lease
-
     target = check_address(address, as_json) if address else load_key(key, as_json).address
 
     async def read(client: ChainClient) -> dict[str, Any]:
-        lease = await client.query("/space/lease", QueryArgs(address=target), Lease)
+        lease = await client.reads.lease.required(target)
         return lease_json(target, lease)
 
     shown = with_ledger(node, read, as_json)

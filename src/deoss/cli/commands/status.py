@@ -14,7 +14,6 @@ import typer
 from rich.table import Table
 
 from deoss.chain.errors import NotFound
-from deoss.chain.query import QueryArgs
 from deoss.cli.node_client import NodeOpt, with_chain
 from deoss.cli.output import console, fail, print_json
 from deoss.client.errors import QueryFailed, TxRefused
@@ -52,17 +51,11 @@ def with_ledger(node: str | None, work: Callable[[ChainClient], Awaitable[T]], a
 
 
 async def read_status(client: ChainClient) -> dict[str, Any]:
-    # the chain's modules import numpy and the pairing library: only when a command runs
-    from deoss.chain.modules.deals import DealCounts
-    from deoss.chain.modules.gateways import GatewayEntry
-    from deoss.chain.modules.miners import MinerEntry
-    from deoss.chain.modules.schedulers import SchedulerEntry
-
     status = await client.status()
-    schedulers = await client.query("/schedulers/list", QueryArgs(), list[SchedulerEntry])
-    miners = await client.query("/miners/list", QueryArgs(), list[MinerEntry])
-    gateways = await client.query("/gateways/list", QueryArgs(), list[GatewayEntry])
-    deals = await client.query("/deals/counts", QueryArgs(), DealCounts)
+    schedulers = await client.reads.schedulers()
+    miners = await client.reads.miners()
+    gateways = await client.reads.gateways()
+    deals = await client.reads.deal_counts()
     return {
         "chain_id": status.chain_id,
         "height": status.height,

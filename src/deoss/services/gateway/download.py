@@ -32,8 +32,6 @@ import httpx
 from prometheus_client import CollectorRegistry, Counter
 
 from deoss.chain.modules.files import FileRecord
-from deoss.chain.modules.miners import MinerEntry
-from deoss.chain.query import QueryArgs
 from deoss.client.chain import ChainClient
 from deoss.core.errors import DataPathError, NotEnoughFragments
 from deoss.core.keys import address_of, parse_address
@@ -112,7 +110,7 @@ class MinerBook:
         async with self._lock:
             if time.monotonic() - self._loaded_at <= MIN_REFRESH_S:
                 return  # someone else just did
-            entries = await self._chain.query("/miners/list", QueryArgs(), list[MinerEntry])
+            entries = await self._chain.reads.miners()
             self._endpoints = {
                 parse_address(e.address): e.miner.endpoint.rstrip("/") for e in entries
             }

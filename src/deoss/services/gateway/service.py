@@ -26,24 +26,18 @@ from typing import Any
 import httpx
 from prometheus_client import CollectorRegistry
 
-from deoss.chain.errors import NotFound as ChainNotFound
 from deoss.chain.errors import TxError
-from deoss.chain.genesis import ChainParams
-from deoss.chain.modules.buckets import Bucket, BucketEntry, CreateBucket, DeleteBucket
+from deoss.chain.modules.buckets import Bucket, CreateBucket, DeleteBucket
 from deoss.chain.modules.deals import Deal
 from deoss.chain.modules.files import (
     DeleteObject,
     FileRecord,
-    ObjectEntry,
     ObjectRecord,
     check_object_name,
 )
-from deoss.chain.modules.gateways import Gateway as GatewayRecord
 from deoss.chain.modules.gateways import RegisterGateway
 from deoss.chain.modules.space import Lease, LeaseState
-from deoss.chain.query import QueryArgs
 from deoss.client.chain import ChainClient
-from deoss.client.errors import QueryFailed
 from deoss.client.gateway_types import (
     BucketChange,
     BucketInfo,
@@ -210,7 +204,7 @@ class Gateway:
     async def layout(self) -> LayoutParams:
         """The chain's layout, read once: genesis parameters never change."""
         if self._layout is None:
-            params = await self.chain.query("/chain/params", QueryArgs(), ChainParams)
+            params = await self.chain.reads.params()
             self._layout = params.layout
         return self._layout
 
@@ -260,9 +254,7 @@ class Gateway:
         if cached is not None and cached[0] > now:
             allowed = cached[1]
         else:
-            gateways = await self.chain.query(
-                "/gateways/authorized", QueryArgs(address=user), list[str]
-            )
+            gateways = await self.chain.reads.authorized_gateways(user)
             allowed = self.address in gateways
             if len(self._authorized) >= MAX_AUTH_CACHE:
                 self._authorized = {u: v for u, v in self._authorized.items() if v[0] > now}
@@ -276,9 +268,7 @@ class Gateway:
     # --- buckets ----------------------------------------------------------------------------
 
     async def list_buckets(self, user: Signer) -> list[BucketInfo]:
-        entries = await self.chain.query(
-            "/buckets/list", QueryArgs(owner=user.address), list[BucketEntry]
-        )
+        entries = await self.chain.reads.buckets(user.address)
         return [BucketInfo(e.name, e.created_at, e.object_count) for e in entries]
 
     async def create_bucket(self, user: Signer, bucket: str) -> BucketChange:
@@ -295,17 +285,15 @@ class Gateway:
         self, user: Signer, bucket: str, prefix: str, start_after: str, limit: int
     ) -> ObjectPage:
         await self._bucket(user, bucket)
-        args = QueryArgs(
-            owner=user.address, bucket=bucket, prefix=prefix, start_after=start_after, limit=limit
+        entries = await self.chain.reads.objects(
+            user.address, bucket, prefix=prefix, start_after=start_after, limit=limit
         )
-        entries = await self.chain.query("/files/objects", args, list[ObjectEntry])
         objects = [ObjectInfo(bucket, e.name, e.fid, e.size, e.created_at) for e in entries]
         more = objects[-1].name if len(objects) == limit else None
         return ObjectPage(bucket=bucket, prefix=prefix, objects=objects, next_start_after=more)
 
     async def stat_object(self, user: Signer, bucket: str, name: str) -> ObjectInfo:
-        args = QueryArgs(owner=user.address, bucket=bucket, name=name)
-        record = await self.chain.query("/files/object", args, ObjectRecord)
+        record = await self.chain.reads.object.required(user.address, bucket, name)
         return ObjectInfo(bucket, name, record.fid, record.size, record.created_at)
 
     async def delete_object(self, user: Signer, bucket: str, name: str) -> ObjectDeleted:
@@ -317,7 +305,7 @@ class Gateway:
         self, user: Signer, bucket: str, name: str, range_header: str | None
     ) -> Download:
         info = await self.stat_object(user, bucket, name)
-        record = await self.chain.query("/files/file", QueryArgs(fid=info.fid), FileRecord)
+        record = await self.chain.reads.file.required(info.fid)
         byte_range = parse_range(range_header, info.size)
         reader = await self._reader(info.fid, user.address)
         return await open_download(reader, record, info.size, byte_range)
@@ -331,8 +319,8 @@ class Gateway:
         Raises:
             Forbidden: the user owns no object stored as ``fid``.
         """
-        record = await self.chain.query("/files/file", QueryArgs(fid=fid), FileRecord)
-        owned = await self.chain.query("/files/owns", QueryArgs(owner=user.address, fid=fid), int)
+        record = await self.chain.reads.file.required(fid)
+        owned = await self.chain.reads.owns(user.address, fid)
         if owned == 0:
             raise Forbidden(f"{user.address} owns no object stored as file {fid}")
         reader = await self._reader(fid, user.address)
@@ -340,7 +328,7 @@ class Gateway:
         return await open_download(reader, record, size, parse_range(range_header, size))
 
     async def file_status(self, fid: str) -> FileStatus:
-        return _file_status(await self.chain.query("/files/file", QueryArgs(fid=fid), FileRecord))
+        return _file_status(await self.chain.reads.file.required(fid))
 
     async def deal_status(self, deal_id: int) -> DealStatus:
         return _deal_status(await read_deal(self.chain, deal_id))
@@ -458,26 +446,13 @@ class Gateway:
     # --- helpers ----------------------------------------------------------------------------
 
     async def _bucket(self, user: Signer, bucket: str) -> Bucket:
-        return await self.chain.query(
-            "/buckets/bucket", QueryArgs(owner=user.address, name=bucket), Bucket
-        )
+        return await self.chain.reads.bucket.required(user.address, bucket)
 
     async def _optional_object(self, user: Signer, bucket: str, name: str) -> ObjectRecord | None:
-        args = QueryArgs(owner=user.address, bucket=bucket, name=name)
-        try:
-            return await self.chain.query("/files/object", args, ObjectRecord)
-        except QueryFailed as exc:
-            if exc.code == ChainNotFound.code:
-                return None
-            raise
+        return await self.chain.reads.object(user.address, bucket, name)
 
     async def _lease(self, user: Signer) -> Lease | None:
-        try:
-            return await self.chain.query("/space/lease", QueryArgs(address=user.address), Lease)
-        except QueryFailed as exc:
-            if exc.code == ChainNotFound.code:
-                return None
-            raise
+        return await self.chain.reads.lease(user.address)
 
 
 async def _within_space(body: AsyncIterator[bytes], free_bytes: int) -> AsyncIterator[bytes]:
@@ -497,18 +472,12 @@ async def _within_space(body: AsyncIterator[bytes], free_bytes: int) -> AsyncIte
 async def register_gateway(chain: ChainClient, key: KeyPair, endpoint: str) -> bool:
     """Register ``key`` as a gateway at ``endpoint`` unless it is already; True if submitted.
     A first registration reserves the chain's ``gateway_stake``; an endpoint update none."""
-    try:
-        current = await chain.query(
-            "/gateways/gateway", QueryArgs(address=key.address), GatewayRecord
-        )
-    except QueryFailed as exc:
-        if exc.code != ChainNotFound.code:
-            raise
-    else:
+    current = await chain.reads.gateway(key.address)
+    if current is not None:
         if current.endpoint == endpoint:
             return False
         await chain.submit(key, RegisterGateway(endpoint=endpoint))
         return True
-    params = await chain.query("/chain/params", QueryArgs(), ChainParams)
+    params = await chain.reads.params()
     await chain.submit(key, RegisterGateway(endpoint=endpoint, stake=params.gateway_stake))
     return True

@@ -47,11 +47,9 @@ import httpx
 from msgspec.structs import replace
 from prometheus_client import CollectorRegistry, Counter
 
-from deoss.chain.errors import InvalidTransition, NotFound
+from deoss.chain.errors import InvalidTransition
 from deoss.chain.modules.deals import Deal, DealState, DeclareDeal, ReassignDeal
 from deoss.chain.modules.files import FileRecord
-from deoss.chain.modules.schedulers import Scheduler
-from deoss.chain.query import QueryArgs
 from deoss.client.chain import ChainClient
 from deoss.client.errors import BadResponse, NodeUnavailable, QueryFailed, TxRefused
 from deoss.core.keys import KeyPair, address_of
@@ -392,12 +390,7 @@ class Declared:
 
 
 async def find_file(chain: ChainClient, fid: str) -> FileRecord | None:
-    try:
-        return await chain.query("/files/file", QueryArgs(fid=fid), FileRecord)
-    except QueryFailed as exc:
-        if exc.code == NotFound.code:
-            return None
-        raise
+    return await chain.reads.file(fid)
 
 
 async def plan_segments(uplink: Uplink, spooled: Spooled) -> list[SegmentPlan]:
@@ -451,7 +444,7 @@ class NotAssignedThere(Exception):
 
 
 async def read_deal(chain: ChainClient, deal_id: int) -> Deal:
-    return await chain.query("/deals/deal", QueryArgs(id=deal_id), Deal)
+    return await chain.reads.deal.required(deal_id)
 
 
 async def _segment_body(
@@ -470,9 +463,7 @@ async def _segment_body(
 
 async def _scheduler_endpoint(chain: ChainClient, scheduler: bytes) -> str:
     try:
-        record = await chain.query(
-            "/schedulers/scheduler", QueryArgs(address=address_of(scheduler)), Scheduler
-        )
+        record = await chain.reads.scheduler.required(address_of(scheduler))
     except QueryFailed as exc:
         raise SchedulerUnreachable(f"scheduler {address_of(scheduler)}: {exc}") from exc
     return record.endpoint.rstrip("/")

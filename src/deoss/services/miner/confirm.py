@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 
 from deoss.chain.modules.files import ConfirmTags, FileRecord, Holding
-from deoss.chain.query import QueryArgs
 from deoss.client.errors import ClientError, TxRefused
 from deoss.services.common.app import log_event
 from deoss.services.common.supervise import wait_woken
@@ -64,9 +63,7 @@ class TagConfirmer:
 
     async def confirm_pending(self) -> int:
         """One pass over this miner's unconfirmed holdings; returns how many it confirmed."""
-        holdings = await self.service.chain.query(
-            "/files/holdings", QueryArgs(address=self.service.key.address), list[Holding]
-        )
+        holdings = await self.service.chain.reads.holdings(self.service.key.address)
         by_fid: dict[str, list[Holding]] = {}
         for holding in holdings:
             if not holding.tags_confirmed:

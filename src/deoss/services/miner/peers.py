@@ -14,12 +14,7 @@ from typing import Any
 
 import httpx
 
-from deoss.chain.errors import NotFound
-from deoss.chain.modules.miners import MinerEntry
-from deoss.chain.modules.schedulers import Scheduler
-from deoss.chain.query import QueryArgs
 from deoss.client.chain import ChainClient
-from deoss.client.errors import QueryFailed
 from deoss.core.keys import KeyPair, address_of, parse_address
 from deoss.core.podr2 import TAG_BYTES, block_count
 from deoss.services.common.fetch import fetch_exact
@@ -53,18 +48,15 @@ class Peers:
         await self.http.aclose()
 
     async def miner_endpoints(self) -> dict[bytes, str]:
-        entries = await self.chain.query("/miners/list", QueryArgs(), list[MinerEntry])
+        entries = await self.chain.reads.miners()
         return {parse_address(e.address): e.miner.endpoint.rstrip("/") for e in entries}
 
     async def scheduler_endpoint(self, scheduler: bytes) -> str:
         """The registered endpoint of a scheduler (the tagger of a file)."""
-        args = QueryArgs(address=address_of(scheduler))
-        try:
-            found = await self.chain.query("/schedulers/scheduler", args, Scheduler)
-        except QueryFailed as exc:
-            if exc.code == NotFound.code:
-                raise PeerError(f"{args.address} is not a registered scheduler") from exc
-            raise
+        address = address_of(scheduler)
+        found = await self.chain.reads.scheduler(address)
+        if found is None:
+            raise PeerError(f"{address} is not a registered scheduler")
         return found.endpoint.rstrip("/")
 
     async def fetch_fragment(

@@ -35,8 +35,7 @@ from deoss.chain.errors import NotFound as ChainNotFound
 from deoss.chain.modules.audit import Challenge, KeyProof, Result, Round, SubmitProof
 from deoss.chain.modules.files import FileRecord
 from deoss.chain.modules.restoral import ReportLoss
-from deoss.chain.query import QueryArgs
-from deoss.client.errors import ClientError, QueryFailed, TxRefused
+from deoss.client.errors import ClientError, TxRefused
 from deoss.core.errors import BadProof, BadTag
 from deoss.core.podr2 import TAG_BYTES, BlockReader, block_span, check_tags, prove
 from deoss.services.common.app import log_event
@@ -263,21 +262,10 @@ class Prover:
                 await report_loss(self.service, place.fid, place.segment, place.fragment)
 
     async def _current_round(self) -> Round | None:
-        try:
-            return await self.service.chain.query("/audit/round", QueryArgs(), Round)
-        except QueryFailed as exc:
-            if exc.code == ChainNotFound.code:
-                return None
-            raise
+        return await self.service.chain.reads.round()
 
     async def _challenge(self) -> Challenge | None:
-        args = QueryArgs(address=self.service.key.address)
-        try:
-            return await self.service.chain.query("/audit/challenge", args, Challenge)
-        except QueryFailed as exc:
-            if exc.code == ChainNotFound.code:
-                return None
-            raise
+        return await self.service.chain.reads.challenge(self.service.key.address)
 
 
 async def fetch_tags_from_tagger(

@@ -37,11 +37,10 @@ import os
 import time
 from dataclasses import dataclass
 
-from deoss.chain.errors import NotFound as ChainNotFound
 from deoss.chain.modules.files import FileRecord
 from deoss.chain.modules.miners import MinerState, accepts_fragments
 from deoss.chain.modules.restoral import ClaimOrder, CompleteOrder, Order, OrderState
-from deoss.chain.query import MAX_PAGE, QueryArgs
+from deoss.chain.query import MAX_PAGE
 from deoss.client.errors import ClientError, TxRefused
 from deoss.core.errors import BadProof, DataPathError
 from deoss.core.keys import address_of
@@ -391,18 +390,11 @@ class Repairer:
         out: list[Order] = []
         next_id = 0
         while True:
-            page = await self.service.chain.query(
-                "/restoral/orders", QueryArgs(id=next_id, limit=MAX_PAGE), list[Order]
-            )
+            page = await self.service.chain.reads.orders(next_id, MAX_PAGE)
             out.extend(page)
             if len(page) < MAX_PAGE:
                 return out
             next_id = page[-1].id + 1
 
     async def _order(self, order_id: int) -> Order | None:
-        try:
-            return await self.service.chain.query("/restoral/order", QueryArgs(id=order_id), Order)
-        except ClientError as exc:
-            if getattr(exc, "code", None) == ChainNotFound.code:
-                return None
-            raise
+        return await self.service.chain.reads.order(order_id)

@@ -39,27 +39,20 @@ import asyncio
 import contextlib
 import os
 import queue
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Generic, TypeVar
+from typing import Any, BinaryIO
 
-from deoss.chain.errors import NotFound as ChainNotFound
-from deoss.chain.genesis import ChainParams
 from deoss.chain.modules.deals import Deal, DealState, receipt_message
-from deoss.chain.modules.files import FileRecord, ObjectRecord, tags_message
+from deoss.chain.modules.files import tags_message
 from deoss.chain.modules.miners import (
-    Miner,
     MinerState,
     RegisterMiner,
     UpdateMiner,
     required_stake,
 )
 from deoss.chain.modules.restoral import Order, OrderState
-from deoss.chain.modules.schedulers import Scheduler
-from deoss.chain.query import QueryArgs
 from deoss.client.chain import ChainClient
-from deoss.client.errors import ClientError, NodeUnavailable, QueryFailed
 from deoss.core.errors import BadProof
 from deoss.core.keys import KeyPair, address_of
 from deoss.core.podr2 import TAG_BYTES, TagPublicKey, block_count, check_tag_points, check_tags
@@ -71,10 +64,9 @@ from deoss.services.common.errors import (
     Forbidden,
     NotFound,
     ServiceError,
-    ServiceUnavailable,
-    UpstreamFailed,
 )
 from deoss.services.common.signing import Signer
+from deoss.services.miner.chain_view import ChainView
 from deoss.services.miner.read_limits import ReadBudget, ReadLimiter
 from deoss.services.miner.settings import MinerSettings
 from deoss.services.miner.store import (
@@ -101,16 +93,10 @@ __all__ = [
 ]
 
 ROLE = "miner"
-PARAMS_QUERY = "/chain/params"
-REASON_TTL_S = 5.0  # a confirmed read reason stays confirmed this long (a download's many reads)
 READ_REASONS = ("download", "restoral", "tagging")
 PIPE_DEPTH = 8  # chunks in flight between the event loop and the writer thread
 READ_CHUNK = 1024 * 1024  # fewer thread hops per fragment served
 WRITE_BATCH = 1024 * 1024  # likewise per fragment received
-
-K = TypeVar("K")
-V = TypeVar("V")
-R = TypeVar("R")
 
 BodyOpener = Callable[[int], AsyncIterator[bytes]]
 """Given the most bytes allowed, the request body's chunks, at most that many. Checked against
@@ -204,129 +190,6 @@ class OpenFragment:
                 yield chunk
         finally:
             self.close()
-
-
-class TtlCache(Generic[K, V]):
-    """A small map whose entries expire; enough for short-lived chain lookups."""
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic, max_entries: int = 10_000):
-        self._clock = clock
-        self._max_entries = max_entries
-        self._entries: dict[K, tuple[float, V]] = {}
-
-    def get(self, key: K) -> V | None:
-        entry = self._entries.get(key)
-        if entry is None or entry[0] < self._clock():
-            self._entries.pop(key, None)
-            return None
-        return entry[1]
-
-    def put(self, key: K, value: V, ttl_s: float) -> None:
-        if len(self._entries) >= self._max_entries:
-            self._entries.clear()  # crude but bounded: the cache only saves queries
-        self._entries[key] = (self._clock() + ttl_s, value)
-
-
-@contextlib.contextmanager
-def chain_errors(what: str) -> Iterator[None]:
-    """Client errors of a chain lookup as service errors: 503 unreachable, 502 otherwise."""
-    try:
-        yield
-    except NodeUnavailable as exc:
-        raise ServiceUnavailable(f"cannot {what}: the chain node is unreachable") from exc
-    except QueryFailed as exc:
-        raise BadRequest(f"cannot {what}: {exc}") from exc
-    except ClientError as exc:
-        raise UpstreamFailed(f"cannot {what}: {exc}") from exc
-
-
-class ChainView:
-    """What the miner reads from the chain. Only a confirmed read reason is cached (briefly, so
-    a download's many fragment reads cost one check): deal and file state decide what is
-    accepted, so they are always read afresh."""
-
-    def __init__(self, chain: ChainClient) -> None:
-        self.chain = chain
-        self._params: ChainParams | None = None
-        self._reasons: TtlCache[tuple[object, ...], bool] = TtlCache()
-
-    async def chain_id(self) -> str:
-        with chain_errors("read the chain id"):
-            return await self.chain.chain_id()
-
-    async def params(self) -> ChainParams:
-        """The chain's parameters (genesis: they never change), read once."""
-        if self._params is None:
-            with chain_errors("read the chain parameters"):
-                self._params = await self.chain.query(PARAMS_QUERY, QueryArgs(), ChainParams)
-        return self._params
-
-    async def deal(self, deal_id: int) -> Deal:
-        """The deal as the chain has it now (never cached: its state decides). Raises NotFound."""
-        deal = await self.deal_or_none(deal_id)
-        if deal is None:
-            raise NotFound(f"no deal {deal_id} on chain")
-        return deal
-
-    async def deal_or_none(self, deal_id: int) -> Deal | None:
-        return await self._optional("/deals/deal", QueryArgs(id=deal_id), Deal, "read the deal")
-
-    async def file(self, fid: str) -> FileRecord | None:
-        return await self._optional("/files/file", QueryArgs(fid=fid), FileRecord, "read the file")
-
-    async def scheduler(self, public_key: bytes) -> Scheduler | None:
-        args = QueryArgs(address=address_of(public_key))
-        return await self._optional("/schedulers/scheduler", args, Scheduler, "read a scheduler")
-
-    async def tag_key(self, key_id: bytes) -> TagPublicKey | None:
-        """The registered tag public key with this id (its scheduler may be gone for good)."""
-        args = QueryArgs(key_id=key_id.hex())
-        return await self._optional("/schedulers/tag_key", args, TagPublicKey, "read a tag key")
-
-    async def order(self, order_id: int) -> Order | None:
-        args = QueryArgs(id=order_id)
-        return await self._optional("/restoral/order", args, Order, "read a restoral order")
-
-    async def miner(self, public_key: bytes) -> Miner | None:
-        args = QueryArgs(address=address_of(public_key))
-        return await self._optional("/miners/miner", args, Miner, "read a miner")
-
-    async def object_fid(self, owner: bytes, bucket: str, name: str) -> str | None:
-        args = QueryArgs(owner=address_of(owner), bucket=bucket, name=name)
-        found = await self._optional("/files/object", args, ObjectRecord, "read an object")
-        return found.fid if found else None
-
-    async def owns_fid(self, owner: str, fid: str) -> bool:
-        """Whether ``owner`` has an object stored as file ``fid`` (one indexed chain read)."""
-        args = QueryArgs(owner=owner, fid=fid)
-        with chain_errors("read what an owner owns"):
-            return await self.chain.query("/files/owns", args, int) > 0
-
-    async def gateway_acts_for(self, gateway: bytes, owner: str) -> bool:
-        """Whether ``gateway`` is a registered gateway that ``owner`` authorized."""
-        args = QueryArgs(address=owner)
-        with chain_errors("read a user's authorized gateways"):
-            authorized = await self.chain.query("/gateways/authorized", args, list[str])
-        return address_of(gateway) in authorized
-
-    async def confirmed(self, key: tuple[object, ...], check: Callable[[], Any]) -> bool:
-        """``await check()`` (a bool), remembered for REASON_TTL_S when it is True."""
-        if self._reasons.get(key):
-            return True
-        ok = bool(await check())
-        if ok:
-            self._reasons.put(key, True, REASON_TTL_S)
-        return ok
-
-    async def _optional(self, path: str, args: QueryArgs, type_: type[R], what: str) -> R | None:
-        """The query's value, or None when the chain says NotFound (an unknown path too)."""
-        with chain_errors(what):
-            try:
-                return await self.chain.query(path, args, type_)
-            except QueryFailed as exc:
-                if exc.code == ChainNotFound.code:
-                    return None
-                raise
 
 
 class MinerService:

@@ -26,14 +26,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import ParamSpec, TypeVar
 
-from deoss.chain.errors import NotFound as ChainNotFound
 from deoss.chain.modules.files import FileRecord
-from deoss.chain.modules.restoral import Order, OrderState
-from deoss.chain.query import QueryArgs
+from deoss.chain.modules.restoral import OrderState
 from deoss.client.chain import ChainClient
-from deoss.client.errors import ClientError, QueryFailed
+from deoss.client.chain_reads import BoundLookup
+from deoss.client.errors import ClientError
 from deoss.core.keys import KeyPair, address_of
 from deoss.core.layout import LayoutParams
 from deoss.services.common.app import log_event
@@ -45,6 +44,7 @@ from deoss.services.scheduler.tagging import Tagger
 __all__ = ["FragmentMismatch", "Retagger", "TagRequest"]
 
 ROLE = "scheduler"
+P = ParamSpec("P")
 R = TypeVar("R")
 
 
@@ -98,7 +98,7 @@ class Retagger:
             raise FragmentMismatch(
                 f"the body's signed SHA-256 {signer.body_sha256} is not the fragment hash {name}"
             )
-        record = await self._query_or_none("/files/file", QueryArgs(fid=fid), FileRecord)
+        record = await self._read_or_none(self.chain.reads.file, fid)
         if record is None:
             raise NotFound(f"no file {fid} on chain")
         self._check_tag_key(record)
@@ -178,7 +178,7 @@ class Retagger:
                 f"{signer.address} does not hold {what}; a restorer names its claimed restoral "
                 f"order (order=<id>)"
             )
-        order = await self._query_or_none("/restoral/order", QueryArgs(id=order_id), Order)
+        order = await self._read_or_none(self.chain.reads.order, order_id)
         if order is None:
             raise Forbidden(f"no restoral order {order_id} on chain")
         if order.fid != record.fid or order.fragment_hash != fragment_hash:
@@ -192,15 +192,13 @@ class Retagger:
             return order.segment, order.fragment
         return positions[0]
 
-    async def _query_or_none(self, path: str, args: QueryArgs, type_: type[R]) -> R | None:
+    async def _read_or_none(
+        self, lookup: BoundLookup[P, R], *args: P.args, **kwargs: P.kwargs
+    ) -> R | None:
         try:
-            return await self.chain.query(path, args, type_)
-        except QueryFailed as exc:
-            if exc.code == ChainNotFound.code:
-                return None
-            raise ServiceUnavailable(f"cannot read {path} from the chain: {exc}") from exc
+            return await lookup(*args, **kwargs)
         except ClientError as exc:
-            raise ServiceUnavailable(f"cannot read {path} from the chain: {exc}") from exc
+            raise ServiceUnavailable(f"cannot read {lookup.path} from the chain: {exc}") from exc
 
 
 def _sha256(data: bytes) -> bytes:

@@ -31,14 +31,11 @@ from dataclasses import dataclass
 import httpx
 
 from deoss.chain.errors import InvalidTransition
-from deoss.chain.errors import NotFound as ChainNotFound
 from deoss.chain.genesis import ChainParams
 from deoss.chain.modules.deals import Deal, DealState, Receipt, ReportDeal
-from deoss.chain.modules.miners import MinerEntry
 from deoss.chain.modules.schedulers import RegisterScheduler, Scheduler, UpdateScheduler
-from deoss.chain.query import QueryArgs
 from deoss.client.chain import ChainClient
-from deoss.client.errors import ClientError, QueryFailed, TxRefused
+from deoss.client.errors import ClientError, TxRefused
 from deoss.core.errors import HashMismatch
 from deoss.core.keys import KeyPair, address_of
 from deoss.core.layout import SegmentPlan, encode_segment
@@ -170,7 +167,7 @@ class SchedulerService:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         try:
             chain_id = await chain.chain_id()
-            params = await chain.query("/chain/params", QueryArgs(), ChainParams)
+            params = await chain.reads.params()
         except ClientError as exc:
             raise SchedulerError(
                 f"cannot read the chain parameters from {chain.url}: {exc}"
@@ -226,15 +223,12 @@ class SchedulerService:
         self.registered = True
 
     async def _registered_record(self) -> Scheduler | None:
-        args = QueryArgs(address=self.address)
         try:
-            current = await self.chain.query("/schedulers/scheduler", args, Scheduler)
-        except QueryFailed as exc:
-            if exc.code == ChainNotFound.code:
-                return None
-            raise SchedulerError(f"cannot read scheduler {self.address}: {exc}") from exc
+            current = await self.chain.reads.scheduler(self.address)
         except ClientError as exc:
             raise SchedulerError(f"cannot read scheduler {self.address}: {exc}") from exc
+        if current is None:
+            return None
         if current.tag_key.key_id != self.enclave.key_id:
             raise SchedulerError(
                 f"scheduler {self.address} is registered with tag key "
@@ -504,17 +498,13 @@ class SchedulerService:
 
     async def _deal_or_none(self, deal_id: int) -> Deal | None:
         try:
-            return await self.chain.query("/deals/deal", QueryArgs(id=deal_id), Deal)
-        except QueryFailed as exc:
-            if exc.code == ChainNotFound.code:
-                return None
-            raise ServiceUnavailable(f"cannot read deal {deal_id}: {exc}") from exc
+            return await self.chain.reads.deal(deal_id)
         except ClientError as exc:
             raise ServiceUnavailable(f"cannot read deal {deal_id}: {exc}") from exc
 
     async def _accepting_miners(self) -> list[Candidate]:
         try:
-            entries = await self.chain.query("/miners/list", QueryArgs(), list[MinerEntry])
+            entries = await self.chain.reads.miners()
         except ClientError as exc:
             raise ServiceUnavailable(f"cannot read the miners from the chain: {exc}") from exc
         return accepting_candidates(entries, self.params)

@@ -42,12 +42,9 @@ from pathlib import Path
 import httpx
 
 from deoss.chain.errors import InvalidTransition, Unauthorized
-from deoss.chain.errors import NotFound as ChainNotFound
 from deoss.chain.modules.files import FileRecord, ReportTagged, TagConfirmation, tags_message
-from deoss.chain.modules.miners import MinerEntry
-from deoss.chain.query import QueryArgs
 from deoss.client.chain import ChainClient
-from deoss.client.errors import ClientError, QueryFailed, TxRefused
+from deoss.client.errors import ClientError, TxRefused
 from deoss.core.errors import DataPathError
 from deoss.core.keys import KeyPair, address_of, parse_address, verify
 from deoss.core.layout import LayoutParams, SegmentPlan
@@ -413,15 +410,10 @@ class Tagger:
         log_event(ROLE, "file_tagged", fid=fid, confirmed=len(confirmations))
 
     async def _file(self, fid: str) -> FileRecord | None:
-        try:
-            return await self.chain.query("/files/file", QueryArgs(fid=fid), FileRecord)
-        except QueryFailed as exc:
-            if exc.code == ChainNotFound.code:
-                return None
-            raise
+        return await self.chain.reads.file(fid)
 
     async def _endpoints(self) -> dict[bytes, str]:
-        entries = await self.chain.query("/miners/list", QueryArgs(), list[MinerEntry])
+        entries = await self.chain.reads.miners()
         return {parse_address(e.address): e.miner.endpoint.rstrip("/") for e in entries}
 
 
