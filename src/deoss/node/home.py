@@ -14,7 +14,6 @@ is converted field by field (names in, names out) and then checked by a canonica
 
 from __future__ import annotations
 
-import os
 import time
 import tomllib
 import typing
@@ -24,6 +23,7 @@ from typing import Any
 
 import msgspec
 
+from deoss.atomic import write_atomic
 from deoss.chain.genesis import ChainParams, Genesis, GenesisAccount, GenesisError, validate_genesis
 from deoss.core import codec
 from deoss.core.errors import DataPathError
@@ -40,7 +40,6 @@ __all__ = [
     "load_genesis",
     "load_node_config",
     "parse_listen",
-    "write_atomic",
 ]
 
 DEFAULT_CHAIN_ID = "deoss-devnet"
@@ -136,16 +135,6 @@ def render_node_config(config: NodeConfig) -> str:
         "\n[chain]\n"
         f"block_ms = {config.block_ms}\n"
     )
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file, fsync and rename."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
 
 
 # --- genesis as JSON ---------------------------------------------------------------------

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import uvicorn
 
+from deoss.atomic import write_atomic
 from deoss.http_server import (
     BACKLOG,
     DEFAULT_HTTP_LIMITS,
@@ -41,7 +42,6 @@ from deoss.node.home import (
     parse_listen,
     rpc_addr_path,
     store_path,
-    write_atomic,
 )
 from deoss.node.rpc import RpcSettings, create_app
 from deoss.node.store import open_store

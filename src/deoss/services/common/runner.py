@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import socket
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
@@ -19,6 +18,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
+from deoss.atomic import write_atomic
 from deoss.http_server import (
     BACKLOG,
     DEFAULT_HTTP_LIMITS,
@@ -32,7 +32,7 @@ from deoss.runtime import release_freed_memory
 from deoss.services.common.config import ConfigError
 from deoss.services.common.supervise import DEFAULT_BACKOFF, Backoff, job_name, supervise
 
-__all__ = ["bind", "listen_address", "serve_app", "service_http_limits", "write_atomic"]
+__all__ = ["bind", "listen_address", "serve_app", "service_http_limits"]
 
 # How often a service hands freed memory back to the system (deoss.runtime): often enough
 # that an idle service shrinks within a minute, rarely enough that a busy one barely notices.
@@ -68,15 +68,6 @@ def bind(host: str, port: int) -> socket.socket:
     sock.listen(BACKLOG)
     sock.setblocking(False)
     return sock
-
-
-def write_atomic(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
 
 
 async def _release_freed_memory_periodically() -> None:

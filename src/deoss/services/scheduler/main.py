@@ -22,6 +22,7 @@ import httpx
 from deoss.client.chain import ChainClient
 from deoss.core.errors import DataPathError
 from deoss.services.common.config import ConfigError
+from deoss.services.common.cursor import CursorError
 from deoss.services.common.runner import bind, listen_address, serve_app
 from deoss.services.scheduler.app import create_app
 from deoss.services.scheduler.enclave import EnclaveError
@@ -49,7 +50,7 @@ def run_scheduler(config: Path) -> None:
     _configure_logging()
     try:
         asyncio.run(serve_scheduler(settings))
-    except (SchedulerError, EnclaveError, DataPathError, ConfigError) as exc:
+    except (SchedulerError, EnclaveError, DataPathError, ConfigError, CursorError) as exc:
         raise SchedulerStartError(str(exc)) from exc
     except FileNotFoundError as exc:
         raise SchedulerStartError(f"no such file: {exc.filename}") from exc
