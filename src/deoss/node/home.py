@@ -30,6 +30,7 @@ from deoss.core.errors import DataPathError
 from deoss.core.keys import KeyPair
 from deoss.http_server import DEFAULT_HTTP_LIMITS, HTTP_LIMIT_DEFAULTS, HttpLimits, read_http_limits
 from deoss.keyfile import write_key_file
+from deoss.serving import parse_host_port
 
 __all__ = [
     "DEFAULT_CHAIN_ID",
@@ -260,10 +261,10 @@ def parse_listen(text: object, where: str = "listen address") -> tuple[str, int]
     """("host", port) from "HOST:PORT" (port 0: any free port)."""
     if not isinstance(text, str):
         raise HomeError(f'{where}: expected "HOST:PORT", got {text!r}')
-    host, sep, port_text = text.rpartition(":")
-    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise HomeError(f'{where}: expected "HOST:PORT" with a port in 0..65535, got {text!r}')
-    return host.strip("[]"), int(port_text)
+    try:
+        return parse_host_port(text)
+    except ValueError as exc:
+        raise HomeError(f"{where}: {exc}") from exc
 
 
 def _read(path: Path) -> bytes:

@@ -15,7 +15,7 @@ from pathlib import Path
 from deoss.client.chain import ChainClient
 from deoss.core.keys import KeyPair
 from deoss.keyfile import read_key_file
-from deoss.services.common.runner import bind, listen_address, serve_app
+from deoss.services.common.runner import listen_address, serve_app
 from deoss.services.miner.app import create_app
 from deoss.services.miner.confirm import TagConfirmer
 from deoss.services.miner.follower import ChainFollower
@@ -26,6 +26,7 @@ from deoss.services.miner.scrub import Scrubber
 from deoss.services.miner.service import MinerService, ensure_registered
 from deoss.services.miner.settings import MinerSettings, load_settings
 from deoss.services.miner.store import FragmentStore
+from deoss.serving import bind_socket
 
 __all__ = ["run_miner"]
 
@@ -43,7 +44,7 @@ def run_miner(config_path: Path) -> None:
     logging.getLogger("deoss").setLevel(logging.INFO)  # our JSON lines; not httpx's per request
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     host, port = listen_address(settings.listen)
-    sock = bind(host, port)
+    sock = bind_socket(host, port)
     store = FragmentStore(settings.fragments_dir)
     try:
         asyncio.run(_serve(settings, key, store, sock))
