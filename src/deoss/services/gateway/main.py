@@ -15,7 +15,7 @@ from deoss.keyfile import read_key_file
 from deoss.services.common.app import log_event
 from deoss.services.common.runner import listen_address, serve_app
 from deoss.services.gateway.app import create_app
-from deoss.services.gateway.service import register_gateway
+from deoss.services.gateway.service import Gateway, register_gateway
 from deoss.services.gateway.settings import GatewaySettings, load_settings
 from deoss.serving import bind_socket
 
@@ -38,7 +38,8 @@ def run_gateway(config_path: Path) -> None:
 
 async def _serve(settings: GatewaySettings, key: KeyPair) -> None:
     async with ChainClient(settings.chain_url) as chain:
-        app = create_app(settings, chain=chain, key=key)
+        gateway = Gateway(settings, chain=chain, key=key)
+        app = create_app(gateway)
         sock = bind_socket(*listen_address(settings.listen))
 
         async def on_started(url: str) -> None:
@@ -58,4 +59,5 @@ async def _serve(settings: GatewaySettings, key: KeyPair) -> None:
                 http_limits=settings.http_limits,
             )
         finally:
+            await gateway.aclose()  # cancels uploads in progress, closes its HTTP client
             sock.close()

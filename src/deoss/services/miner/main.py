@@ -57,8 +57,8 @@ async def _serve(
     settings: MinerSettings, key: KeyPair, store: FragmentStore, sock: socket.socket
 ) -> None:
     async with ChainClient(settings.chain_url) as chain:
-        app = create_app(settings, chain=chain, store=store, key=key)
-        service: MinerService = app.state.miner
+        service = MinerService.from_settings(settings, chain=chain, store=store, key=key)
+        app = create_app(service)
         peers = Peers(chain, key)
         prover = Prover(service, peers, poll_s=settings.poll_s)
         repairer = Repairer(service, peers, slots=settings.repair_slots, poll_s=settings.poll_s)

@@ -64,7 +64,7 @@ from deoss.core.errors import BadProof
 from deoss.core.keys import KeyPair, address_of
 from deoss.core.podr2 import TAG_BYTES, TagPublicKey, block_count, check_tag_points, check_tags
 from deoss.services.common.app import log_event
-from deoss.services.common.auth import AuthError
+from deoss.services.common.auth import AuthError, RequestVerifier
 from deoss.services.common.errors import (
     BadRequest,
     Conflict,
@@ -339,15 +339,31 @@ class MinerService:
         store: FragmentStore,
         key: KeyPair,
         read_limiter: ReadLimiter | None = None,
+        public_url: str = "",
     ) -> None:
         self.chain = chain
-        # unlimited unless given (the app gives its settings' budgets)
+        # unlimited unless given (from_settings gives the settings' budgets)
         self.read_limiter = read_limiter or ReadLimiter(ReadBudget(0, 0), ReadBudget(0, 0))
+        self.verifier = RequestVerifier(public_url=public_url)  # its own: replays refused per miner
         self.view = ChainView(chain)
         self.store = store
         self.key = key
         self.followed_height = 0  # the last block the follower handled (for /healthz)
         self.status_sources: dict[str, Callable[[], dict[str, Any]]] = {}  # more for /healthz
+
+    @classmethod
+    def from_settings(
+        cls, settings: MinerSettings, *, chain: ChainClient, store: FragmentStore, key: KeyPair
+    ) -> MinerService:
+        """The miner over ``store``, talking to ``chain``, signing with ``key``, its read
+        budgets and public URL from ``settings``. The caller owns chain and store."""
+        limiter = ReadLimiter(
+            ReadBudget(settings.read_requests_per_s, settings.read_bytes_per_s),
+            ReadBudget(settings.bulk_read_requests_per_s, settings.bulk_read_bytes_per_s),
+        )
+        return cls(
+            chain=chain, store=store, key=key, read_limiter=limiter, public_url=settings.public_url
+        )
 
     # --- fragments in ----------------------------------------------------------------------
 

@@ -207,7 +207,7 @@ async def miner_app(
     settings = MinerSettings(
         chain_url="http://node", key_path=tmp / "key.toml", listen="127.0.0.1:0", data_dir=tmp
     )
-    app = create_app(settings, chain=chain, store=store, key=MINER)
+    app = create_app(MinerService.from_settings(settings, chain=chain, store=store, key=MINER))
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://miner") as http:
         yield app, http
