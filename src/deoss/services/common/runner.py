@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import signal
 import socket
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +22,12 @@ from deoss.http_server import (
     DEFAULT_HTTP_LIMITS,
     HttpLimits,
     raise_open_file_limit,
-    read_http_limits,
 )
 from deoss.runtime import release_freed_memory
-from deoss.services.common.config import ConfigError
 from deoss.services.common.supervise import DEFAULT_BACKOFF, Backoff, job_name, supervise
 from deoss.serving import guarded_server, parse_host_port
 
-__all__ = ["listen_address", "serve_app", "service_http_limits"]
+__all__ = ["listen_address", "serve_app"]
 
 # How often a service hands freed memory back to the system (deoss.runtime): often enough
 # that an idle service shrinks within a minute, rarely enough that a busy one barely notices.
@@ -46,18 +44,6 @@ def listen_address(text: str) -> tuple[str, int]:
         return parse_host_port(text)
     except ValueError as exc:
         raise ValueError(f"listen address: {exc}") from exc
-
-
-def service_http_limits(service: Mapping[str, Any]) -> HttpLimits:
-    """The ``[service]`` section's bounds on slow clients (deoss.http_server).
-
-    Raises:
-        ConfigError: a bad value, named ``service.<key>``.
-    """
-    try:
-        return read_http_limits(service, "service")
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
 
 
 async def _release_freed_memory_periodically() -> None:
