@@ -21,9 +21,10 @@ from deoss.services.miner.confirm import TagConfirmer
 from deoss.services.miner.follower import ChainFollower
 from deoss.services.miner.peers import Peers
 from deoss.services.miner.prover import Prover
+from deoss.services.miner.register import ensure_registered
 from deoss.services.miner.repair import Repairer
 from deoss.services.miner.scrub import Scrubber
-from deoss.services.miner.service import MinerService, ensure_registered
+from deoss.services.miner.service import MinerService
 from deoss.services.miner.settings import MinerSettings, load_settings
 from deoss.services.miner.store import FragmentStore
 from deoss.serving import bind_socket
