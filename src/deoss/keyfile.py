@@ -12,6 +12,7 @@ import os
 import stat
 from pathlib import Path
 
+from deoss.atomic import write_atomic
 from deoss.core.errors import InvalidKey
 from deoss.core.keys import KeyPair, parse_key_file, render_key_file
 
@@ -93,24 +94,7 @@ def write_private_file(path: Path, text: str, *, overwrite: bool = False) -> Non
         FileExistsError: the file exists and ``overwrite`` is false (never clobber a secret).
     """
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if overwrite:
-            os.replace(temporary, path)
-        else:
-            os.link(temporary, path)  # fails if the file exists
-    finally:
-        temporary.unlink(missing_ok=True)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    write_atomic(path, text.encode("ascii"), mode=0o600, overwrite=overwrite, sync_directory=True)
 
 
 def read_key_file(path: Path) -> KeyPair:

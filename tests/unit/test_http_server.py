@@ -24,13 +24,14 @@ from websockets.asyncio.client import connect
 
 from deoss.http_server import HttpLimits, raise_open_file_limit, read_http_limits
 from deoss.node.home import HomeError, load_node_config
-from deoss.node.serve import bind_socket, serve_node
+from deoss.node.serve import serve_node
 from deoss.services.common.app import create_service_app
 from deoss.services.common.config import ConfigError
-from deoss.services.common.runner import bind, serve_app
+from deoss.services.common.runner import serve_app
 from deoss.services.gateway.settings import load_settings as load_gateway_settings
 from deoss.services.miner.settings import load_settings as load_miner_settings
 from deoss.services.scheduler.settings import load_settings as load_scheduler_settings
+from deoss.serving import bind_socket
 from tests.chain_fixtures import anyio_backend, open_node
 
 __all__ = ["anyio_backend"]
@@ -82,7 +83,7 @@ def service_app() -> Any:
 @contextlib.asynccontextmanager
 async def run_service(tmp_path: Path, limits: HttpLimits) -> AsyncIterator[Served]:
     addr_file = tmp_path / "addr"
-    sock = bind("127.0.0.1", 0)
+    sock = bind_socket("127.0.0.1", 0)
     serving = asyncio.create_task(serve_app(service_app(), sock, addr_file, http_limits=limits))
     try:
         async with asyncio.timeout(10):

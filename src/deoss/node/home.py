@@ -14,7 +14,6 @@ is converted field by field (names in, names out) and then checked by a canonica
 
 from __future__ import annotations
 
-import os
 import time
 import tomllib
 import typing
@@ -24,12 +23,14 @@ from typing import Any
 
 import msgspec
 
+from deoss.atomic import write_atomic
 from deoss.chain.genesis import ChainParams, Genesis, GenesisAccount, GenesisError, validate_genesis
 from deoss.core import codec
 from deoss.core.errors import DataPathError
 from deoss.core.keys import KeyPair
 from deoss.http_server import DEFAULT_HTTP_LIMITS, HTTP_LIMIT_DEFAULTS, HttpLimits, read_http_limits
 from deoss.keyfile import write_key_file
+from deoss.serving import parse_host_port
 
 __all__ = [
     "DEFAULT_CHAIN_ID",
@@ -40,7 +41,6 @@ __all__ = [
     "load_genesis",
     "load_node_config",
     "parse_listen",
-    "write_atomic",
 ]
 
 DEFAULT_CHAIN_ID = "deoss-devnet"
@@ -136,16 +136,6 @@ def render_node_config(config: NodeConfig) -> str:
         "\n[chain]\n"
         f"block_ms = {config.block_ms}\n"
     )
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file, fsync and rename."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
 
 
 # --- genesis as JSON ---------------------------------------------------------------------
@@ -271,10 +261,10 @@ def parse_listen(text: object, where: str = "listen address") -> tuple[str, int]
     """("host", port) from "HOST:PORT" (port 0: any free port)."""
     if not isinstance(text, str):
         raise HomeError(f'{where}: expected "HOST:PORT", got {text!r}')
-    host, sep, port_text = text.rpartition(":")
-    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise HomeError(f'{where}: expected "HOST:PORT" with a port in 0..65535, got {text!r}')
-    return host.strip("[]"), int(port_text)
+    try:
+        return parse_host_port(text)
+    except ValueError as exc:
+        raise HomeError(f"{where}: {exc}") from exc
 
 
 def _read(path: Path) -> bytes:

@@ -14,24 +14,16 @@ with an error. kill -9 at any moment is safe: the store holds whole blocks only.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import signal
 import socket
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import uvicorn
-
-from deoss.http_server import (
-    BACKLOG,
-    DEFAULT_HTTP_LIMITS,
-    HttpLimits,
-    guarded_protocol,
-    raise_open_file_limit,
-)
+from deoss.atomic import write_atomic
+from deoss.http_server import DEFAULT_HTTP_LIMITS, HttpLimits, raise_open_file_limit
 from deoss.node.devnode import DevNode
 from deoss.node.home import (
     HomeError,
@@ -41,45 +33,14 @@ from deoss.node.home import (
     parse_listen,
     rpc_addr_path,
     store_path,
-    write_atomic,
 )
 from deoss.node.rpc import RpcSettings, create_app
 from deoss.node.store import open_store
+from deoss.serving import bind_socket, guarded_server
 
-__all__ = ["run_chain_node", "serve_node"]
+__all__ = ["bind_socket", "run_chain_node", "serve_node"]
 
 log = logging.getLogger(__name__)
-
-GRACEFUL_SHUTDOWN_S = 2
-# An idle keep-alive connection is closed by its client first: httpx drops pooled connections
-# after 5 s idle, uvicorn's own default is also 5 s, and when both end it at once a request
-# sent on the closing connection fails with ReadError (seen in bench/e2e.py's logs).
-KEEP_ALIVE_S = 30
-
-
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handling: the node owns SIGINT/SIGTERM."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-def bind_socket(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on (host, port); port 0 = any free port."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # proto must say TCP: asyncio sets TCP_NODELAY on accepted sockets only then, and without
-    # it every keep-alive response waits 40 ms for a delayed ACK (Nagle)
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(BACKLOG)
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        raise
-    return sock
 
 
 async def serve_node(
@@ -98,18 +59,12 @@ async def serve_node(
     """
     settings = settings or RpcSettings()
     raise_open_file_limit()  # every held connection is a file
-    config = uvicorn.Config(
+    server = guarded_server(
         create_app(node, settings),
-        log_level="warning",
-        access_log=False,
-        http=guarded_protocol(http_limits),  # slow clients: deoss.http_server
-        backlog=BACKLOG,
+        http_limits,
         ws="websockets-sansio",
         ws_max_size=settings.max_body_bytes,
-        timeout_keep_alive=KEEP_ALIVE_S,
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )
-    server = _Server(config)
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
         if serving.done():

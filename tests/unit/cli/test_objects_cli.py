@@ -21,6 +21,7 @@ from deoss.core.layout import hash_object
 from deoss.keyfile import write_key_file
 from deoss.node.serve import bind_socket
 from deoss.services.gateway.app import create_app
+from deoss.services.gateway.service import Gateway
 from tests.chain_fixtures import ServedNode
 from tests.unit.chain.harness import key
 from tests.unit.services.gateway.network import (
@@ -66,8 +67,9 @@ class ServedGateway:
             for service in services:
                 network.handlers[f"{service.name}.test"] = service.handle
             settings = gateway_settings(self.tmp_path)
-            gateway = create_app(settings, chain=chain, key=key(GATEWAY), transport=network)
-            server = _Server(uvicorn.Config(gateway, log_level="warning", lifespan="on"))
+            gateway = Gateway(settings, chain=chain, key=key(GATEWAY), transport=network)
+            app = create_app(gateway)
+            server = _Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
             with bind_socket("127.0.0.1", 0) as sock:
                 serving = asyncio.create_task(server.serve(sockets=[sock]))
                 while not server.started:
@@ -78,6 +80,7 @@ class ServedGateway:
                 await self._stop.wait()
                 server.should_exit = True
                 await serving
+            await gateway.aclose()
 
     def start(self) -> ServedGateway:
         self._thread.start()

@@ -10,7 +10,8 @@ import httpx
 import pytest
 
 from deoss.services.common.app import create_service_app
-from deoss.services.common.runner import bind, serve_app
+from deoss.services.common.runner import serve_app
+from deoss.serving import bind_socket
 
 pytestmark = pytest.mark.anyio
 
@@ -27,7 +28,7 @@ async def test_an_idle_connection_outlives_the_clients_pool(tmp_path: Path) -> N
     connection it was sent on (ReadError in a client's log)."""
     app, _ = create_service_app("miner", title="t")
     addr_file = tmp_path / "addr"
-    sock = bind("127.0.0.1", 0)
+    sock = bind_socket("127.0.0.1", 0)
     serving = asyncio.create_task(serve_app(app, sock, addr_file))
     try:
         async with asyncio.timeout(10):

@@ -30,6 +30,7 @@ from deoss.services.common import auth
 from deoss.services.common.auth import HEADER_BODY, HEADER_SIGNATURE
 from deoss.services.common.signing import SigningAuth, now_ms
 from deoss.services.miner.app import create_app
+from deoss.services.miner.service import MinerService
 from deoss.services.miner.settings import MinerSettings
 from deoss.services.miner.store import FragmentStore
 from tests.chain_fixtures import StepClock, anyio_backend
@@ -142,7 +143,9 @@ async def two_miners(tmp: Path) -> AsyncIterator[Net]:
                 listen="127.0.0.1:0",
                 data_dir=data_dir,
             )
-            app = create_app(settings, chain=chain, store=store, key=key(f"miner{i}"))
+            app = create_app(
+                MinerService.from_settings(settings, chain=chain, store=store, key=key(f"miner{i}"))
+            )
             url = f"http://127.0.0.1:{9100 + i}"
             transport = httpx.ASGITransport(app=app)
             http = await stack.enter_async_context(

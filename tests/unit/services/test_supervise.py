@@ -14,8 +14,9 @@ import httpx
 import pytest
 
 from deoss.services.common.app import create_service_app
-from deoss.services.common.runner import bind, serve_app
+from deoss.services.common.runner import serve_app
 from deoss.services.common.supervise import Backoff, supervise, wait_woken
+from deoss.serving import bind_socket
 
 pytestmark = pytest.mark.anyio
 
@@ -126,7 +127,7 @@ async def test_the_service_keeps_serving_while_a_background_job_fails_and_restar
     before, the first failure stopped the whole process."""
     app, _ = create_service_app("miner", title="t")
     addr_file = tmp_path / "addr"
-    sock = bind("127.0.0.1", 0)
+    sock = bind_socket("127.0.0.1", 0)
     flaky = Flaky(failures=2)
     with caplog.at_level(logging.INFO, logger="deoss.service"):
         serving = asyncio.create_task(

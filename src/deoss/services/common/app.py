@@ -1,7 +1,10 @@
-"""The FastAPI app every service starts from: errors, /healthz, /metrics, one log line per request.
+"""The FastAPI app every service starts from: errors, /healthz, /metrics, one log line per request,
+and the one way a route learns who signed its request (``SignerDep``).
 
 Apps are built by factories (``create_service_app``), never module globals, so tests run many
-services in one process. Each app has its own Prometheus registry.
+services in one process. Each app has its own Prometheus registry (the service's, if it keeps
+its own counters). Every service's ``create_app(service)`` takes its opened service object; the
+caller owns the chain client and the service (opens and closes them), the app only serves it.
 """
 
 from __future__ import annotations
@@ -11,16 +14,18 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Response
+from fastapi import Depends, FastAPI, Request, Response
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from deoss.services.common.auth import RequestVerifier
 from deoss.services.common.errors import install_error_handlers
+from deoss.services.common.signing import Signer, verify_request
 
-__all__ = ["ServiceMetrics", "create_service_app", "log_event"]
+__all__ = ["ServiceMetrics", "SignerDep", "create_service_app", "log_event", "signed_request"]
 
 log = logging.getLogger("deoss.service")
 
@@ -36,8 +41,8 @@ def log_event(role: str, event: str, **fields: Any) -> None:
 class ServiceMetrics:
     """Counters every service exports; services add their own to ``registry``."""
 
-    def __init__(self, role: str) -> None:
-        self.registry = CollectorRegistry()
+    def __init__(self, role: str, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
         self.requests = Counter(
             "deoss_http_requests_total",
             "HTTP requests served",
@@ -92,16 +97,31 @@ class _RequestLog:
             )
 
 
+def signed_request(request: Request) -> Signer:
+    """The verified signer of the request, by the app's own verifier (replays are refused per
+    app). Raises AuthError (HTTP 401) unless signed, addressed to this server, fresh and new."""
+    verifier: RequestVerifier = request.app.state.verifier
+    return verify_request(request, verifier)
+
+
+SignerDep = Annotated[Signer, Depends(signed_request)]
+
+
 def create_service_app(
     role: str,
     *,
     title: str,
     health: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+    verifier: RequestVerifier | None = None,
+    registry: CollectorRegistry | None = None,
 ) -> tuple[FastAPI, ServiceMetrics]:
-    """A FastAPI app with error handlers, request logging, /healthz and /metrics."""
+    """A FastAPI app with error handlers, request logging, /healthz and /metrics; routes that
+    depend on ``SignerDep`` check signatures with ``verifier``; the request counters go to
+    ``registry`` (a new one if not given)."""
     app = FastAPI(title=title)
     app.state.role = role  # for the runner's log lines about the app's background tasks
-    metrics = ServiceMetrics(role)
+    app.state.verifier = verifier
+    metrics = ServiceMetrics(role, registry)
     install_error_handlers(app)
 
     app.add_middleware(_RequestLog, metrics=metrics)

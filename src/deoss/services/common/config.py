@@ -11,16 +11,33 @@
 
 Environment: DEOSS_<SECTION>_<KEY> (e.g. DEOSS_SERVICE_CHAIN, DEOSS_MINER_CAPACITY_BYTES)
 overrides the file. Unknown keys and wrong types are refused with the key's name.
+
+The ``[service]`` section is the same for every role: ``service_defaults`` gives its defaults
+and ``read_service_section`` checks it once (``ServiceSection``); each role's settings module
+checks only its own section.
 """
 
 from __future__ import annotations
 
 import os
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ConfigError", "load_config"]
+from deoss.http_server import HTTP_LIMIT_DEFAULTS, HttpLimits, read_http_limits
+from deoss.serving import parse_host_port
+
+__all__ = [
+    "DEFAULT_CHAIN_URL",
+    "ConfigError",
+    "ServiceSection",
+    "load_config",
+    "read_service_section",
+    "service_defaults",
+]
+
+DEFAULT_CHAIN_URL = "http://127.0.0.1:26657"
 
 
 class ConfigError(ValueError):
@@ -79,3 +96,59 @@ def resolve(config_path: Path, value: str) -> Path:
     """A path setting relative to the config file's directory."""
     candidate = Path(value)
     return candidate if candidate.is_absolute() else Path(config_path).parent / candidate
+
+
+def service_defaults(*, listen: str, data_dir: str) -> dict[str, Any]:
+    """The ``[service]`` section's defaults; roles differ only in where they listen and keep
+    their data."""
+    return {
+        "chain": DEFAULT_CHAIN_URL,
+        "key": "key.toml",
+        "listen": listen,
+        "data_dir": data_dir,
+        "public_url": "",
+        **HTTP_LIMIT_DEFAULTS,  # header_timeout_s, body_idle_timeout_s, max_header_bytes
+    }
+
+
+@dataclass(frozen=True)
+class ServiceSection:
+    """The checked ``[service]`` section; paths absolute (relative ones are relative to the
+    config file), ``public_url`` without a trailing slash."""
+
+    chain_url: str
+    key_path: Path
+    data_dir: Path
+    listen: str
+    public_url: str
+    http_limits: HttpLimits
+
+
+def read_service_section(config_path: Path, service: dict[str, Any]) -> ServiceSection:
+    """Check the ``[service]`` section of a loaded config (``load_config``).
+
+    Raises:
+        ConfigError: a bad listen address, chain URL, public URL or HTTP limit, named
+            ``service.<key>``.
+    """
+    try:
+        parse_host_port(service["listen"])
+    except ValueError as exc:
+        raise ConfigError(f"service.listen: {exc}") from exc
+    if not service["chain"].startswith(("http://", "https://")):
+        raise ConfigError(f"service.chain must be an http(s) URL, got {service['chain']!r}")
+    public = service["public_url"]
+    if public and not public.startswith(("http://", "https://")):
+        raise ConfigError(f"service.public_url {public!r} is not an http(s) URL")
+    try:
+        http_limits = read_http_limits(service, "service")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    return ServiceSection(
+        chain_url=service["chain"],
+        key_path=resolve(config_path, service["key"]).absolute(),
+        data_dir=resolve(config_path, service["data_dir"]).absolute(),
+        listen=service["listen"],
+        public_url=public.rstrip("/"),
+        http_limits=http_limits,
+    )

@@ -27,6 +27,9 @@ class UnsatisfiableRange(RangeNotSatisfiable):
         super().__init__(message)
         self.size = size
 
+    def headers(self) -> dict[str, str] | None:
+        return {"content-range": f"bytes */{self.size}"}
+
 
 @dataclass(frozen=True)
 class ByteRange:

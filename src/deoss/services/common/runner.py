@@ -9,30 +9,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import socket
-from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-import uvicorn
 from fastapi import FastAPI
 
+from deoss.atomic import write_atomic
 from deoss.http_server import (
-    BACKLOG,
     DEFAULT_HTTP_LIMITS,
     HttpLimits,
-    guarded_protocol,
     raise_open_file_limit,
-    read_http_limits,
 )
-from deoss.node.serve import KEEP_ALIVE_S  # idle connections: their clients close them first
 from deoss.runtime import release_freed_memory
-from deoss.services.common.config import ConfigError
 from deoss.services.common.supervise import DEFAULT_BACKOFF, Backoff, job_name, supervise
+from deoss.serving import guarded_server, parse_host_port
 
-__all__ = ["bind", "listen_address", "serve_app", "service_http_limits", "write_atomic"]
+__all__ = ["listen_address", "serve_app"]
 
 # How often a service hands freed memory back to the system (deoss.runtime): often enough
 # that an idle service shrinks within a minute, rarely enough that a busy one barely notices.
@@ -40,57 +35,21 @@ RELEASE_MEMORY_EVERY_S = 30.0
 
 
 def listen_address(text: str) -> tuple[str, int]:
-    """Parse "host:port"."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"listen address {text!r} is not host:port")
-    return host, int(port)
-
-
-def service_http_limits(service: Mapping[str, Any]) -> HttpLimits:
-    """The ``[service]`` section's bounds on slow clients (deoss.http_server).
+    """Parse "host:port" (deoss.serving.parse_host_port: an IPv6 host may be in brackets).
 
     Raises:
-        ConfigError: a bad value, named ``service.<key>``.
+        ValueError: not host:port, naming the listen address.
     """
     try:
-        return read_http_limits(service, "service")
+        return parse_host_port(text)
     except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
-
-
-def bind(host: str, port: int) -> socket.socket:
-    sock = socket.socket(
-        socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP
-    )
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(BACKLOG)
-    sock.setblocking(False)
-    return sock
-
-
-def write_atomic(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+        raise ValueError(f"listen address: {exc}") from exc
 
 
 async def _release_freed_memory_periodically() -> None:
     while True:
         await asyncio.sleep(RELEASE_MEMORY_EVERY_S)
         await asyncio.to_thread(release_freed_memory)
-
-
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handlers: the runner owns them."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 async def serve_app(
@@ -107,17 +66,7 @@ async def serve_app(
     signal. A background task that fails is logged and started again after ``backoff``
     (``supervise``): it never stops the service; one that returns is done, the others go on."""
     raise_open_file_limit()  # every held connection is a file
-    config = uvicorn.Config(
-        app,
-        log_level="warning",
-        access_log=False,
-        lifespan="on",
-        http=guarded_protocol(http_limits),  # slow clients: deoss.http_server
-        backlog=BACKLOG,
-        timeout_keep_alive=KEEP_ALIVE_S,
-        timeout_graceful_shutdown=2,
-    )
-    server = _Server(config)
+    server = guarded_server(app, http_limits, lifespan="on")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -13,10 +13,11 @@ from deoss.client.chain import ChainClient
 from deoss.core.keys import KeyPair
 from deoss.keyfile import read_key_file
 from deoss.services.common.app import log_event
-from deoss.services.common.runner import bind, listen_address, serve_app
+from deoss.services.common.runner import listen_address, serve_app
 from deoss.services.gateway.app import create_app
-from deoss.services.gateway.service import register_gateway
+from deoss.services.gateway.service import Gateway, register_gateway
 from deoss.services.gateway.settings import GatewaySettings, load_settings
+from deoss.serving import bind_socket
 
 __all__ = ["run_gateway"]
 
@@ -37,8 +38,9 @@ def run_gateway(config_path: Path) -> None:
 
 async def _serve(settings: GatewaySettings, key: KeyPair) -> None:
     async with ChainClient(settings.chain_url) as chain:
-        app = create_app(settings, chain=chain, key=key)
-        sock = bind(*listen_address(settings.listen))
+        gateway = Gateway(settings, chain=chain, key=key)
+        app = create_app(gateway)
+        sock = bind_socket(*listen_address(settings.listen))
 
         async def on_started(url: str) -> None:
             endpoint = settings.public_url or url
@@ -57,4 +59,5 @@ async def _serve(settings: GatewaySettings, key: KeyPair) -> None:
                 http_limits=settings.http_limits,
             )
         finally:
+            await gateway.aclose()  # cancels uploads in progress, closes its HTTP client
             sock.close()

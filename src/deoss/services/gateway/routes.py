@@ -14,8 +14,9 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
+from deoss.services.common.app import SignerDep
 from deoss.services.common.params import Uint63
-from deoss.services.common.signing import Signer, iter_body, verify_request
+from deoss.services.common.signing import Signer, iter_body
 from deoss.services.gateway.download import Download
 from deoss.services.gateway.service import (
     BucketChange,
@@ -74,9 +75,8 @@ def get_gateway(request: Request) -> Gateway:
 GatewayDep = Annotated[Gateway, Depends(get_gateway)]
 
 
-async def signed_user(request: Request, gateway: GatewayDep) -> Signer:
+async def signed_user(signer: SignerDep, gateway: GatewayDep) -> Signer:
     """The verified signer of the request, who must have authorized this gateway."""
-    signer = verify_request(request, gateway.verifier)
     await gateway.require_authorized(signer.address)
     return signer
 

@@ -186,7 +186,7 @@ class Gateway:
         registry: CollectorRegistry | None = None,
     ) -> None:
         self.settings = settings
-        self.registry = registry
+        self.registry = registry if registry is not None else CollectorRegistry()  # its own
         self.chain = chain
         self.key = key
         self.verifier = RequestVerifier(public_url=settings.public_url)
@@ -196,8 +196,8 @@ class Gateway:
         self.upload_slots = UploadSlots(settings.max_uploads, settings.max_uploads_per_user)
         self._planning = asyncio.Semaphore(settings.planning_slots)
         self.miners = MinerBook(chain)
-        self.upload_metrics = UploadMetrics(registry)
-        self.download_metrics = DownloadMetrics(registry)
+        self.upload_metrics = UploadMetrics(self.registry)
+        self.download_metrics = DownloadMetrics(self.registry)
         self._layout: LayoutParams | None = None
         sweep_spool(settings.spool_path)
 

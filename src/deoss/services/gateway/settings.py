@@ -36,9 +36,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deoss.http_server import DEFAULT_HTTP_LIMITS, HTTP_LIMIT_DEFAULTS, HttpLimits
-from deoss.services.common.config import ConfigError, load_config, resolve
-from deoss.services.common.runner import listen_address, service_http_limits
+from deoss.http_server import DEFAULT_HTTP_LIMITS, HttpLimits
+from deoss.services.common.config import (
+    ConfigError,
+    load_config,
+    read_service_section,
+    resolve,
+    service_defaults,
+)
 
 __all__ = ["DEFAULT_MAX_OBJECT_BYTES", "GatewaySettings", "load_settings"]
 
@@ -46,14 +51,7 @@ DEFAULT_MAX_OBJECT_BYTES = 1024**4
 DEFAULT_LISTEN = "127.0.0.1:8080"
 
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "service": {
-        "chain": "http://127.0.0.1:26657",
-        "key": "key.toml",
-        "listen": DEFAULT_LISTEN,
-        "data_dir": "gateway",
-        "public_url": "",
-        **HTTP_LIMIT_DEFAULTS,  # header_timeout_s, body_idle_timeout_s, max_header_bytes
-    },
+    "service": service_defaults(listen=DEFAULT_LISTEN, data_dir="gateway"),
     "gateway": {
         "max_object_bytes": DEFAULT_MAX_OBJECT_BYTES,
         "spool_dir": "",
@@ -114,18 +112,6 @@ class GatewaySettings:
         return self.data_dir / "addr"
 
 
-def _check_service(service: dict[str, Any]) -> None:
-    try:
-        listen_address(service["listen"])
-    except ValueError as exc:
-        raise ConfigError(f"service.listen: {exc}") from exc
-    if not service["chain"].startswith(("http://", "https://")):
-        raise ConfigError(f"service.chain must be an http(s) URL, got {service['chain']!r}")
-    public = service["public_url"]
-    if public and not public.startswith(("http://", "https://")):
-        raise ConfigError(f"service.public_url must be an http(s) URL, got {public!r}")
-
-
 def _check_gateway(gateway: dict[str, Any]) -> None:
     for name in _POSITIVE:
         if gateway[name] <= 0:
@@ -147,17 +133,17 @@ def load_settings(config_path: Path) -> GatewaySettings:
         ConfigError: a missing file, bad TOML, an unknown key or a bad value (named).
     """
     config = load_config(config_path, DEFAULTS)
-    service, gateway = config["service"], config["gateway"]
-    _check_service(service)
+    service = read_service_section(config_path, config["service"])
+    gateway = config["gateway"]
     _check_gateway(gateway)
     spool = gateway["spool_dir"]
     return GatewaySettings(
-        chain_url=service["chain"],
-        key_path=resolve(config_path, service["key"]).absolute(),
-        data_dir=resolve(config_path, service["data_dir"]).absolute(),
-        listen=service["listen"],
-        public_url=service["public_url"].rstrip("/"),
-        http_limits=service_http_limits(service),
+        chain_url=service.chain_url,
+        key_path=service.key_path,
+        data_dir=service.data_dir,
+        listen=service.listen,
+        public_url=service.public_url,
+        http_limits=service.http_limits,
         max_object_bytes=gateway["max_object_bytes"],
         spool_dir=resolve(config_path, spool).absolute() if spool else None,
         hedge_after_ms=gateway["hedge_after_ms"],

@@ -9,9 +9,8 @@ means None, is the reader's (client/chain_reads.py).
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable, Iterator
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from deoss.chain.genesis import ChainParams
 from deoss.chain.modules.deals import Deal
@@ -23,35 +22,12 @@ from deoss.client.chain import ChainClient
 from deoss.client.errors import ClientError, NodeUnavailable, QueryFailed
 from deoss.core.keys import address_of
 from deoss.core.podr2 import TagPublicKey
+from deoss.services.common.cache import TtlCache
 from deoss.services.common.errors import BadRequest, NotFound, ServiceUnavailable, UpstreamFailed
 
-__all__ = ["REASON_TTL_S", "ChainView", "TtlCache", "chain_errors"]
+__all__ = ["REASON_TTL_S", "ChainView", "chain_errors"]
 
 REASON_TTL_S = 5.0  # a confirmed read reason stays confirmed this long (a download's many reads)
-
-K = TypeVar("K")
-V = TypeVar("V")
-
-
-class TtlCache(Generic[K, V]):
-    """A small map whose entries expire; enough for short-lived chain lookups."""
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic, max_entries: int = 10_000):
-        self._clock = clock
-        self._max_entries = max_entries
-        self._entries: dict[K, tuple[float, V]] = {}
-
-    def get(self, key: K) -> V | None:
-        entry = self._entries.get(key)
-        if entry is None or entry[0] < self._clock():
-            self._entries.pop(key, None)
-            return None
-        return entry[1]
-
-    def put(self, key: K, value: V, ttl_s: float) -> None:
-        if len(self._entries) >= self._max_entries:
-            self._entries.clear()  # crude but bounded: the cache only saves queries
-        self._entries[key] = (self._clock() + ttl_s, value)
 
 
 @contextlib.contextmanager

@@ -25,7 +25,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import aclosing
 from functools import partial
 from pathlib import Path
@@ -36,8 +36,8 @@ from deoss.chain.types import Event
 from deoss.client.chain_types import FollowedBlock
 from deoss.client.errors import ClientError
 from deoss.services.common.app import log_event
+from deoss.services.common.cursor import BlockCursor, block_events
 from deoss.services.common.errors import ServiceUnavailable, UpstreamFailed
-from deoss.services.common.runner import write_atomic
 from deoss.services.miner.service import ROLE, MinerService
 from deoss.services.miner.store import Area
 
@@ -48,14 +48,6 @@ SWEEP_EVERY_BLOCKS = 10
 RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 10.0
 IN_PROGRESS = (DealState.OPEN, DealState.ASSIGNED)
-
-
-def block_events(block: FollowedBlock) -> Iterator[Event]:
-    """The events of accepted transactions, then those of the block hooks."""
-    for result in block.tx_results:
-        if result.code == 0:
-            yield from result.events
-    yield from block.events
 
 
 class ChainFollower:
@@ -73,29 +65,19 @@ class ChainFollower:
         self.service = service
         self.store = service.store
         self.view = service.view
-        self.cursor_path = Path(cursor_path)
+        self.cursor = BlockCursor(cursor_path)
         self.sweep_every_blocks = sweep_every_blocks
         self.retry_first_s = retry_first_s
         self.listeners = dict(listeners or {})
 
     # --- the cursor ------------------------------------------------------------------------
 
-    def read_cursor(self) -> int | None:
-        try:
-            text = self.cursor_path.read_text().strip()
-        except FileNotFoundError:
-            return None
-        if not text.isdigit():
-            raise ValueError(f"{self.cursor_path} holds {text!r}, not a block height")
-        return int(text)
-
     async def ensure_cursor(self) -> int:
         """The last handled height; a fresh miner starts at the chain's current height."""
-        height = self.read_cursor()
-        if height is None:
-            height = (await self.service.chain.status()).height
-            await asyncio.to_thread(write_atomic, self.cursor_path, f"{height}\n")
-        return height
+        return await self.cursor.ensure(self._chain_height)
+
+    async def _chain_height(self) -> int:
+        return (await self.service.chain.status()).height
 
     # --- the loop --------------------------------------------------------------------------
 
@@ -107,7 +89,7 @@ class ChainFollower:
         async with aclosing(self.service.chain.follow(start)) as blocks:
             async for block in blocks:
                 await self._retrying(partial(self.handle_block, block))
-                await asyncio.to_thread(write_atomic, self.cursor_path, f"{block.height}\n")
+                await self.cursor.advance(block.height)
                 self.service.followed_height = block.height
 
     async def handle_block(self, block: FollowedBlock) -> None:

@@ -15,17 +15,19 @@ from pathlib import Path
 from deoss.client.chain import ChainClient
 from deoss.core.keys import KeyPair
 from deoss.keyfile import read_key_file
-from deoss.services.common.runner import bind, listen_address, serve_app
+from deoss.services.common.runner import listen_address, serve_app
 from deoss.services.miner.app import create_app
 from deoss.services.miner.confirm import TagConfirmer
 from deoss.services.miner.follower import ChainFollower
 from deoss.services.miner.peers import Peers
 from deoss.services.miner.prover import Prover
+from deoss.services.miner.register import ensure_registered
 from deoss.services.miner.repair import Repairer
 from deoss.services.miner.scrub import Scrubber
-from deoss.services.miner.service import MinerService, ensure_registered
+from deoss.services.miner.service import MinerService
 from deoss.services.miner.settings import MinerSettings, load_settings
 from deoss.services.miner.store import FragmentStore
+from deoss.serving import bind_socket
 
 __all__ = ["run_miner"]
 
@@ -43,7 +45,7 @@ def run_miner(config_path: Path) -> None:
     logging.getLogger("deoss").setLevel(logging.INFO)  # our JSON lines; not httpx's per request
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     host, port = listen_address(settings.listen)
-    sock = bind(host, port)
+    sock = bind_socket(host, port)
     store = FragmentStore(settings.fragments_dir)
     try:
         asyncio.run(_serve(settings, key, store, sock))
@@ -56,8 +58,8 @@ async def _serve(
     settings: MinerSettings, key: KeyPair, store: FragmentStore, sock: socket.socket
 ) -> None:
     async with ChainClient(settings.chain_url) as chain:
-        app = create_app(settings, chain=chain, store=store, key=key)
-        service: MinerService = app.state.miner
+        service = MinerService.from_settings(settings, chain=chain, store=store, key=key)
+        app = create_app(service)
         peers = Peers(chain, key)
         prover = Prover(service, peers, poll_s=settings.poll_s)
         repairer = Repairer(service, peers, slots=settings.repair_slots, poll_s=settings.poll_s)

@@ -8,13 +8,14 @@ from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
-from deoss.services.common.errors import BadRequest, error_body
+from deoss.services.common.app import SignerDep
+from deoss.services.common.errors import BadRequest
 from deoss.services.common.params import Uint16, Uint32, Uint63
 from deoss.services.common.ranges import UnsatisfiableRange, parse_range
-from deoss.services.common.signing import Signer, iter_body, iter_checked_body, verify_request
+from deoss.services.common.signing import Signer, iter_body, iter_checked_body
 from deoss.services.miner.service import (
     BodyOpener,
     FragmentRequest,
@@ -33,13 +34,7 @@ def get_miner(request: Request) -> MinerService:
     return service
 
 
-def get_signer(request: Request) -> Signer:
-    """The verified signer of the request (AuthError -> 401 otherwise)."""
-    return verify_request(request, request.app.state.verifier)
-
-
 MinerDep = Annotated[MinerService, Depends(get_miner)]
-SignerDep = Annotated[Signer, Depends(get_signer)]
 
 
 class ReceiptPublic(BaseModel):
@@ -232,13 +227,9 @@ async def get_fragment(
     opened = await miner.open_fragment(raw)
     try:
         span = parse_range(request.headers.get("range"), opened.size)
-    except UnsatisfiableRange as exc:
+    except UnsatisfiableRange:
         opened.close()
-        return JSONResponse(
-            error_body(exc.code, str(exc)),
-            status_code=exc.status,
-            headers={"content-range": f"bytes */{exc.size}"},
-        )
+        raise  # the common handler answers 416 with its Content-Range
     start, end = (span.start, span.end) if span is not None else (0, opened.size - 1)
     try:  # the bytes are charged before any is sent; a refusal reads nothing
         miner.read_limiter.charge(signer.public_key, reason.kind, nbytes=end - start + 1)

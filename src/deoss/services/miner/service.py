@@ -1,4 +1,5 @@
-"""The miner's request logic: accept fragments, store tags, serve fragments, register on chain.
+"""The miner's request logic: accept fragments, store tags, serve fragments. (Registering on
+chain is ``register.py``; the thread pipe a fragment body is written through, ``writer.py``.)
 
 Routes call one function here each; everything the miner decides is decided here, against the
 chain (``ChainView``) and the fragment store. Invariants:
@@ -38,26 +39,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import queue
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from deoss.chain.modules.deals import Deal, DealState, receipt_message
 from deoss.chain.modules.files import tags_message
-from deoss.chain.modules.miners import (
-    MinerState,
-    RegisterMiner,
-    UpdateMiner,
-    required_stake,
-)
 from deoss.chain.modules.restoral import Order, OrderState
 from deoss.client.chain import ChainClient
 from deoss.core.errors import BadProof
 from deoss.core.keys import KeyPair, address_of
 from deoss.core.podr2 import TAG_BYTES, TagPublicKey, block_count, check_tag_points, check_tags
-from deoss.services.common.app import log_event
-from deoss.services.common.auth import AuthError
+from deoss.services.common.auth import AuthError, RequestVerifier
 from deoss.services.common.errors import (
     BadRequest,
     Conflict,
@@ -77,6 +70,7 @@ from deoss.services.miner.store import (
     MirrorPlace,
     StoreError,
 )
+from deoss.services.miner.writer import WRITE_BATCH, ChunkPipe, batched, write_from_pipe
 
 __all__ = [
     "ROLE",
@@ -89,14 +83,11 @@ __all__ = [
     "ReadReason",
     "Receipt",
     "TagsStored",
-    "ensure_registered",
 ]
 
 ROLE = "miner"
 READ_REASONS = ("download", "restoral", "tagging")
-PIPE_DEPTH = 8  # chunks in flight between the event loop and the writer thread
 READ_CHUNK = 1024 * 1024  # fewer thread hops per fragment served
-WRITE_BATCH = 1024 * 1024  # likewise per fragment received
 
 BodyOpener = Callable[[int], AsyncIterator[bytes]]
 """Given the most bytes allowed, the request body's chunks, at most that many. Checked against
@@ -202,15 +193,31 @@ class MinerService:
         store: FragmentStore,
         key: KeyPair,
         read_limiter: ReadLimiter | None = None,
+        public_url: str = "",
     ) -> None:
         self.chain = chain
-        # unlimited unless given (the app gives its settings' budgets)
+        # unlimited unless given (from_settings gives the settings' budgets)
         self.read_limiter = read_limiter or ReadLimiter(ReadBudget(0, 0), ReadBudget(0, 0))
+        self.verifier = RequestVerifier(public_url=public_url)  # its own: replays refused per miner
         self.view = ChainView(chain)
         self.store = store
         self.key = key
         self.followed_height = 0  # the last block the follower handled (for /healthz)
         self.status_sources: dict[str, Callable[[], dict[str, Any]]] = {}  # more for /healthz
+
+    @classmethod
+    def from_settings(
+        cls, settings: MinerSettings, *, chain: ChainClient, store: FragmentStore, key: KeyPair
+    ) -> MinerService:
+        """The miner over ``store``, talking to ``chain``, signing with ``key``, its read
+        budgets and public URL from ``settings``. The caller owns chain and store."""
+        limiter = ReadLimiter(
+            ReadBudget(settings.read_requests_per_s, settings.read_bytes_per_s),
+            ReadBudget(settings.bulk_read_requests_per_s, settings.bulk_read_bytes_per_s),
+        )
+        return cls(
+            chain=chain, store=store, key=key, read_limiter=limiter, public_url=settings.public_url
+        )
 
     # --- fragments in ----------------------------------------------------------------------
 
@@ -636,75 +643,6 @@ def _open_fragment(store: FragmentStore, fragment_hash: bytes) -> OpenFragment:
 # --- streaming a body into the store -------------------------------------------------------
 
 
-class _Aborted(Exception):
-    """Raised inside the writer thread when the body failed on the event loop's side."""
-
-
-class _ChunkPipe:
-    """Batches of chunks from the event loop to a writer thread, at most ``depth`` in flight.
-
-    The end of the stream is handed on only after the producer's checks passed (``finish``);
-    ``abort`` makes the writer fail, so the store drops what it wrote.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, depth: int = PIPE_DEPTH) -> None:
-        self._loop = loop
-        self._slots = asyncio.Semaphore(depth)
-        self._items: queue.SimpleQueue[list[bytes] | None | _Aborted] = queue.SimpleQueue()
-        self._closed = False
-
-    async def send(self, batch: list[bytes]) -> bool:
-        """Hand on one batch of chunks; False once the writer stopped reading."""
-        await self._slots.acquire()
-        if self._closed:
-            return False
-        self._items.put(batch)
-        return True
-
-    def finish(self) -> None:
-        self._items.put(None)
-
-    def abort(self) -> None:
-        self._items.put(_Aborted("the request body failed its checks or was cut off"))
-
-    def __iter__(self) -> Iterator[bytes]:  # the writer thread's side
-        while True:
-            item = self._items.get()
-            if item is None:
-                return
-            if isinstance(item, _Aborted):
-                raise item
-            self._loop.call_soon_threadsafe(self._slots.release)
-            yield from item
-
-    def close(self) -> None:  # the writer thread's side, when it stops reading
-        self._closed = True
-        self._loop.call_soon_threadsafe(self._slots.release)
-
-
-def _write(store: FragmentStore, place: FragmentPlace, pipe: _ChunkPipe) -> None:
-    try:
-        store.put_fragment(place, pipe)
-    finally:
-        pipe.close()
-
-
-async def _batched(chunks: AsyncIterator[bytes], size: int) -> AsyncIterator[list[bytes]]:
-    """Group small body chunks (the server hands 64 KiB) into batches of about ``size`` bytes:
-    each batch costs one hand-over to the writer thread instead of sixteen. The chunks are
-    handed on as they are (joining them cost two copies of every fragment)."""
-    batch: list[bytes] = []
-    held = 0
-    async for chunk in chunks:
-        batch.append(chunk)
-        held += len(chunk)
-        if held >= size:
-            yield batch
-            batch, held = [], 0
-    if batch:
-        yield batch
-
-
 async def write_streamed(
     store: FragmentStore, place: FragmentPlace, chunks: AsyncIterator[bytes]
 ) -> None:
@@ -714,10 +652,10 @@ async def write_streamed(
     Raises:
         FragmentMismatch: the bytes do not match the place's hash or size.
     """
-    pipe = _ChunkPipe(asyncio.get_running_loop())
-    writer = asyncio.ensure_future(asyncio.to_thread(_write, store, place, pipe))
+    pipe = ChunkPipe(asyncio.get_running_loop())
+    writer = asyncio.ensure_future(asyncio.to_thread(write_from_pipe, store, place, pipe))
     try:
-        async for batch in _batched(chunks, WRITE_BATCH):
+        async for batch in batched(chunks, WRITE_BATCH):
             if not await pipe.send(batch):
                 break  # the writer stopped early: the bytes were here already, or it failed
         else:
@@ -726,7 +664,7 @@ async def write_streamed(
         pipe.abort()
         await asyncio.wait([writer])  # the store has cleaned up before the error is answered
         if not writer.cancelled():
-            writer.exception()  # the writer's _Aborted: retrieved, the body's failure is raised
+            writer.exception()  # the writer's Aborted: retrieved, the body's failure is raised
         raise
     try:
         await writer
@@ -734,52 +672,3 @@ async def write_streamed(
         raise AuthError(f"body does not match the signed SHA-256: {exc}") from exc
     except StoreError as exc:
         raise FragmentMismatch(str(exc)) from exc
-
-
-# --- registration --------------------------------------------------------------------------
-
-# Registering with only the required stake would stop the miner from taking fragments after its
-# first slash (every slash takes a share of the stake); twice the requirement absorbs a run of
-# missed rounds, e.g. a restart, and leaves the operator time to top it up.
-STAKE_HEADROOM = 2
-
-
-async def ensure_registered(
-    chain: ChainClient, key: KeyPair, settings: MinerSettings, bound_url: str
-) -> None:
-    """Register this miner on chain, or update its endpoint if it changed.
-
-    Raises:
-        ClientError: the chain refused or could not be reached (the process stops).
-    """
-    endpoint = settings.public_url or bound_url
-    view = ChainView(chain)
-    current = await view.miner(key.public_key)
-    if current is None:
-        required = required_stake(await view.params(), settings.capacity_bytes)
-        stake = settings.stake or STAKE_HEADROOM * required
-        call = RegisterMiner(endpoint=endpoint, capacity_bytes=settings.capacity_bytes, stake=stake)
-        outcome = await chain.submit(key, call)
-        log_event(ROLE, "registered", endpoint=endpoint, stake=stake, height=outcome.height)
-        return
-    if current.endpoint != endpoint:
-        outcome = await chain.submit(key, UpdateMiner(endpoint=endpoint))
-        log_event(ROLE, "endpoint_updated", endpoint=endpoint, height=outcome.height)
-    required = required_stake(await view.params(), current.capacity_bytes)
-    if current.state == MinerState.ACTIVE and current.stake < required:
-        log_event(
-            ROLE,
-            "stake_below_required",
-            stake=current.stake,
-            required=required,
-            note="slashes took the stake under what the capacity requires: no new fragments "
-            "or restoral claims until `deoss miner stake AMOUNT` tops it up",
-        )
-    if current.capacity_bytes != settings.capacity_bytes:
-        log_event(
-            ROLE,
-            "capacity_unchanged",
-            registered=current.capacity_bytes,
-            configured=settings.capacity_bytes,
-            note="the chain has no call to change a miner's capacity",
-        )

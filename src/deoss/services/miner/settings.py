@@ -29,23 +29,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deoss.http_server import DEFAULT_HTTP_LIMITS, HTTP_LIMIT_DEFAULTS, HttpLimits
-from deoss.services.common.config import ConfigError, load_config, resolve
-from deoss.services.common.runner import listen_address, service_http_limits
+from deoss.http_server import DEFAULT_HTTP_LIMITS, HttpLimits
+from deoss.services.common.config import (
+    ConfigError,
+    load_config,
+    read_service_section,
+    service_defaults,
+)
 
 __all__ = ["DEFAULT_CAPACITY_BYTES", "MinerSettings", "load_settings"]
 
 DEFAULT_CAPACITY_BYTES = 64 * 1024**3
 
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "service": {
-        "chain": "http://127.0.0.1:26657",
-        "key": "key.toml",
-        "listen": "127.0.0.1:0",
-        "data_dir": "miner",
-        "public_url": "",
-        **HTTP_LIMIT_DEFAULTS,  # header_timeout_s, body_idle_timeout_s, max_header_bytes
-    },
+    "service": service_defaults(listen="127.0.0.1:0", data_dir="miner"),
     "miner": {
         "capacity_bytes": DEFAULT_CAPACITY_BYTES,
         "stake": 0,
@@ -100,17 +97,8 @@ def load_settings(config_path: Path) -> MinerSettings:
         ConfigError: a missing file, bad TOML, an unknown key or a bad value (named).
     """
     config = load_config(config_path, DEFAULTS)
-    service, miner = config["service"], config["miner"]
-    try:
-        listen_address(service["listen"])
-    except ValueError as exc:
-        raise ConfigError(f"service.listen: {exc}") from exc
-    if not service["chain"].startswith(("http://", "https://")):
-        raise ConfigError(f"service.chain must be an http(s) URL, got {service['chain']!r}")
-    if service["public_url"] and not service["public_url"].startswith(("http://", "https://")):
-        raise ConfigError(
-            f"service.public_url must be an http(s) URL, got {service['public_url']!r}"
-        )
+    service = read_service_section(config_path, config["service"])
+    miner = config["miner"]
     if miner["capacity_bytes"] <= 0:
         raise ConfigError(f"miner.capacity_bytes must be positive, got {miner['capacity_bytes']}")
     if miner["stake"] < 0:
@@ -131,12 +119,12 @@ def load_settings(config_path: Path) -> MinerSettings:
         if not 0 < miner[name] <= 86_400:
             raise ConfigError(f"miner.{name} must be in (0, 86400] seconds, got {miner[name]}")
     return MinerSettings(
-        chain_url=service["chain"],
-        key_path=resolve(config_path, service["key"]).absolute(),
-        listen=service["listen"],
-        data_dir=resolve(config_path, service["data_dir"]).absolute(),
-        public_url=service["public_url"].rstrip("/"),
-        http_limits=service_http_limits(service),
+        chain_url=service.chain_url,
+        key_path=service.key_path,
+        listen=service.listen,
+        data_dir=service.data_dir,
+        public_url=service.public_url,
+        http_limits=service.http_limits,
         capacity_bytes=miner["capacity_bytes"],
         stake=miner["stake"],
         repair_slots=miner["repair_slots"],

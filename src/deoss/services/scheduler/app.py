@@ -12,9 +12,11 @@ __all__ = ["create_app"]
 
 
 def create_app(service: SchedulerService) -> FastAPI:
-    """The app: common errors, /healthz (with the scheduler's address and key id), /metrics,
-    and the scheduler routes. The caller owns the service (open, register, close)."""
-    app, _ = create_service_app("scheduler", title="DeOSS scheduler", health=service.health)
+    """The app: common errors, signatures, /healthz (with the scheduler's address and key id),
+    /metrics, and the scheduler routes. The caller owns the service (open, register, close)."""
+    app, _ = create_service_app(
+        "scheduler", title="DeOSS scheduler", health=service.health, verifier=service.verifier
+    )
     app.state.service = service
     app.include_router(router)
     return app

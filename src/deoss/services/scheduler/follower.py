@@ -16,41 +16,16 @@ start begins after the chain's current block (nothing earlier can concern it).
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from contextlib import aclosing
-from pathlib import Path
 
 from deoss.chain.types import Event
 from deoss.client.chain_types import FollowedBlock
 from deoss.services.common.app import log_event
-from deoss.services.common.runner import write_atomic
-from deoss.services.scheduler.service import ROLE, SchedulerError, SchedulerService
+from deoss.services.common.cursor import BlockCursor, block_events
+from deoss.services.scheduler.service import ROLE, SchedulerService
 
-__all__ = ["Follower", "block_events", "read_cursor"]
-
-
-def read_cursor(path: Path) -> int | None:
-    """The last height fully handled, or None before the first start.
-
-    Raises:
-        SchedulerError: the file holds something other than a height.
-    """
-    try:
-        text = path.read_text().strip()
-    except FileNotFoundError:
-        return None
-    if not text.isdigit():
-        raise SchedulerError(f"cursor file {path} holds {text[:40]!r}, not a block height")
-    return int(text)
-
-
-def block_events(block: FollowedBlock) -> Iterator[Event]:
-    """The events of a block: those of its accepted transactions, then its hooks'."""
-    for result in block.tx_results:
-        if result.code == 0:
-            yield from result.events
-    yield from block.events
+__all__ = ["Follower"]
 
 
 class Follower:
@@ -58,7 +33,7 @@ class Follower:
 
     def __init__(self, service: SchedulerService) -> None:
         self.service = service
-        self.cursor_file = service.settings.cursor_file
+        self.cursor = BlockCursor(service.settings.cursor_file)
         self._handlers: dict[str, Callable[[Event], Awaitable[None]]] = {
             "deal.success": self._on_deal_success,
             "file.tag_reassigned": self._on_tag_reassigned,
@@ -69,11 +44,10 @@ class Follower:
 
     async def prepare(self) -> int:
         """The last height handled; on a first start, the chain's current one (written down)."""
-        height = await asyncio.to_thread(read_cursor, self.cursor_file)
-        if height is None:
-            height = (await self.service.chain.status()).height
-            await asyncio.to_thread(write_atomic, self.cursor_file, f"{height}\n")
-        return height
+        return await self.cursor.ensure(self._chain_height)
+
+    async def _chain_height(self) -> int:
+        return (await self.service.chain.status()).height
 
     async def run(self) -> None:
         """Follow the chain until cancelled."""
@@ -87,7 +61,7 @@ class Follower:
             handler = self._handlers.get(event.type)
             if handler is not None:
                 await handler(event)
-        await asyncio.to_thread(write_atomic, self.cursor_file, f"{block.height}\n")
+        await self.cursor.advance(block.height)
 
     async def _on_deal_success(self, event: Event) -> None:
         if event.get("scheduler") != self.service.address:

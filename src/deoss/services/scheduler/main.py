@@ -22,12 +22,14 @@ import httpx
 from deoss.client.chain import ChainClient
 from deoss.core.errors import DataPathError
 from deoss.services.common.config import ConfigError
-from deoss.services.common.runner import bind, listen_address, serve_app
+from deoss.services.common.cursor import CursorError
+from deoss.services.common.runner import listen_address, serve_app
 from deoss.services.scheduler.app import create_app
 from deoss.services.scheduler.enclave import EnclaveError
 from deoss.services.scheduler.follower import Follower
 from deoss.services.scheduler.service import SchedulerError, SchedulerService
 from deoss.services.scheduler.settings import SchedulerSettings, load_settings
+from deoss.serving import bind_socket
 
 __all__ = ["SchedulerStartError", "run_scheduler", "serve_scheduler"]
 
@@ -49,7 +51,7 @@ def run_scheduler(config: Path) -> None:
     _configure_logging()
     try:
         asyncio.run(serve_scheduler(settings))
-    except (SchedulerError, EnclaveError, DataPathError, ConfigError) as exc:
+    except (SchedulerError, EnclaveError, DataPathError, ConfigError, CursorError) as exc:
         raise SchedulerStartError(str(exc)) from exc
     except FileNotFoundError as exc:
         raise SchedulerStartError(f"no such file: {exc.filename}") from exc
@@ -67,7 +69,7 @@ async def serve_scheduler(
         try:
             follower = Follower(service)
             await follower.prepare()
-            sock = bind(host, port)
+            sock = bind_socket(host, port)
 
             async def started(url: str) -> None:
                 await service.register(url)

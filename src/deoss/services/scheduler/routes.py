@@ -11,10 +11,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel
 
+from deoss.services.common.app import SignerDep
 from deoss.services.common.auth import AuthError
 from deoss.services.common.errors import PayloadTooLarge
 from deoss.services.common.params import Uint32, Uint63
-from deoss.services.common.signing import Signer, iter_body, iter_checked_body, verify_request
+from deoss.services.common.signing import Signer, iter_body, iter_checked_body
 from deoss.services.scheduler.retag import FragmentMismatch
 from deoss.services.scheduler.service import SchedulerService
 
@@ -69,10 +70,9 @@ async def read_fragment(request: Request, signer: Signer, size: int) -> bytes:
 
 @router.put("/deals/{deal_id}/segments/{index}")
 async def put_segment(
-    deal_id: DealId, index: SegmentIndex, request: Request, service: ServiceDep
+    deal_id: DealId, index: SegmentIndex, request: Request, service: ServiceDep, signer: SignerDep
 ) -> SegmentPlaced:
     """Accept one padded segment of a deal assigned to this scheduler and place its fragments."""
-    signer = verify_request(request, service.verifier)
     admission = await service.admit_segment(deal_id, index, signer)
     # not hashed here: the signed hash is the declared one (admit_segment), and place_segment
     # checks the bytes against it before anything is sent (one SHA-256 pass, not two)
@@ -82,9 +82,8 @@ async def put_segment(
 
 
 @router.get("/deals/{deal_id}")
-async def get_deal(deal_id: DealId, request: Request, service: ServiceDep) -> DealProgressPublic:
+async def get_deal(deal_id: DealId, service: ServiceDep, _: SignerDep) -> DealProgressPublic:
     """What this scheduler did for a deal: segments placed, report submitted."""
-    verify_request(request, service.verifier)
     progress = await service.deal_progress(deal_id)
     return DealProgressPublic(
         deal=progress.deal,
@@ -102,11 +101,11 @@ async def put_tags(
     fid: Fid,
     request: Request,
     service: ServiceDep,
+    signer: SignerDep,
     order: OrderId = None,
 ) -> Response:
     """The PoDR² tags of a fragment (its bytes are the body), for the fragment's holder or the
     claimer of its restoral order."""
-    signer = verify_request(request, service.verifier)
     admitted = await service.retagger.admit(fid, bytes.fromhex(fragment_hash), order, signer)
     data = await read_fragment(request, signer, admitted.size)
     tags = await service.retagger.tag(admitted, data)

@@ -18,10 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deoss.client.chain import DEFAULT_NODE_URL
-from deoss.http_server import DEFAULT_HTTP_LIMITS, HTTP_LIMIT_DEFAULTS, HttpLimits
-from deoss.services.common.config import ConfigError, load_config, resolve
-from deoss.services.common.runner import listen_address, service_http_limits
+from deoss.http_server import DEFAULT_HTTP_LIMITS, HttpLimits
+from deoss.services.common.config import (
+    ConfigError,
+    load_config,
+    read_service_section,
+    resolve,
+    service_defaults,
+)
+from deoss.services.common.runner import listen_address
 
 __all__ = ["DEFAULTS", "SchedulerSettings", "load_settings"]
 
@@ -29,14 +34,7 @@ MAX_TAG_WORKERS = 256
 MAX_TAG_MIRRORS = 16
 
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "service": {
-        "chain": DEFAULT_NODE_URL,
-        "key": "key.toml",
-        "listen": "127.0.0.1:0",
-        "data_dir": "scheduler",
-        "public_url": "",
-        **HTTP_LIMIT_DEFAULTS,  # header_timeout_s, body_idle_timeout_s, max_header_bytes
-    },
+    "service": service_defaults(listen="127.0.0.1:0", data_dir="scheduler"),
     "scheduler": {
         "stake": 0,
         "tag_key_file": "",
@@ -103,26 +101,22 @@ def load_settings(path: Path) -> SchedulerSettings:
         ConfigError: a missing file, unknown key, wrong type or value out of range.
     """
     config = load_config(path, DEFAULTS)
-    service, scheduler = config["service"], config["scheduler"]
+    service = read_service_section(path, config["service"])
+    scheduler = config["scheduler"]
     tag_key = _tag_key_setting(scheduler["tag_key_file"], scheduler["tag_key"])
-    try:
-        return SchedulerSettings(
-            chain_url=service["chain"],
-            key_file=resolve(path, service["key"]),
-            data_dir=resolve(path, service["data_dir"]),
-            listen=service["listen"],
-            public_url=service["public_url"].rstrip("/"),
-            http_limits=service_http_limits(service),
-            stake=scheduler["stake"],
-            tag_key_path=resolve(path, tag_key) if tag_key else None,
-            tag_workers=scheduler["tag_workers"],
-            miner_timeout_s=scheduler["miner_timeout_ms"] / 1000,
-            tag_mirrors=scheduler["tag_mirrors"],
-        )
-    except ValueError as exc:
-        if isinstance(exc, ConfigError):
-            raise
-        raise ConfigError(f"service.listen: {exc}") from exc
+    return SchedulerSettings(
+        chain_url=service.chain_url,
+        key_file=service.key_path,
+        data_dir=service.data_dir,
+        listen=service.listen,
+        public_url=service.public_url,
+        http_limits=service.http_limits,
+        stake=scheduler["stake"],
+        tag_key_path=resolve(path, tag_key) if tag_key else None,
+        tag_workers=scheduler["tag_workers"],
+        miner_timeout_s=scheduler["miner_timeout_ms"] / 1000,
+        tag_mirrors=scheduler["tag_mirrors"],
+    )
 
 
 def _tag_key_setting(tag_key_file: str, tag_key: str) -> str:

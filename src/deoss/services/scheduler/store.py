@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import secrets
 import shutil
 from pathlib import Path
 
+from deoss.atomic import temporary_path, write_atomic
 from deoss.chain.modules.deals import Receipt
 from deoss.core import codec
 from deoss.core.layout import LayoutParams, SegmentPlan, encode_segment
@@ -37,24 +37,10 @@ from deoss.services.common.direct_write import DirectFile
 __all__ = ["DealStore"]
 
 
-def _temporary(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp")
-
-
-def _write_atomic(path: Path, data: bytes | memoryview, *, durable: bool) -> None:
-    temporary = _temporary(path)
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        if durable:
-            handle.flush()
-            os.fsync(handle.fileno())
-    os.replace(temporary, path)
-
-
 def _write_direct(path: Path, data: bytes) -> None:
     """Atomically, past the page cache where the filesystem allows it (not fsynced): a 32 MiB
     copy left dirty in the cache was written back in the middle of later uploads."""
-    temporary = _temporary(path)
+    temporary = temporary_path(path)
     with DirectFile(str(temporary)) as out:
         out.write(data)
         out.finish()
@@ -111,7 +97,7 @@ class DealStore:
         """Keep a segment's receipts, signed for assignment ``attempt`` (fsynced)."""
         directory = self._receipts_dir(deal_id, attempt)
         directory.mkdir(parents=True, exist_ok=True)
-        _write_atomic(directory / str(segment), codec.encode(receipts), durable=True)
+        write_atomic(directory / str(segment), codec.encode(receipts), durable=True)
 
     def placements(self, deal_id: int, attempt: int) -> dict[int, list[Receipt]]:
         """The receipts of every segment placed for assignment ``attempt``, by segment."""
@@ -125,7 +111,7 @@ class DealStore:
         }
 
     def mark_reported(self, deal_id: int, height: int) -> None:
-        _write_atomic(self._dir(deal_id) / "reported", f"{height}\n".encode(), durable=True)
+        write_atomic(self._dir(deal_id) / "reported", f"{height}\n".encode(), durable=True)
 
     def is_reported(self, deal_id: int) -> bool:
         return (self._dir(deal_id) / "reported").exists()

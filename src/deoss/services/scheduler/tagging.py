@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from pathlib import Path
 
 import httpx
 
+from deoss.atomic import write_atomic
 from deoss.chain.errors import InvalidTransition, Unauthorized
 from deoss.chain.modules.files import FileRecord, ReportTagged, TagConfirmation, tags_message
 from deoss.client.chain import ChainClient
@@ -137,7 +137,7 @@ class Tagger:
     async def enqueue(self, fid: str, deal_id: int | None) -> None:
         """Record the job durably, then start it (if it is not running already)."""
         text = f"{NO_DEAL if deal_id is None else deal_id}\n"
-        await asyncio.to_thread(_write_durably, self._job_path(fid), text)
+        await asyncio.to_thread(write_atomic, self._job_path(fid), text)
         self._start(_Job(fid, deal_id))
 
     def resume(self) -> None:
@@ -431,15 +431,6 @@ def _current_confirmations(job: _Job, record: FileRecord) -> list[TagConfirmatio
         for i, holder in enumerate(holders)
         if _confirmed_by(job, plan.index, i, holder)
     ]
-
-
-def _write_durably(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "w", encoding="ascii") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
 
 
 def _read_job(path: Path) -> int | None:

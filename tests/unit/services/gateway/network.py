@@ -362,7 +362,7 @@ async def running_network(tmp_path: Path, **settings: object) -> AsyncIterator[N
     for service in services:
         network.handlers[f"{service.name}.test"] = service.handle
     config = gateway_settings(tmp_path, **settings)
-    app = create_app(config, chain=chain, key=key(GATEWAY), transport=network)
+    app = create_app(Gateway(config, chain=chain, key=key(GATEWAY), transport=network))
     try:
         yield Net(
             node, chain, rpc, network, schedulers, miners, config, httpx.ASGITransport(app=app)

@@ -11,8 +11,9 @@ import pytest
 from deoss.client.chain import ChainClient
 from deoss.node.devnode import DevNode
 from deoss.node.rpc import create_app
+from deoss.services.common.cache import TtlCache
 from deoss.services.common.errors import BadRequest, NotFound, ServiceUnavailable
-from deoss.services.miner.chain_view import REASON_TTL_S, ChainView, TtlCache
+from deoss.services.miner.chain_view import REASON_TTL_S, ChainView
 from tests.chain_fixtures import KEYS, anyio_backend, node
 
 __all__ = ["anyio_backend", "node"]

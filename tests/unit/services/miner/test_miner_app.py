@@ -43,7 +43,8 @@ from deoss.services.common.signing import SigningAuth, now_ms
 from deoss.services.miner.app import create_app
 from deoss.services.miner.follower import ChainFollower
 from deoss.services.miner.read_limits import ReadBudget, ReadLimiter
-from deoss.services.miner.service import STAKE_HEADROOM, MinerService, ensure_registered
+from deoss.services.miner.register import STAKE_HEADROOM, ensure_registered
+from deoss.services.miner.service import MinerService
 from deoss.services.miner.settings import MinerSettings
 from deoss.services.miner.store import Area, FragmentStore
 from tests.chain_fixtures import GENESIS_TIME_NS, StepClock, anyio_backend
@@ -207,7 +208,7 @@ async def miner_app(
     settings = MinerSettings(
         chain_url="http://node", key_path=tmp / "key.toml", listen="127.0.0.1:0", data_dir=tmp
     )
-    app = create_app(settings, chain=chain, store=store, key=MINER)
+    app = create_app(MinerService.from_settings(settings, chain=chain, store=store, key=MINER))
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://miner") as http:
         yield app, http

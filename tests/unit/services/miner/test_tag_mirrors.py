@@ -193,7 +193,9 @@ async def test_a_miner_holding_nothing_of_the_segment_keeps_no_mirror(
         listen="127.0.0.1:0",
         data_dir=tmp_path,
     )
-    app = create_app(settings, chain=net.chain, store=store, key=RESTORER)
+    app = create_app(
+        MinerService.from_settings(settings, chain=net.chain, store=store, key=RESTORER)
+    )
     transport = httpx.ASGITransport(app=app)
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://miner") as http:

@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 from msgspec.structs import replace
 
+from deoss.atomic import write_atomic
 from deoss.chain.modules.deals import DealState, ReassignDeal
 from deoss.chain.modules.files import FileRecord
 from deoss.chain.modules.schedulers import RegisterScheduler
 from deoss.chain.query import QueryArgs
 from deoss.core.podr2 import TagKey
-from deoss.services.common.runner import write_atomic
-from deoss.services.scheduler.follower import Follower, read_cursor
+from deoss.services.common.cursor import BlockCursor
+from deoss.services.scheduler.follower import Follower
 from tests.unit.services.scheduler.harness import (
     ALICE,
     OTHER_SCHEDULER,
@@ -44,7 +45,7 @@ async def test_a_follower_that_was_down_catches_up_and_tags(tmp_path: Path) -> N
                 return (await net.chain.query("/files/file", args, FileRecord)).tagged
 
             await wait_for(tagged, 10, "the file to be tagged")
-        assert (read_cursor(net.service.settings.cursor_file) or 0) > deal.created_at
+        assert (BlockCursor(net.service.settings.cursor_file).read() or 0) > deal.created_at
 
 
 async def test_a_failed_deal_leaves_nothing_behind(tmp_path: Path) -> None:

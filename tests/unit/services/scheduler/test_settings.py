@@ -7,8 +7,6 @@ from pathlib import Path
 import pytest
 
 from deoss.services.common.config import ConfigError
-from deoss.services.scheduler.follower import read_cursor
-from deoss.services.scheduler.service import SchedulerError
 from deoss.services.scheduler.settings import load_settings
 
 
@@ -72,12 +70,3 @@ def test_tag_key_is_another_name_of_tag_key_file(tmp_path: Path) -> None:
 def test_bad_settings_are_refused_naming_the_key(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_settings(write(tmp_path, text))
-
-
-def test_cursor_file(tmp_path: Path) -> None:
-    assert read_cursor(tmp_path / "cursor") is None
-    (tmp_path / "cursor").write_text("41\n")
-    assert 41 == read_cursor(tmp_path / "cursor")
-    (tmp_path / "cursor").write_text("forty\n")
-    with pytest.raises(SchedulerError, match="not a block height"):
-        read_cursor(tmp_path / "cursor")

@@ -37,7 +37,7 @@ from deoss.core.podr2 import (
     prove,
     verify_proof,
 )
-from deoss.services.scheduler.follower import read_cursor
+from deoss.services.common.cursor import BlockCursor
 from tests.unit.services.scheduler.harness import (
     ALICE,
     CHAIN_ID,
@@ -111,7 +111,7 @@ async def test_after_success_every_holder_gets_tags_that_verify(
         await wait_for(
             lambda: _gone(net, deal_id), 5, "the local copies to be deleted after tagging"
         )
-        assert (read_cursor(net.service.settings.cursor_file) or 0) > 1
+        assert (BlockCursor(net.service.settings.cursor_file).read() or 0) > 1
         secret = tomllib.loads(net.service.settings.tag_key_file.read_text())["secret"]
         assert "file_tagged" in caplog.text
         assert secret not in caplog.text

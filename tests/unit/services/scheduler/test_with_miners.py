@@ -19,6 +19,7 @@ from deoss.client.chain import ChainClient
 from deoss.core.podr2 import TAG_BYTES, block_count
 from deoss.services.miner.app import create_app as create_miner_app
 from deoss.services.miner.follower import ChainFollower
+from deoss.services.miner.service import MinerService
 from deoss.services.miner.settings import MinerSettings
 from deoss.services.miner.store import FragmentStore
 from deoss.services.scheduler.follower import Follower
@@ -66,8 +67,9 @@ async def real_miners(
             )
             store = FragmentStore(settings.fragments_dir)
             stack.callback(store.close)
-            app = create_miner_app(settings, chain=chain, store=store, key=MINERS[i])
-            follower = ChainFollower(app.state.miner, settings.cursor_path)
+            miner = MinerService.from_settings(settings, chain=chain, store=store, key=MINERS[i])
+            app = create_miner_app(miner)
+            follower = ChainFollower(miner, settings.cursor_path)
             await stack.enter_async_context(background(follower.run))
             routes[miner_host(i)] = httpx.ASGITransport(app=app)
             stores.append(store)
