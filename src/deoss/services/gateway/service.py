@@ -56,6 +56,7 @@ from deoss.client.gateway_types import (
     SegmentStatus,
     UploadResult,
 )
+from deoss.client.signing import SigningAuth
 from deoss.core.keys import KeyPair, address_of
 from deoss.core.layout import LayoutParams, padded_size, segment_count, segment_span
 from deoss.services.common.app import log_event
@@ -68,7 +69,7 @@ from deoss.services.common.errors import (
     ServiceError,
 )
 from deoss.services.common.ranges import parse_range
-from deoss.services.common.signing import Signer, SigningAuth
+from deoss.services.common.signing import Signer
 from deoss.services.gateway.download import (
     Download,
     DownloadMetrics,

@@ -54,11 +54,12 @@ from deoss.chain.modules.schedulers import Scheduler
 from deoss.chain.query import QueryArgs
 from deoss.client.chain import ChainClient
 from deoss.client.errors import BadResponse, NodeUnavailable, QueryFailed, TxRefused
+from deoss.client.signing import HEADER_BODY
 from deoss.core.keys import KeyPair, address_of
 from deoss.core.layout import LayoutParams, SegmentPlan, padded_size, segment_span
 from deoss.core.merkle import compute_fid
 from deoss.services.common.app import log_event
-from deoss.services.common.auth import HEADER_BODY, AuthError
+from deoss.services.common.auth import AuthError
 from deoss.services.common.errors import ServiceError, TooManyRequests, UpstreamFailed
 from deoss.services.gateway.settings import GatewaySettings
 

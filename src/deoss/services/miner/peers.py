@@ -20,10 +20,10 @@ from deoss.chain.modules.schedulers import Scheduler
 from deoss.chain.query import QueryArgs
 from deoss.client.chain import ChainClient
 from deoss.client.errors import QueryFailed
+from deoss.client.signing import SigningAuth
 from deoss.core.keys import KeyPair, address_of, parse_address
 from deoss.core.podr2 import TAG_BYTES, block_count
 from deoss.services.common.fetch import fetch_exact
-from deoss.services.common.signing import SigningAuth
 
 __all__ = ["PeerError", "Peers"]
 

@@ -22,12 +22,11 @@ from dataclasses import dataclass, field
 import httpx
 
 from deoss.chain.modules.deals import Deal, Receipt, receipt_message
+from deoss.client.signing import HEADER_BODY, sent_once
 from deoss.core.errors import DataPathError
 from deoss.core.keys import verify
 from deoss.core.layout import SegmentPlan
 from deoss.services.common.app import log_event
-from deoss.services.common.auth import HEADER_BODY
-from deoss.services.common.signing import sent_once
 from deoss.services.scheduler.placement import Candidate, NotEnoughMiners, has_room
 
 __all__ = ["DealWork", "FragmentSender", "MinerFailed"]

@@ -39,6 +39,7 @@ from deoss.chain.modules.schedulers import RegisterScheduler, Scheduler, UpdateS
 from deoss.chain.query import QueryArgs
 from deoss.client.chain import ChainClient
 from deoss.client.errors import ClientError, QueryFailed, TxRefused
+from deoss.client.signing import SigningAuth
 from deoss.core.errors import HashMismatch
 from deoss.core.keys import KeyPair, address_of
 from deoss.core.layout import SegmentPlan, encode_segment
@@ -46,7 +47,7 @@ from deoss.keyfile import read_key_file
 from deoss.services.common.app import log_event
 from deoss.services.common.auth import RequestVerifier
 from deoss.services.common.errors import Conflict, Forbidden, NotFound, ServiceUnavailable
-from deoss.services.common.signing import Signer, SigningAuth
+from deoss.services.common.signing import Signer
 from deoss.services.scheduler.enclave import Enclave
 from deoss.services.scheduler.placement import (
     Candidate,

@@ -22,10 +22,10 @@ from msgspec.structs import replace
 from deoss.chain.modules.deals import DealCounts
 from deoss.chain.modules.space import Lease
 from deoss.chain.query import QueryArgs
+from deoss.client.signing import HEADER_BODY, SigningAuth
 from deoss.core.layout import LayoutParams, SegmentPlan, encode_and_plan, pad_segment
-from deoss.services.common.auth import HEADER_BODY
 from deoss.services.common.config import ConfigError
-from deoss.services.common.signing import Signer, SigningAuth
+from deoss.services.common.signing import Signer
 from deoss.services.gateway import upload
 from deoss.services.gateway.settings import load_settings
 from deoss.services.gateway.upload import (
