@@ -35,6 +35,9 @@ from deoss.chain.modules.files import FileRecord
 from deoss.chain.modules.miners import MinerEntry
 from deoss.chain.query import QueryArgs
 from deoss.client.chain import ChainClient
+from deoss.client.errors import PeerError
+from deoss.client.miner import MinerClient
+from deoss.client.miner_types import ReadReason
 from deoss.core.errors import DataPathError, NotEnoughFragments
 from deoss.core.keys import address_of, parse_address
 from deoss.core.layout import (
@@ -44,7 +47,6 @@ from deoss.core.layout import (
     segment_span,
     segments_for_range,
 )
-from deoss.services.common.fetch import fetch_exact
 from deoss.services.common.ranges import ByteRange
 
 __all__ = [
@@ -62,8 +64,8 @@ MIN_REFRESH_S = 1.0  # ...or when an unknown miner shows up, at most this often
 SUSPECT_S = 30.0  # a miner that failed is tried last for this long
 
 
-class FragmentError(Exception):
-    """One fragment could not be had from its miner; the message says which and why."""
+FragmentError = PeerError
+"""One fragment could not be had from its miner; the message says which and why."""
 
 
 class DownloadMetrics:
@@ -253,14 +255,14 @@ class SegmentReader:
         timeout_s: float,
         metrics: DownloadMetrics,
     ) -> None:
-        self._http = http
+        self._fragments = MinerClient(http)
         self._miners = miners
         self.layout = layout
         self._hedge_after_s = hedge_after_s
         self._max_in_flight = max_in_flight
         self._timeout_s = timeout_s
         self._metrics = metrics
-        self._reason = {"reason": "download", "fid": fid, "owner": owner}
+        self._reason = ReadReason("download", fid=fid, owner=owner)
 
     async def read_span(
         self, segment: SegmentPlan, holders: list[bytes], low: int, high: int
@@ -360,18 +362,13 @@ class SegmentReader:
         what = f"fragment {index} from {address_of(miner)}"
         if endpoint is None:
             raise FragmentError(f"{what}: the miner has no endpoint on chain")
-        expected_hash = segment.fragment_hashes[index]
-        url = f"{endpoint}/fragments/{expected_hash.hex()}"
-        return await fetch_exact(
-            self._http,
-            "GET",
-            url,
-            params=self._reason,
-            size=self.layout.fragment_size(segment),
-            sha256=expected_hash,
-            error=FragmentError,
+        return await self._fragments.fragment(
+            endpoint,
+            segment.fragment_hashes[index],
+            self.layout.fragment_size(segment),
+            self._reason,
             what=what,
-            timeout=self._timeout_s,
+            http_timeout_s=self._timeout_s,
         )
 
 
