@@ -97,10 +97,11 @@ async def fetch_small(
     max_bytes: int,
     what: str | None = None,
     timeout_s: float | None = None,
+    status: int | None = None,
     **options: Any,
 ) -> bytes:
-    """The body of a 2xx answer that is at most ``max_bytes`` long (a JSON answer, say); the
-    read stops one chunk past the cap.
+    """The body of a 2xx answer (``status`` when given) that is at most ``max_bytes`` long (a
+    JSON answer, say); the read stops one chunk past the cap.
 
     Raises:
         PeerRefused: another status. PeerBadAnswer: a longer body. PeerUnreachable: a
@@ -108,7 +109,9 @@ async def fetch_small(
     """
     what = what or f"{method} {url}"
     async with _exchange(http, method, url, what, timeout_s, options) as response:
-        if not 200 <= response.status_code < 300:
+        if not (
+            200 <= response.status_code < 300 if status is None else response.status_code == status
+        ):
             raise await _status_error(response, what)
         data = bytearray()
         async for chunk in response.aiter_bytes():

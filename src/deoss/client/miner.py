@@ -17,9 +17,14 @@ from collections.abc import Mapping
 import httpx
 
 from deoss.client.fetch import fetch_exact, fetch_small, request_ok
-from deoss.client.miner_types import ReadReason
+from deoss.client.miner_types import ReadReason, Receipt
+from deoss.client.signing import HEADER_BODY, sent_once
 
-__all__ = ["MinerClient"]
+__all__ = ["RECEIPT_MAX_BYTES", "MinerClient"]
+
+# a receipt answer is a small JSON object (address and signature: ~250 bytes); a miner answering
+# more is cut off here instead of filling the scheduler's memory
+RECEIPT_MAX_BYTES = 4096
 
 
 class MinerClient:
@@ -29,6 +34,35 @@ class MinerClient:
     def __init__(self, http: httpx.AsyncClient, *, timeout_s: float | None = None) -> None:
         self.http = http
         self.timeout_s = timeout_s
+
+    async def put_fragment(
+        self,
+        endpoint: str,
+        fragment_hash: bytes,
+        data: bytes,
+        query: Mapping[str, str],
+        *,
+        what: str | None = None,
+    ) -> Receipt:
+        """``PUT /fragments/{hash}``: store a fragment (``query``: deal, attempt, segment,
+        fragment); the miner's receipt, from an answer of status 200 and at most
+        ``RECEIPT_MAX_BYTES`` (its signature is the caller's to check). The body is sent once
+        (``sent_once``) with its hash as the signed body SHA-256."""
+        what = what or f"PUT {endpoint}/fragments/{fragment_hash.hex()}"
+        body, length = sent_once(data)
+        answer = await fetch_small(
+            self.http,
+            "PUT",
+            f"{endpoint}/fragments/{fragment_hash.hex()}",
+            max_bytes=RECEIPT_MAX_BYTES,
+            status=200,
+            what=what,
+            timeout_s=self.timeout_s,
+            params=dict(query),
+            content=body,
+            headers={HEADER_BODY: fragment_hash.hex(), **length},
+        )
+        return Receipt.from_answer(answer, what)
 
     async def fragment(
         self,

@@ -3,7 +3,10 @@ and its client (``deoss.client.miner``): what a request names, what an answer ca
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+
+from deoss.client.errors import PeerBadAnswer
 
 __all__ = [
     "READ_REASONS",
@@ -58,8 +61,24 @@ class ReadReason:
 
 @dataclass(frozen=True)
 class Receipt:
+    """A miner's receipt for a fragment it stored (``PUT /fragments``): its address and its
+    signature over ``deals.receipt_message``."""
+
     miner: str
     signature: bytes
+
+    @classmethod
+    def from_answer(cls, answer: bytes, what: str) -> Receipt:
+        """The receipt in a miner's JSON answer (``{"miner": ..., "signature": hex}``).
+
+        Raises:
+            PeerBadAnswer: not that shape (``what`` names the request in the message).
+        """
+        try:
+            body = json.loads(answer)
+            return cls(str(body["miner"]), bytes.fromhex(body["signature"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise PeerBadAnswer(f"{what}: malformed receipt ({exc!r})") from exc
 
 
 @dataclass(frozen=True)
