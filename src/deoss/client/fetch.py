@@ -29,6 +29,7 @@ from deoss.client.errors import PeerBadAnswer, PeerRefused, PeerUnreachable
 __all__ = [
     "ERROR_TEXT_BYTES",
     "HASH_IN_THREAD_BYTES",
+    "fetch_answer",
     "fetch_exact",
     "fetch_small",
     "request_ok",
@@ -119,6 +120,37 @@ async def fetch_small(
             if len(data) > max_bytes:
                 raise PeerBadAnswer(f"{what}: an answer longer than {max_bytes} bytes")
     return bytes(data)
+
+
+async def fetch_answer(
+    http: httpx.AsyncClient,
+    method: str,
+    url: str,
+    *,
+    max_bytes: int,
+    what: str | None = None,
+    timeout_s: float | None = None,
+    **options: Any,
+) -> tuple[int, bytes]:
+    """The status and body of the answer to ``method url``, whatever the status, for a caller
+    that acts on it. The body is read to ``max_bytes``: a longer 2xx answer is refused, a
+    longer error answer is cut there (it is only quoted).
+
+    Raises:
+        PeerBadAnswer: a 2xx body longer than ``max_bytes``. PeerUnreachable: a transport
+            error, or no answer in time.
+    """
+    what = what or f"{method} {url}"
+    async with _exchange(http, method, url, what, timeout_s, options) as response:
+        status = response.status_code
+        data = bytearray()
+        async for chunk in response.aiter_bytes():
+            data += chunk
+            if len(data) > max_bytes:
+                if 200 <= status < 300:
+                    raise PeerBadAnswer(f"{what}: an answer longer than {max_bytes} bytes")
+                break
+    return status, bytes(data[:max_bytes])
 
 
 @contextlib.asynccontextmanager

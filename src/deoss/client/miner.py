@@ -13,6 +13,7 @@ KiB. A miner streaming more is cut off one network read past that. Every failure
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import httpx
 
@@ -77,7 +78,7 @@ class MinerClient:
         """``GET /fragments/{hash}``: the fragment's ``size`` bytes, checked against its hash,
         read for ``reason`` (the miner checks it on chain). ``http_timeout_s``: httpx's timeout
         for each step of the exchange, instead of the client's."""
-        options: dict[str, object] = {}
+        options: dict[str, Any] = {}
         if http_timeout_s is not None:
             options["timeout"] = http_timeout_s
         return await fetch_exact(

@@ -53,8 +53,16 @@ from deoss.chain.modules.files import FileRecord
 from deoss.chain.modules.schedulers import Scheduler
 from deoss.chain.query import QueryArgs
 from deoss.client.chain import ChainClient
-from deoss.client.errors import BadResponse, NodeUnavailable, QueryFailed, TxRefused
-from deoss.client.signing import HEADER_BODY
+from deoss.client.errors import (
+    BadResponse,
+    NodeUnavailable,
+    PeerBadAnswer,
+    PeerRefused,
+    PeerUnreachable,
+    QueryFailed,
+    TxRefused,
+)
+from deoss.client.scheduler import SchedulerClient
 from deoss.core.keys import KeyPair, address_of
 from deoss.core.layout import LayoutParams, SegmentPlan, padded_size, segment_span
 from deoss.core.merkle import compute_fid
@@ -127,6 +135,10 @@ class Uplink:
     settings: GatewaySettings
     metrics: UploadMetrics
     planning: asyncio.Semaphore  # the gateway's planning slots, shared by its uploads
+
+    @property
+    def schedulers(self) -> SchedulerClient:
+        return SchedulerClient(self.http)
 
 
 # --- admission ----------------------------------------------------------------------------
@@ -479,13 +491,6 @@ async def _scheduler_endpoint(chain: ChainClient, scheduler: bytes) -> str:
     return record.endpoint.rstrip("/")
 
 
-def _error_message(response: httpx.Response) -> str:
-    try:
-        return str(response.json()["error"]["message"])
-    except (ValueError, KeyError, TypeError):
-        return response.text[:200]
-
-
 SEGMENTS_IN_FLIGHT = 2  # while the scheduler places one segment, the next one travels
 
 
@@ -523,27 +528,30 @@ async def send_segments(
 async def _send_segment(
     uplink: Uplink, deal: Deal, endpoint: str, spool: Path, segment: SegmentPlan
 ) -> None:
-    url = f"{endpoint}/deals/{deal.id}/segments/{segment.index}"
     try:
-        response = await uplink.http.put(
-            url,
-            content=_segment_body(spool, segment, uplink.layout),
-            headers={HEADER_BODY: segment.hash.hex(), "content-length": str(segment.padded_size)},
-            timeout=uplink.settings.scheduler_timeout_s,
+        await uplink.schedulers.put_segment(
+            endpoint,
+            deal.id,
+            segment.index,
+            _segment_body(spool, segment, uplink.layout),
+            sha256=segment.hash,
+            size=segment.padded_size,
+            http_timeout_s=uplink.settings.scheduler_timeout_s,
         )
-    except httpx.TransportError as exc:
-        raise SchedulerUnreachable(f"{url}: {type(exc).__name__}: {exc}") from exc
-    if response.status_code >= 500:
-        message = _error_message(response)
-        raise SchedulerUnreachable(f"{url}: HTTP {response.status_code}: {message}")
-    if response.status_code in (404, 409):
-        message = _error_message(response)
-        raise NotAssignedThere(f"{url}: HTTP {response.status_code}: {message}")
-    if response.status_code != 200:
+    except PeerUnreachable as exc:
+        raise SchedulerUnreachable(str(exc)) from exc
+    except PeerRefused as exc:
+        if exc.status >= 500:
+            raise SchedulerUnreachable(str(exc)) from exc
+        if exc.status in (404, 409):
+            raise NotAssignedThere(str(exc)) from exc
         raise UpstreamFailed(
-            f"scheduler {endpoint} refused segment {segment.index} of deal {deal.id}: "
-            f"HTTP {response.status_code}: {_error_message(response)}"
-        )
+            f"scheduler {endpoint} refused segment {segment.index} of deal {deal.id}: {exc}"
+        ) from exc
+    except PeerBadAnswer as exc:
+        raise UpstreamFailed(
+            f"scheduler {endpoint} did not place segment {segment.index} of deal {deal.id}: {exc}"
+        ) from exc
     uplink.metrics.segments_sent.inc()
 
 

@@ -19,12 +19,11 @@ from deoss.chain.modules.schedulers import Scheduler
 from deoss.chain.query import QueryArgs
 from deoss.client.chain import ChainClient
 from deoss.client.errors import PeerError, QueryFailed
-from deoss.client.fetch import fetch_exact
 from deoss.client.miner import MinerClient
 from deoss.client.miner_types import ReadReason
+from deoss.client.scheduler import SchedulerClient
 from deoss.client.signing import SigningAuth
 from deoss.core.keys import KeyPair, address_of, parse_address
-from deoss.core.podr2 import TAG_BYTES, block_count
 
 __all__ = ["PeerError", "Peers"]
 
@@ -46,6 +45,7 @@ class Peers:
         self.timeout_s = timeout_s
         self.http = httpx.AsyncClient(auth=SigningAuth(key), transport=transport, timeout=timeout_s)
         self.miners = MinerClient(self.http, timeout_s=timeout_s)
+        self.schedulers = SchedulerClient(self.http, timeout_s=timeout_s)
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -107,17 +107,6 @@ class Peers:
     ) -> bytes:
         """The PoDR² tags of ``data`` from the scheduler at ``endpoint`` (docs/services.md,
         ``PUT /tags/{hash}``), checked for length."""
-        url = f"{endpoint}/tags/{fragment_hash.hex()}"
-        params: dict[str, str | int] = {"fid": fid}
-        if order_id is not None:
-            params["order"] = order_id
-        expected = block_count(len(data), sectors_per_block) * TAG_BYTES
-        return await fetch_exact(
-            self.http,
-            "PUT",
-            url,
-            size=expected,
-            timeout_s=self.timeout_s,
-            params=params,
-            content=data,
+        return await self.schedulers.tags(
+            endpoint, fid, fragment_hash, data, sectors_per_block, order_id
         )

@@ -39,6 +39,7 @@ from deoss.chain.modules.schedulers import RegisterScheduler, Scheduler, UpdateS
 from deoss.chain.query import QueryArgs
 from deoss.client.chain import ChainClient
 from deoss.client.errors import ClientError, QueryFailed, TxRefused
+from deoss.client.scheduler_types import DealProgress, SegmentPlacement
 from deoss.client.signing import SigningAuth
 from deoss.core.errors import HashMismatch
 from deoss.core.keys import KeyPair, address_of
@@ -83,22 +84,6 @@ class Admission:
 
     deal: Deal
     plan: SegmentPlan
-
-
-@dataclass(frozen=True)
-class SegmentPlacement:
-    segment: int
-    miners: list[str]
-
-
-@dataclass(frozen=True)
-class DealProgress:
-    deal: int
-    state: str
-    segments: int
-    placed: list[int]
-    reported: bool
-    error: str
 
 
 # --- the service -------------------------------------------------------------------------
