@@ -70,27 +70,14 @@ from deoss.services.common.errors import (
 )
 from deoss.services.common.ranges import parse_range
 from deoss.services.common.signing import Signer
-from deoss.services.gateway.download import (
-    Download,
-    DownloadMetrics,
-    MinerBook,
-    SegmentReader,
-    open_download,
-)
+from deoss.services.gateway.deal_driver import UploadTasks, drive_deal, read_deal
+from deoss.services.gateway.download import Download, open_download
+from deoss.services.gateway.miner_book import MinerBook
+from deoss.services.gateway.segment_reader import DownloadMetrics, SegmentReader
 from deoss.services.gateway.settings import GatewaySettings
-from deoss.services.gateway.upload import (
-    Declared,
-    Spooled,
-    Uplink,
-    UploadMetrics,
-    UploadSlots,
-    UploadTasks,
-    declare_upload,
-    drive_deal,
-    read_deal,
-    spool_body,
-    sweep_spool,
-)
+from deoss.services.gateway.spooling import Spooled, spool_body, sweep_spool
+from deoss.services.gateway.uplink import Uplink, UploadMetrics
+from deoss.services.gateway.upload import Declared, UploadSlots, declare_upload
 
 __all__ = [
     "BucketChange",
