@@ -22,11 +22,7 @@ from deoss.core.keys import address_of
 from deoss.core.layout import LayoutParams, SegmentPlan, decode_segment
 from deoss.services.gateway.miner_book import MinerBook
 
-__all__ = ["DownloadMetrics", "FragmentError", "SegmentReader"]
-
-
-FragmentError = PeerError
-"""One fragment could not be had from its miner; the message says which and why."""
+__all__ = ["DownloadMetrics", "SegmentReader"]
 
 
 class DownloadMetrics:
@@ -142,7 +138,7 @@ class _FragmentRace:
             self._hedged.discard(task)
             try:
                 self.got[index] = task.result()
-            except FragmentError as exc:
+            except PeerError as exc:
                 self.errors.append(str(exc))
 
     def _hedge_slow(self) -> None:
@@ -214,7 +210,7 @@ class SegmentReader:
         for task in done:
             try:
                 got[tasks[task]] = task.result()
-            except FragmentError as exc:
+            except PeerError as exc:
                 errors.append(str(exc))
         if len(got) == len(wanted):
             joined = b"".join(got[i] for i in wanted)
@@ -271,7 +267,7 @@ class SegmentReader:
     ) -> bytes:
         try:
             data = await self._fetch_checked(segment, index, miner, endpoint)
-        except FragmentError:
+        except PeerError:
             self._miners.mark_failed(miner)
             self._metrics.fragment_failures.inc()
             raise
@@ -283,7 +279,7 @@ class SegmentReader:
     ) -> bytes:
         what = f"fragment {index} from {address_of(miner)}"
         if endpoint is None:
-            raise FragmentError(f"{what}: the miner has no endpoint on chain")
+            raise PeerError(f"{what}: the miner has no endpoint on chain")
         return await self._fragments.fragment(
             endpoint,
             segment.fragment_hashes[index],
