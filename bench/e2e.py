@@ -63,10 +63,9 @@ import httpx
 from deoss.chain.modules.files import FileRecord
 from deoss.chain.query import QueryArgs
 from deoss.client.chain import ChainClient
+from deoss.client.signing import HEADER_BODY, SigningAuth
 from deoss.devnet import DEV_BUCKET, Devnet, DevnetSpec, devnet_params, up
 from deoss.keyfile import read_key_file
-from deoss.services.common.auth import HEADER_BODY
-from deoss.services.common.signing import SigningAuth
 from machine import cpu_model  # bench/machine.py, beside this script
 
 Result = dict[str, Any]

@@ -38,10 +38,9 @@ from typing import Any
 
 import httpx
 
+from deoss.client.signing import HEADER_BODY, SigningAuth
 from deoss.devnet import DEV_BUCKET, Devnet, DevnetSpec, up
 from deoss.keyfile import read_key_file
-from deoss.services.common.auth import HEADER_BODY
-from deoss.services.common.signing import SigningAuth
 from machine import cpu_model  # bench/machine.py, beside this script
 
 MiB = 1024 * 1024

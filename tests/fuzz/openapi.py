@@ -24,9 +24,14 @@ import httpx
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
+from deoss.client.signing import (
+    HEADER_ADDRESS,
+    HEADER_BODY,
+    HEADER_SIGNATURE,
+    HEADER_TIME,
+    SigningAuth,
+)
 from deoss.core.keys import KeyPair
-from deoss.services.common.auth import HEADER_ADDRESS, HEADER_BODY, HEADER_SIGNATURE, HEADER_TIME
-from deoss.services.common.signing import SigningAuth
 
 EXAMPLES = int(os.environ.get("DEOSS_FUZZ_EXAMPLES", "40"))
 SEED = os.environ.get("DEOSS_FUZZ_SEED", "")

@@ -19,11 +19,10 @@ import pytest
 
 from deoss.chain.modules.buckets import CreateBucket
 from deoss.client.chain import ChainClient
+from deoss.client.signing import SigningAuth, now_ms, sign_request
 from deoss.core.keys import KeyPair
 from deoss.devnet import DEV_BUCKET, Devnet, DevnetSpec, up
 from deoss.keyfile import read_key_file
-from deoss.services.common.auth import sign_request
-from deoss.services.common.signing import SigningAuth, now_ms
 
 pytestmark = pytest.mark.integration
 

@@ -23,11 +23,11 @@ import pytest
 from deoss.chain.modules.deals import Deal, DealCounts, DealState, DeclareDeal
 from deoss.chain.query import QueryArgs
 from deoss.client.chain import ChainClient
+from deoss.client.signing import SigningAuth
 from deoss.core.keys import KeyPair
 from deoss.core.layout import LayoutParams, iter_encoded_segments, plan_object
 from deoss.devnet import DEV_BUCKET, Devnet, DevnetSpec, up
 from deoss.keyfile import read_key_file
-from deoss.services.common.signing import SigningAuth
 
 pytestmark = pytest.mark.integration
 

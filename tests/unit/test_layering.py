@@ -64,14 +64,6 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "deoss": (),  # the bare package (__init__): only metadata, so any layer may import it
 }
 
-#: Upward imports that are on their way out: removed by issue 14 wiring/wire branches. Entries are
-#: (importing module, imported module). The list can only shrink: an entry that no longer
-#: occurs fails the test too, so whoever removes a violation also removes its line here.
-KNOWN_VIOLATIONS: set[tuple[str, str]] = {
-    ("deoss.client.gateway", "deoss.services.common.auth"),
-    ("deoss.client.gateway", "deoss.services.common.signing"),
-}
-
 
 def module_name(path: Path) -> str:
     parts = path.relative_to(SRC).with_suffix("").parts
@@ -135,16 +127,9 @@ def all_violations() -> set[tuple[str, str]]:
 
 
 def test_no_import_points_upward() -> None:
-    new = all_violations() - KNOWN_VIOLATIONS
+    new = all_violations()
     assert not new, "imports against the layers (see this test's docstring): " + ", ".join(
         f"{importer} imports {imported}" for importer, imported in sorted(new)
-    )
-
-
-def test_known_violations_still_exist() -> None:
-    gone = KNOWN_VIOLATIONS - all_violations()
-    assert not gone, "remove these from KNOWN_VIOLATIONS, they no longer occur: " + ", ".join(
-        f"{importer} -> {imported}" for importer, imported in sorted(gone)
     )
 
 

@@ -7,10 +7,15 @@
     ├── RpcError            the node answered with a JSON-RPC error object (code, message, data)
     ├── QueryFailed         abci_query answered with a code != 0 (code, log, path)
     ├── TxRefused           the chain refused a transaction: code != 0 at check or in the block
-    └── InclusionTimeout    a checked transaction was not seen in a block in time
+    ├── InclusionTimeout    a checked transaction was not seen in a block in time
+    └── PeerError           another service (a miner, a scheduler) did not give what was asked
+        ├── PeerUnreachable     no answer: a transport error, or none before the deadline
+        ├── PeerRefused         an answer with another status than asked for (``status``)
+        └── PeerBadAnswer       an answer of the wrong size, encoding or hash, or malformed
 
-Transport failures are translated in one place (``deoss.client.chain._transport_errors``),
-always ``raise … from exc`` so the cause stays attached.
+Transport failures are translated in one place per protocol (``deoss.client.chain.
+_transport_errors`` for the chain node, ``deoss.client.fetch`` between services), always
+``raise … from exc`` so the cause stays attached.
 """
 
 from __future__ import annotations
@@ -22,6 +27,10 @@ __all__ = [
     "ClientError",
     "InclusionTimeout",
     "NodeUnavailable",
+    "PeerBadAnswer",
+    "PeerError",
+    "PeerRefused",
+    "PeerUnreachable",
     "QueryFailed",
     "RpcError",
     "TxRefused",
@@ -89,3 +98,25 @@ class InclusionTimeout(ClientError):
     def __init__(self, tx_hash: bytes, timeout_s: float) -> None:
         super().__init__(f"transaction {tx_hash.hex().upper()} not included within {timeout_s:g} s")
         self.tx_hash = tx_hash
+
+
+class PeerError(ClientError):
+    """Another service did not give what was asked, or gave something wrong; the message says
+    what was asked of whom, and why it failed."""
+
+
+class PeerUnreachable(PeerError):
+    """The service could not be reached, or did not answer in time."""
+
+
+class PeerRefused(PeerError):
+    """The service answered with another status than asked for; its first bytes are quoted."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class PeerBadAnswer(PeerError):
+    """The service answered, but not what the protocol says: the wrong size, encoding or hash,
+    a longer answer than allowed, or a malformed document."""

@@ -50,9 +50,8 @@ from deoss.client.gateway_types import (
     UploadResult,
 )
 from deoss.client.retry import RetryPolicy, parse_retry_after
+from deoss.client.signing import HEADER_BODY, SigningAuth
 from deoss.core.keys import KeyPair
-from deoss.services.common.auth import HEADER_BODY
-from deoss.services.common.signing import SigningAuth
 
 __all__ = [
     "BadRequest",

@@ -21,7 +21,7 @@ from deoss.client.gateway import (
     UpstreamFailed,
 )
 from deoss.client.retry import RetryPolicy, parse_retry_after
-from deoss.services.common.auth import HEADER_SIGNATURE, HEADER_TIME
+from deoss.client.signing import HEADER_SIGNATURE, HEADER_TIME
 from tests.unit.chain.harness import key
 
 pytestmark = pytest.mark.anyio

@@ -6,19 +6,21 @@ from __future__ import annotations
 
 import pytest
 
-from deoss.core.keys import KeyPair
-from deoss.services.common.auth import (
+from deoss.client.signing import (
     HEADER_ADDRESS,
     HEADER_BODY,
     HEADER_HOST,
     HEADER_RANGE,
     HEADER_SIGNATURE,
     HEADER_TIME,
+    sign_request,
+)
+from deoss.core.keys import KeyPair
+from deoss.services.common.auth import (
     AuthError,
     ReplayMemory,
     RequestVerifier,
     host_names,
-    sign_request,
     url_host_names,
 )
 
@@ -253,7 +255,7 @@ def test_identical_requests_signed_in_one_millisecond_are_both_accepted(
     the Host and Range the request is sent with."""
     import httpx
 
-    from deoss.services.common import signing
+    from deoss.client import signing
 
     monkeypatch.setattr(signing, "now_ms", lambda: NOW)
     auth = signing.SigningAuth(KEY)

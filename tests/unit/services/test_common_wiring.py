@@ -15,11 +15,11 @@ from deoss.client.errors import (
     QueryFailed,
     TxRefused,
 )
+from deoss.client.signing import SigningAuth
 from deoss.core.keys import KeyPair
 from deoss.services.common.app import SignerDep, create_service_app
 from deoss.services.common.auth import RequestVerifier
 from deoss.services.common.ranges import UnsatisfiableRange
-from deoss.services.common.signing import SigningAuth
 
 pytestmark = pytest.mark.anyio
 

@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
+from deoss.client.signing import HEADER_BODY, SigningAuth, now_ms, sent_once
 from deoss.core.keys import KeyPair
-from deoss.services.common.auth import HEADER_BODY, RequestVerifier, host_names
-from deoss.services.common.signing import SigningAuth, now_ms, sent_once
+from deoss.services.common.auth import RequestVerifier, host_names
 
 pytestmark = pytest.mark.anyio
 

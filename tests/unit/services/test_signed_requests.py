@@ -21,14 +21,13 @@ import pytest
 
 from deoss.chain.modules import deals
 from deoss.client.chain import ChainClient
+from deoss.client.signing import HEADER_BODY, HEADER_SIGNATURE, SigningAuth, now_ms
 from deoss.core.keys import KeyPair
 from deoss.core.layout import ObjectPlan, plan_object
 from deoss.node.devnode import DevNode
 from deoss.node.rpc import create_app as create_rpc_app
 from deoss.node.store import open_store
 from deoss.services.common import auth
-from deoss.services.common.auth import HEADER_BODY, HEADER_SIGNATURE
-from deoss.services.common.signing import SigningAuth, now_ms
 from deoss.services.miner.app import create_app
 from deoss.services.miner.service import MinerService
 from deoss.services.miner.settings import MinerSettings

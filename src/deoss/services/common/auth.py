@@ -1,19 +1,9 @@
-"""Signed HTTP requests between parties (DESIGN 6).
+"""Signed HTTP requests between parties (DESIGN 6), the server's half: verifying them.
 
-Every request carries four headers:
-
-    X-Deoss-Address    the signer's account address (bech32)
-    X-Deoss-Time       milliseconds since the Unix epoch, when it was signed
-    X-Deoss-Content-Sha256  lowercase hex SHA-256 of the body (of b"" when there is none)
-    X-Deoss-Signature  hex Ed25519 signature over the message below
-
-    message = "deoss-http-v2\\n" METHOD "\\n" HOST "\\n" PATH[?QUERY] "\\n" RANGE "\\n"
-              TIME "\\n" BODY-SHA256
-
-HOST is the Host header, so a request names its recipient: a server refuses a request addressed
-to any name but its own, and a request signed for one miner or gateway cannot be replayed to
-another. RANGE is "range:" followed by the Range header, or empty without one (an empty Range is
-not an absent one). Every other header that changes what a request means must join this message.
+The headers and the message a signature covers are the client's half, ``deoss.client.signing``
+(one definition, shared by both). HOST is the Host header, so a request names its recipient: a
+server refuses a request addressed to any name but its own, and a request signed for one miner
+or gateway cannot be replayed to another.
 
 A verifier refuses requests signed more than a window ago or more than a small skew ahead of its
 clock, and a signature it has already accepted (a replay). It remembers a signature only once it
@@ -32,36 +22,26 @@ import threading
 from collections.abc import Collection, Mapping
 from urllib.parse import urlsplit
 
+from deoss.client.signing import (
+    HEADER_ADDRESS,
+    HEADER_BODY,
+    HEADER_HOST,
+    HEADER_RANGE,
+    HEADER_SIGNATURE,
+    HEADER_TIME,
+    signing_message,
+)
 from deoss.core.errors import DataPathError
-from deoss.core.keys import KeyPair, parse_address, verify
+from deoss.core.keys import parse_address, verify
 
 __all__ = [
-    "EMPTY_BODY_SHA256",
-    "HEADER_ADDRESS",
-    "HEADER_BODY",
-    "HEADER_HOST",
-    "HEADER_RANGE",
-    "HEADER_SIGNATURE",
-    "HEADER_TIME",
-    "SIGNED_HEADERS",
     "AuthError",
     "ReplayMemory",
     "RequestVerifier",
     "host_names",
-    "sign_request",
-    "signing_message",
     "url_host_names",
 ]
 
-HEADER_ADDRESS = "x-deoss-address"
-HEADER_TIME = "x-deoss-time"
-HEADER_BODY = "x-deoss-content-sha256"
-HEADER_SIGNATURE = "x-deoss-signature"
-HEADER_HOST = "host"
-HEADER_RANGE = "range"
-#: Headers that change what a request means, hence covered by its signature.
-SIGNED_HEADERS = (HEADER_HOST, HEADER_RANGE)
-EMPTY_BODY_SHA256 = hashlib.sha256(b"").hexdigest()
 DEFAULT_WINDOW_MS = 60_000
 # How far ahead of the server's clock a request may be dated (clocks kept by NTP agree far
 # better). A signature is remembered until its time leaves the window, so this bounds how long.
@@ -79,37 +59,6 @@ LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
 
 class AuthError(Exception):
     """A request that is unsigned, badly signed, expired or replayed; the message says which."""
-
-
-def signing_message(
-    method: str, host: str, target: str, byte_range: str | None, time_ms: int, body_sha256: str
-) -> bytes:
-    """The bytes a request signature covers. ``target`` is the path with its query string."""
-    range_line = "" if byte_range is None else f"range:{byte_range}"
-    return (
-        f"deoss-http-v2\n{method.upper()}\n{host}\n{target}\n{range_line}\n{time_ms}\n{body_sha256}"
-    ).encode()
-
-
-def sign_request(
-    key: KeyPair,
-    method: str,
-    target: str,
-    time_ms: int,
-    body_sha256: str = EMPTY_BODY_SHA256,
-    *,
-    host: str,
-    byte_range: str | None = None,
-) -> dict[str, str]:
-    """Headers that sign a request made now (``time_ms``) by ``key`` to ``host`` (the Host
-    header it is sent with), with the Range header ``byte_range`` if any."""
-    message = signing_message(method, host, target, byte_range, time_ms, body_sha256)
-    return {
-        HEADER_ADDRESS: key.address,
-        HEADER_TIME: str(time_ms),
-        HEADER_BODY: body_sha256,
-        HEADER_SIGNATURE: key.sign(message).hex(),
-    }
 
 
 def _is_loopback(host: str) -> bool:

@@ -1,44 +1,27 @@
-"""Signed requests at the HTTP edge: verify incoming ones (a FastAPI dependency) and sign
-outgoing ones (an httpx auth). The scheme is in ``deoss.services.common.auth``."""
+"""Signed requests at the HTTP edge, the server's half: verify incoming ones (a FastAPI
+dependency) and read their bodies. The scheme is in ``deoss.services.common.auth``; outgoing
+requests are signed by ``deoss.client.signing.SigningAuth``."""
 
 from __future__ import annotations
 
 import hashlib
-import threading
-import time
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import httpx
 from fastapi import Request
 
-from deoss.core.keys import KeyPair, address_of
-from deoss.services.common.auth import (
-    EMPTY_BODY_SHA256,
-    HEADER_BODY,
-    HEADER_HOST,
-    HEADER_RANGE,
-    SIGNED_HEADERS,
-    AuthError,
-    RequestVerifier,
-    host_names,
-    sign_request,
-)
+from deoss.client.signing import SIGNED_HEADERS, now_ms
+from deoss.core.keys import address_of
+from deoss.services.common.auth import AuthError, RequestVerifier, host_names
 from deoss.services.common.errors import BadRequest, PayloadTooLarge
 
 __all__ = [
     "Signer",
-    "SigningAuth",
     "iter_body",
     "iter_checked_body",
-    "now_ms",
     "receiving_hosts",
     "verify_request",
 ]
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True)
@@ -120,62 +103,3 @@ def require_length(request: Request, expected: int) -> None:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) != expected:
         raise BadRequest(f"body must be {expected} bytes, Content-Length says {declared}")
-
-
-def sent_once(data: bytes) -> tuple[AsyncIterator[bytes], dict[str, str]]:
-    """A large request body for httpx, and the Content-Length header to send with it.
-
-    httpx keeps a bytes ``content`` on its Request, and its Request, Response and stream
-    objects refer to one another, so the body outlived the request until the cyclic garbage
-    collector ran: an idle gateway held all 8 segments (256 MiB) of its last upload. Streamed
-    from here, the body is referenced only while it is being sent. Pass its SHA-256 in the
-    X-Deoss-Content-Sha256 header (``SigningAuth`` does not read a streamed body)."""
-    holder = [data]
-
-    async def body() -> AsyncIterator[bytes]:
-        yield holder.pop()
-
-    return body(), {"content-length": str(len(data))}
-
-
-class SigningAuth(httpx.Auth):
-    """Signs every outgoing request with ``key``, for the server its Host header names and with
-    its Range header. Byte bodies are hashed here; for a streamed body pass its SHA-256 in the
-    X-Deoss-Content-Sha256 header yourself."""
-
-    requires_request_body = False
-
-    def __init__(self, key: KeyPair) -> None:
-        self.key = key
-        self._last_ms = 0
-        self._clock = threading.Lock()
-
-    def _next_ms(self) -> int:
-        """Now, but strictly after the last request signed here. Signatures are deterministic:
-        two requests with the same method, target and body in one millisecond (ranged reads of
-        one fragment, a hedged retry) would otherwise carry the same signature, and the second
-        would be refused as a replay."""
-        with self._clock:
-            self._last_ms = max(now_ms(), self._last_ms + 1)
-            return self._last_ms
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        body_sha = request.headers.get(HEADER_BODY)
-        if body_sha is None:
-            try:
-                content = request.content
-            except httpx.RequestNotRead as exc:
-                raise ValueError("a streamed body needs its SHA-256 in the headers") from exc
-            body_sha = hashlib.sha256(content).hexdigest() if content else EMPTY_BODY_SHA256
-        target = request.url.raw_path.decode()
-        signed = sign_request(
-            self.key,
-            request.method,
-            target,
-            self._next_ms(),
-            body_sha,
-            host=request.headers[HEADER_HOST],
-            byte_range=request.headers.get(HEADER_RANGE),
-        )
-        request.headers.update(signed)
-        yield request

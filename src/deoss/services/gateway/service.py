@@ -50,6 +50,7 @@ from deoss.client.gateway_types import (
     SegmentStatus,
     UploadResult,
 )
+from deoss.client.signing import SigningAuth
 from deoss.core.keys import KeyPair, address_of
 from deoss.core.layout import LayoutParams, padded_size, segment_count, segment_span
 from deoss.services.common.app import log_event
@@ -62,28 +63,15 @@ from deoss.services.common.errors import (
     ServiceError,
 )
 from deoss.services.common.ranges import parse_range
-from deoss.services.common.signing import Signer, SigningAuth
-from deoss.services.gateway.download import (
-    Download,
-    DownloadMetrics,
-    MinerBook,
-    SegmentReader,
-    open_download,
-)
+from deoss.services.common.signing import Signer
+from deoss.services.gateway.deal_driver import UploadTasks, drive_deal, read_deal
+from deoss.services.gateway.download import Download, open_download
+from deoss.services.gateway.miner_book import MinerBook
+from deoss.services.gateway.segment_reader import DownloadMetrics, SegmentReader
 from deoss.services.gateway.settings import GatewaySettings
-from deoss.services.gateway.upload import (
-    Declared,
-    Spooled,
-    Uplink,
-    UploadMetrics,
-    UploadSlots,
-    UploadTasks,
-    declare_upload,
-    drive_deal,
-    read_deal,
-    spool_body,
-    sweep_spool,
-)
+from deoss.services.gateway.spooling import Spooled, spool_body, sweep_spool
+from deoss.services.gateway.uplink import Uplink, UploadMetrics
+from deoss.services.gateway.upload import Declared, UploadSlots, declare_upload
 
 __all__ = [
     "BucketChange",

@@ -4,29 +4,26 @@ fragments' tags) from other miners, tags from a scheduler.
 Every request is signed with the miner's key (the other side checks who asks). Every answer is
 checked before it is used: a fragment must hash to the hash asked for, tags must have exactly
 the length the fragment's size gives, and neither is read past that length
-(``common.fetch.fetch_exact``: a peer streaming gigabytes is cut off). A failure raises
-``PeerError`` with the URL and the reason; callers decide whether to try another peer or later.
+(``deoss.client.miner.MinerClient``, ``deoss.client.fetch``: a peer streaming gigabytes is cut
+off). A failure raises ``PeerError`` (``deoss.client.errors``) with the URL and the reason;
+callers decide whether to try another peer or later.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import httpx
 
 from deoss.client.chain import ChainClient
+from deoss.client.errors import PeerError
+from deoss.client.miner import MinerClient
+from deoss.client.miner_types import ReadReason
+from deoss.client.scheduler import SchedulerClient
+from deoss.client.signing import SigningAuth
 from deoss.core.keys import KeyPair, address_of, parse_address
-from deoss.core.podr2 import TAG_BYTES, block_count
-from deoss.services.common.fetch import fetch_exact
-from deoss.services.common.signing import SigningAuth
 
 __all__ = ["PeerError", "Peers"]
 
 DEFAULT_TIMEOUT_S = 60.0
-
-
-class PeerError(Exception):
-    """Another node did not give what was asked, or gave something wrong; the message says."""
 
 
 class Peers:
@@ -43,6 +40,8 @@ class Peers:
         self.chain = chain
         self.timeout_s = timeout_s
         self.http = httpx.AsyncClient(auth=SigningAuth(key), transport=transport, timeout=timeout_s)
+        self.miners = MinerClient(self.http, timeout_s=timeout_s)
+        self.schedulers = SchedulerClient(self.http, timeout_s=timeout_s)
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -65,9 +64,8 @@ class Peers:
         """A fragment of ``size`` bytes from a miner, for restoral order ``order_id`` (claimed
         by this miner: the holder checks it), checked against its hash; the read stops past
         ``size`` bytes."""
-        url = f"{endpoint}/fragments/{fragment_hash.hex()}"
-        params = {"reason": "restoral", "order": str(order_id)}
-        return await self._fetch("GET", url, size, sha256=fragment_hash, params=params)
+        reason = ReadReason("restoral", order=order_id)
+        return await self.miners.fragment(endpoint, fragment_hash, size, reason)
 
     async def fetch_tags(
         self, endpoint: str, fragment_hash: bytes, key_id: bytes, expected: int, order_id: int
@@ -75,9 +73,8 @@ class Peers:
         """The ``expected`` bytes of tags a miner stores for a fragment under one tag key, for
         restoral order ``order_id``, checked for length only (the caller checks them against
         the fragment with ``core.podr2.check_tags``)."""
-        url = f"{endpoint}/tags/{fragment_hash.hex()}"
-        params = {"key": key_id.hex(), "reason": "restoral", "order": str(order_id)}
-        return await self._fetch("GET", url, expected, params=params)
+        reason = ReadReason("restoral", order=order_id)
+        return await self.miners.tags(endpoint, fragment_hash, key_id, expected, reason)
 
     async def fetch_mirror(
         self,
@@ -90,11 +87,7 @@ class Peers:
         """The ``expected`` bytes of a mirror copy of a fragment's tags that another holder of
         its segment keeps (``GET /mirror-tags``; ``order_id``: the restoral order the asker
         claimed, else the asker holds the fragment), checked for length only."""
-        url = f"{endpoint}/mirror-tags/{fragment_hash.hex()}"
-        params: dict[str, str | int] = {"key": key_id.hex()}
-        if order_id is not None:
-            params["order"] = order_id
-        return await self._fetch("GET", url, expected, params=params)
+        return await self.miners.mirror_tags(endpoint, fragment_hash, key_id, expected, order_id)
 
     async def request_tags(
         self,
@@ -107,23 +100,6 @@ class Peers:
     ) -> bytes:
         """The PoDR² tags of ``data`` from the scheduler at ``endpoint`` (docs/services.md,
         ``PUT /tags/{hash}``), checked for length."""
-        url = f"{endpoint}/tags/{fragment_hash.hex()}"
-        params: dict[str, str | int] = {"fid": fid}
-        if order_id is not None:
-            params["order"] = order_id
-        expected = block_count(len(data), sectors_per_block) * TAG_BYTES
-        return await self._fetch("PUT", url, expected, params=params, content=data)
-
-    async def _fetch(
-        self, method: str, url: str, size: int, sha256: bytes | None = None, **options: Any
-    ) -> bytes:
-        return await fetch_exact(
-            self.http,
-            method,
-            url,
-            size=size,
-            sha256=sha256,
-            error=PeerError,
-            timeout_s=self.timeout_s,
-            **options,
+        return await self.schedulers.tags(
+            endpoint, fid, fragment_hash, data, sectors_per_block, order_id
         )

@@ -11,18 +11,13 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
+from deoss.client.miner_types import FragmentRequest, MirrorRequest, ReadReason
 from deoss.services.common.app import SignerDep
 from deoss.services.common.errors import BadRequest
 from deoss.services.common.params import Uint16, Uint32, Uint63
 from deoss.services.common.ranges import UnsatisfiableRange, parse_range
 from deoss.services.common.signing import Signer, iter_body, iter_checked_body
-from deoss.services.miner.service import (
-    BodyOpener,
-    FragmentRequest,
-    MinerService,
-    MirrorRequest,
-    ReadReason,
-)
+from deoss.services.miner.service import BodyOpener, MinerService
 
 __all__ = ["router"]
 

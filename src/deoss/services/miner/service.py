@@ -47,6 +47,14 @@ from deoss.chain.modules.deals import Deal, DealState, receipt_message
 from deoss.chain.modules.files import tags_message
 from deoss.chain.modules.restoral import Order, OrderState
 from deoss.client.chain import ChainClient
+from deoss.client.miner_types import (
+    READ_REASONS,
+    FragmentRequest,
+    MirrorRequest,
+    ReadReason,
+    Receipt,
+    TagsStored,
+)
 from deoss.core.errors import BadProof
 from deoss.core.keys import KeyPair, address_of
 from deoss.core.podr2 import TAG_BYTES, TagPublicKey, block_count, check_tag_points, check_tags
@@ -76,17 +84,11 @@ __all__ = [
     "ROLE",
     "ChainView",
     "FragmentMismatch",
-    "FragmentRequest",
     "MinerService",
-    "MirrorRequest",
     "OpenFragment",
-    "ReadReason",
-    "Receipt",
-    "TagsStored",
 ]
 
 ROLE = "miner"
-READ_REASONS = ("download", "restoral", "tagging")
 READ_CHUNK = 1024 * 1024  # fewer thread hops per fragment served
 
 BodyOpener = Callable[[int], AsyncIterator[bytes]]
@@ -100,57 +102,6 @@ class FragmentMismatch(ServiceError):
     wrong length, or that do not verify against the fragment."""
 
     status, code = 422, "fragment_mismatch"
-
-
-@dataclass(frozen=True)
-class FragmentRequest:
-    fragment_hash: bytes
-    deal_id: int
-    attempt: int  # the deal's assignment the scheduler places for (the deal's ``attempts``)
-    segment: int
-    fragment: int
-    declared_length: int | None  # Content-Length, when the client sent one
-
-
-@dataclass(frozen=True)
-class MirrorRequest:
-    """A mirror copy of the tags of fragment ``fragment`` of ``segment`` of ``fid``."""
-
-    fragment_hash: bytes
-    fid: str
-    segment: int
-    fragment: int
-    declared_length: int | None  # Content-Length, when the client sent one
-
-
-@dataclass(frozen=True)
-class ReadReason:
-    """Why a fragment is read, as the signed request names it (query parameters ``reason``,
-    ``owner``, ``fid``, ``order``; the request signature covers the query)."""
-
-    kind: str  # one of READ_REASONS, or "" when the request named none
-    fid: str = ""  # download, tagging: the file the fragment is read for
-    owner: str = ""  # download: the owner the read is for ("" = the signer itself)
-    order: int | None = None  # restoral: the claimed order
-
-
-@dataclass(frozen=True)
-class Receipt:
-    miner: str
-    signature: bytes
-
-
-@dataclass(frozen=True)
-class TagsStored:
-    """Tags kept for the fragment at (segment, fragment) of a file, and this miner's signed
-    confirmation of them (``files.tags_message`` under ``key_id``)."""
-
-    blocks: int
-    segment: int
-    fragment: int
-    key_id: bytes
-    miner: str
-    signature: bytes
 
 
 @dataclass

@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
-from pydantic import BaseModel
 
+from deoss.client.scheduler_types import DealProgress, SegmentPlacement
 from deoss.services.common.app import SignerDep
 from deoss.services.common.auth import AuthError
 from deoss.services.common.errors import PayloadTooLarge
@@ -19,7 +19,7 @@ from deoss.services.common.signing import Signer, iter_body, iter_checked_body
 from deoss.services.scheduler.retag import FragmentMismatch
 from deoss.services.scheduler.service import SchedulerService
 
-__all__ = ["DealProgressPublic", "SegmentPlaced", "router"]
+__all__ = ["router"]
 
 router = APIRouter()
 
@@ -35,20 +35,6 @@ SegmentIndex = Annotated[Uint32, Path()]
 FragmentHash = Annotated[str, Path(pattern="^[0-9a-f]{64}$")]
 Fid = Annotated[str, Query(pattern="^[0-9a-f]{64}$")]
 OrderId = Annotated[Uint63 | None, Query()]
-
-
-class SegmentPlaced(BaseModel):
-    segment: int
-    miners: list[str]
-
-
-class DealProgressPublic(BaseModel):
-    deal: int
-    state: str
-    segments: int
-    placed: list[int]
-    reported: bool
-    error: str
 
 
 async def read_body(request: Request, signer: Signer, max_bytes: int) -> bytes:
@@ -71,28 +57,19 @@ async def read_fragment(request: Request, signer: Signer, size: int) -> bytes:
 @router.put("/deals/{deal_id}/segments/{index}")
 async def put_segment(
     deal_id: DealId, index: SegmentIndex, request: Request, service: ServiceDep, signer: SignerDep
-) -> SegmentPlaced:
+) -> SegmentPlacement:
     """Accept one padded segment of a deal assigned to this scheduler and place its fragments."""
     admission = await service.admit_segment(deal_id, index, signer)
     # not hashed here: the signed hash is the declared one (admit_segment), and place_segment
     # checks the bytes against it before anything is sent (one SHA-256 pass, not two)
     data = b"".join([chunk async for chunk in iter_body(request, admission.plan.padded_size)])
-    placed = await service.place_segment(admission, data)
-    return SegmentPlaced(segment=placed.segment, miners=placed.miners)
+    return await service.place_segment(admission, data)
 
 
 @router.get("/deals/{deal_id}")
-async def get_deal(deal_id: DealId, service: ServiceDep, _: SignerDep) -> DealProgressPublic:
+async def get_deal(deal_id: DealId, service: ServiceDep, _: SignerDep) -> DealProgress:
     """What this scheduler did for a deal: segments placed, report submitted."""
-    progress = await service.deal_progress(deal_id)
-    return DealProgressPublic(
-        deal=progress.deal,
-        state=progress.state,
-        segments=progress.segments,
-        placed=progress.placed,
-        reported=progress.reported,
-        error=progress.error,
-    )
+    return await service.deal_progress(deal_id)
 
 
 @router.put("/tags/{fragment_hash}", response_class=Response)

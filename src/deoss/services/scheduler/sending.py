@@ -16,26 +16,23 @@ for the deal (``DealWork.reserved``) never exceed the idle space the chain liste
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import dataclass, field
 
 import httpx
 
 from deoss.chain.modules.deals import Deal, Receipt, receipt_message
+from deoss.client.errors import PeerError
+from deoss.client.miner import MinerClient
+from deoss.client.miner_types import Receipt as MinerReceipt
 from deoss.core.errors import DataPathError
 from deoss.core.keys import verify
 from deoss.core.layout import SegmentPlan
 from deoss.services.common.app import log_event
-from deoss.services.common.auth import HEADER_BODY
-from deoss.services.common.signing import sent_once
 from deoss.services.scheduler.placement import Candidate, NotEnoughMiners, has_room
 
 __all__ = ["DealWork", "FragmentSender", "MinerFailed"]
 
 ROLE = "scheduler"
-# a receipt answer is a small JSON object (address and signature: ~250 bytes); a miner answering
-# more is cut off here instead of filling the scheduler's memory
-RECEIPT_MAX_BYTES = 4096
 
 
 class MinerFailed(Exception):
@@ -85,6 +82,7 @@ class FragmentSender:
 
     def __init__(self, http: httpx.AsyncClient, chain_id: str, timeout_s: float) -> None:
         self.http = http
+        self.miners = MinerClient(http, timeout_s=timeout_s)
         self.chain_id = chain_id
         self.timeout_s = timeout_s
 
@@ -149,7 +147,6 @@ class FragmentSender:
         self, miner: Candidate, deal: Deal, plan: SegmentPlan, index: int, data: bytes
     ) -> Receipt:
         digest = plan.fragment_hashes[index]
-        url = f"{miner.endpoint}/fragments/{digest.hex()}"
         query = {
             "deal": str(deal.id),
             "attempt": str(deal.attempts),
@@ -158,47 +155,22 @@ class FragmentSender:
         }
         who = f"miner {miner.address} at {miner.endpoint}"
         try:
-            async with asyncio.timeout(self.timeout_s):
-                body, length = sent_once(data)
-                headers = {HEADER_BODY: digest.hex(), "accept-encoding": "identity", **length}
-                async with self.http.stream(
-                    "PUT", url, params=query, content=body, headers=headers
-                ) as response:
-                    status, answer = response.status_code, await _read_capped(response)
-        except TimeoutError as exc:
-            raise MinerFailed(f"{who}: no answer within {self.timeout_s:g} s") from exc
-        except httpx.HTTPError as exc:
-            raise MinerFailed(f"{who}: {exc!r}") from exc
-        return self.checked_receipt(status, answer, miner, deal, plan, index)
+            answer = await self.miners.put_fragment(miner.endpoint, digest, data, query, what=who)
+        except PeerError as exc:
+            raise MinerFailed(str(exc)) from exc
+        return self.checked_receipt(answer, miner, deal, plan, index)
 
     def checked_receipt(
-        self,
-        status: int,
-        answer: bytes,
-        miner: Candidate,
-        deal: Deal,
-        plan: SegmentPlan,
-        index: int,
+        self, answer: MinerReceipt, miner: Candidate, deal: Deal, plan: SegmentPlan, index: int
     ) -> Receipt:
-        """The miner's receipt (its answer: ``status`` and at most ``RECEIPT_MAX_BYTES + 1``
-        bytes of body), checked as ``deals.report`` will check it.
+        """The miner's receipt, checked as ``deals.report`` will check it.
 
         Raises:
-            MinerFailed: not 200, too long, malformed, another miner's, or a signature that fails.
+            MinerFailed: another miner's, or a signature that fails.
         """
         who = f"miner {miner.address} at {miner.endpoint}"
-        text = answer[:200].decode("utf-8", "replace")
-        if status != 200:
-            raise MinerFailed(f"{who}: HTTP {status} {text!r}")
-        if len(answer) > RECEIPT_MAX_BYTES:
-            raise MinerFailed(f"{who}: a receipt answer longer than {RECEIPT_MAX_BYTES} bytes")
-        try:
-            body = json.loads(answer)
-            signer, signature = str(body["miner"]), bytes.fromhex(body["signature"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise MinerFailed(f"{who}: malformed receipt ({exc!r})") from exc
-        if signer != miner.address:
-            raise MinerFailed(f"{who}: the receipt names miner {signer}")
+        if answer.miner != miner.address:
+            raise MinerFailed(f"{who}: the receipt names miner {answer.miner}")
         message = receipt_message(
             self.chain_id,
             deal.id,
@@ -210,18 +182,7 @@ class FragmentSender:
             miner.public_key,
         )
         try:
-            verify(miner.public_key, message, signature)
+            verify(miner.public_key, message, answer.signature)
         except DataPathError as exc:
             raise MinerFailed(f"{who}: the receipt signature does not verify ({exc})") from exc
-        return Receipt(miner=miner.public_key, signature=signature)
-
-
-async def _read_capped(response: httpx.Response) -> bytes:
-    """At most ``RECEIPT_MAX_BYTES + 1`` bytes of the answer: a miner streaming more is cut off
-    there (the rest is never taken off the wire), never read into memory."""
-    data = bytearray()
-    async for chunk in response.aiter_bytes():
-        data += chunk
-        if len(data) > RECEIPT_MAX_BYTES:
-            break
-    return bytes(data[: RECEIPT_MAX_BYTES + 1])
+        return Receipt(miner=miner.public_key, signature=answer.signature)

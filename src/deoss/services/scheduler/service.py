@@ -36,6 +36,8 @@ from deoss.chain.modules.deals import Deal, DealState, Receipt, ReportDeal
 from deoss.chain.modules.schedulers import RegisterScheduler, Scheduler, UpdateScheduler
 from deoss.client.chain import ChainClient
 from deoss.client.errors import ClientError, TxRefused
+from deoss.client.scheduler_types import DealProgress, SegmentPlacement
+from deoss.client.signing import SigningAuth
 from deoss.core.errors import HashMismatch
 from deoss.core.keys import KeyPair, address_of
 from deoss.core.layout import SegmentPlan, encode_segment
@@ -43,7 +45,7 @@ from deoss.keyfile import read_key_file
 from deoss.services.common.app import log_event
 from deoss.services.common.auth import RequestVerifier
 from deoss.services.common.errors import Conflict, Forbidden, NotFound, ServiceUnavailable
-from deoss.services.common.signing import Signer, SigningAuth
+from deoss.services.common.signing import Signer
 from deoss.services.scheduler.enclave import Enclave
 from deoss.services.scheduler.placement import (
     Candidate,
@@ -79,22 +81,6 @@ class Admission:
 
     deal: Deal
     plan: SegmentPlan
-
-
-@dataclass(frozen=True)
-class SegmentPlacement:
-    segment: int
-    miners: list[str]
-
-
-@dataclass(frozen=True)
-class DealProgress:
-    deal: int
-    state: str
-    segments: int
-    placed: list[int]
-    reported: bool
-    error: str
 
 
 # --- the service -------------------------------------------------------------------------

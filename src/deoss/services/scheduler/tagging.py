@@ -45,11 +45,12 @@ from deoss.chain.errors import InvalidTransition, Unauthorized
 from deoss.chain.modules.files import FileRecord, ReportTagged, TagConfirmation, tags_message
 from deoss.client.chain import ChainClient
 from deoss.client.errors import ClientError, TxRefused
+from deoss.client.miner import MinerClient
+from deoss.client.miner_types import ReadReason
 from deoss.core.errors import DataPathError
 from deoss.core.keys import KeyPair, address_of, parse_address, verify
 from deoss.core.layout import LayoutParams, SegmentPlan
 from deoss.services.common.app import log_event
-from deoss.services.common.fetch import fetch_exact, fetch_small, request_ok
 from deoss.services.scheduler.enclave import Enclave
 
 __all__ = ["Tagger", "TaggingError"]
@@ -107,6 +108,7 @@ class Tagger:
         self.key = key
         self.enclave = enclave
         self.http = http
+        self.miners = MinerClient(http, timeout_s=timeout_s)
         self.layout = layout
         self.read_local = read_local
         self.forget_deal = forget_deal
@@ -315,15 +317,7 @@ class Tagger:
         if endpoint is None:
             raise TaggingError(f"mirror holder {address_of(keeper)} is not a registered miner")
         digest = plan.fragment_hashes[index]
-        await request_ok(
-            self.http,
-            "PUT",
-            f"{endpoint}/mirror-tags/{digest.hex()}",
-            error=TaggingError,
-            timeout_s=self.timeout_s,
-            params={"fid": job.fid, "segment": plan.index, "fragment": index},
-            content=tags,
-        )
+        await self.miners.put_mirror_tags(endpoint, digest, tags, job.fid, plan.index, index)
         job.mirrored.add((keeper, plan.index, index))
 
     async def _fragment(
@@ -336,30 +330,16 @@ class Tagger:
             local = await asyncio.to_thread(self.read_local, deal_id, plan, index)
             if local is not None:
                 return local
-        return await fetch_exact(
-            self.http,
-            "GET",
-            f"{endpoint}/fragments/{digest.hex()}",
-            params={"reason": "tagging", "fid": fid},
-            size=self.layout.fragment_size(plan),  # the read stops past it
-            sha256=digest,
-            error=TaggingError,
-            timeout_s=self.timeout_s,
-        )
+        size = self.layout.fragment_size(plan)  # the read stops past it
+        return await self.miners.fragment(endpoint, digest, size, ReadReason("tagging", fid=fid))
 
     async def _put_tags(
         self, endpoint: str, fid: str, segment: int, index: int, digest: bytes, tags: bytes
     ) -> bytes:
         """Deliver the tags; the holder's answer (its confirmation, JSON)."""
-        return await fetch_small(
-            self.http,
-            "PUT",
-            f"{endpoint}/tags/{digest.hex()}",
-            max_bytes=TAGS_ANSWER_MAX_BYTES,
-            error=TaggingError,
-            timeout_s=self.timeout_s,
-            params={"fid": fid, "segment": str(segment), "fragment": str(index)},
-            content=tags,
+        query = {"fid": fid, "segment": str(segment), "fragment": str(index)}
+        return await self.miners.put_tags(
+            endpoint, digest, tags, query, max_answer_bytes=TAGS_ANSWER_MAX_BYTES
         )
 
     async def checked_confirmation(

@@ -35,6 +35,7 @@ from deoss.client.chain import ChainClient
 from deoss.client.errors import QueryFailed
 from deoss.client.gateway import GatewayClient
 from deoss.client.retry import NO_RETRY
+from deoss.client.signing import now_ms
 from deoss.core.keys import KeyPair
 from deoss.core.layout import LayoutParams, encode_segment
 from deoss.core.podr2 import PodrParams
@@ -42,7 +43,6 @@ from deoss.node.devnode import DevNode
 from deoss.node.rpc import create_app as create_rpc_app
 from deoss.node.store import open_store
 from deoss.services.common.auth import AuthError, RequestVerifier, host_names
-from deoss.services.common.signing import now_ms
 from deoss.services.gateway.app import create_app
 from deoss.services.gateway.service import Gateway
 from deoss.services.gateway.settings import GatewaySettings

@@ -17,8 +17,8 @@ from deoss.client.gateway import (
     RangeNotSatisfiable,
     UpstreamFailed,
 )
+from deoss.client.signing import SigningAuth
 from deoss.core.layout import hash_object
-from deoss.services.common.signing import SigningAuth
 from tests.unit.chain.harness import key
 from tests.unit.services.gateway.network import LAYOUT, Net
 

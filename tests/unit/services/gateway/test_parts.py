@@ -15,7 +15,7 @@ from deoss.core.layout import LayoutParams, SegmentPlan, plan_object
 from deoss.services.common.config import ConfigError
 from deoss.services.common.ranges import ByteRange, UnsatisfiableRange, parse_range
 from deoss.services.gateway.settings import DEFAULT_MAX_OBJECT_BYTES, load_settings
-from deoss.services.gateway.upload import SegmentPlanner
+from deoss.services.gateway.spooling import SegmentPlanner
 
 SMALL = LayoutParams(segment_size=64, data_shards=4, parity_shards=2)
 

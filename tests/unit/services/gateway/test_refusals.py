@@ -10,8 +10,7 @@ import pytest
 from deoss.chain.modules.deals import DealCounts
 from deoss.chain.query import QueryArgs
 from deoss.client.gateway import Conflict, Forbidden, InsufficientSpace, NotFound
-from deoss.services.common.auth import HEADER_BODY, sign_request
-from deoss.services.common.signing import SigningAuth, now_ms
+from deoss.client.signing import HEADER_BODY, SigningAuth, now_ms, sign_request
 from tests.unit.chain.harness import key
 from tests.unit.services.gateway.network import GATEWAY_URL, MAX_OBJECT_BYTES, Net
 

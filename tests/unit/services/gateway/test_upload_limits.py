@@ -22,18 +22,14 @@ from msgspec.structs import replace
 from deoss.chain.modules.deals import DealCounts
 from deoss.chain.modules.space import Lease
 from deoss.chain.query import QueryArgs
+from deoss.client.signing import HEADER_BODY, SigningAuth
 from deoss.core.layout import LayoutParams, SegmentPlan, encode_and_plan, pad_segment
-from deoss.services.common.auth import HEADER_BODY
 from deoss.services.common.config import ConfigError
-from deoss.services.common.signing import Signer, SigningAuth
-from deoss.services.gateway import upload
+from deoss.services.common.signing import Signer
+from deoss.services.gateway import spooling
 from deoss.services.gateway.settings import load_settings
-from deoss.services.gateway.upload import (
-    PLANNING_DEPTH,
-    RETRY_AFTER_S,
-    SegmentPlanner,
-    plan_spooled_segment,
-)
+from deoss.services.gateway.spooling import PLANNING_DEPTH, SegmentPlanner, plan_spooled_segment
+from deoss.services.gateway.upload import RETRY_AFTER_S
 from tests.unit.chain.harness import key
 from tests.unit.services.gateway.network import GATEWAY_URL, Net, running_network
 
@@ -208,7 +204,7 @@ async def test_planning_is_bounded_per_upload_and_per_gateway(
     layout = LayoutParams(segment_size=64, data_shards=4, parity_shards=2)
     coding = 0
     most = 0
-    real_plan = upload.plan_spooled_segment
+    real_plan = spooling.plan_spooled_segment
 
     def counted_plan(path: Path, index: int, held: int, params: LayoutParams) -> SegmentPlan:
         nonlocal coding, most
@@ -220,7 +216,7 @@ async def test_planning_is_bounded_per_upload_and_per_gateway(
         finally:
             coding -= 1
 
-    monkeypatch.setattr(upload, "plan_spooled_segment", counted_plan)
+    monkeypatch.setattr(spooling, "plan_spooled_segment", counted_plan)
     slots = asyncio.Semaphore(1)
     depths: list[int] = []
 

@@ -31,6 +31,7 @@ from deoss.chain.modules.restoral import ClaimOrder, ReportLoss
 from deoss.chain.query import QueryArgs
 from deoss.chain.types import Call
 from deoss.client.chain import ChainClient
+from deoss.client.signing import HEADER_BODY, SigningAuth, now_ms, sign_request
 from deoss.core import codec
 from deoss.core.keys import KeyPair, verify
 from deoss.core.layout import ObjectPlan, iter_encoded_segments, plan_object
@@ -38,8 +39,6 @@ from deoss.core.podr2 import TAG_BYTES, block_count
 from deoss.node.devnode import DevNode
 from deoss.node.rpc import create_app as create_rpc_app
 from deoss.node.store import open_store
-from deoss.services.common.auth import HEADER_BODY, sign_request
-from deoss.services.common.signing import SigningAuth, now_ms
 from deoss.services.miner.app import create_app
 from deoss.services.miner.follower import ChainFollower
 from deoss.services.miner.read_limits import ReadBudget, ReadLimiter

@@ -18,9 +18,9 @@ import pytest
 from py_arkworks_bls12381 import G1Point
 
 from deoss.chain.modules.audit import Result
+from deoss.client.signing import SigningAuth
 from deoss.core.errors import BadProof
 from deoss.core.podr2 import TAG_BYTES, _coefficient, block_count, check_tags
-from deoss.services.common.signing import SigningAuth
 from deoss.services.miner.peers import PeerError, Peers
 from deoss.services.miner.prover import Prover
 from tests.unit.chain.harness import tag_key

@@ -22,10 +22,9 @@ import pytest
 from deoss.chain.modules.audit import Result
 from deoss.chain.modules.files import FileRecord
 from deoss.chain.modules.restoral import ClaimOrder, Order, ReportLoss
+from deoss.client.signing import HEADER_BODY, SigningAuth
 from deoss.core.keys import KeyPair
 from deoss.core.podr2 import TAG_BYTES
-from deoss.services.common.auth import HEADER_BODY
-from deoss.services.common.signing import SigningAuth
 from deoss.services.miner.app import create_app
 from deoss.services.miner.mirrors import mirror_order
 from deoss.services.miner.peers import Peers

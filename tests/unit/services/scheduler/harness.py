@@ -31,6 +31,7 @@ from deoss.chain.modules.space import BuySpace
 from deoss.chain.query import QueryArgs
 from deoss.chain.types import Call
 from deoss.client.chain import ChainClient
+from deoss.client.signing import SigningAuth, now_ms
 from deoss.core.keys import KeyPair, address_of
 from deoss.core.layout import EncodedSegment, LayoutParams, iter_encoded_segments
 from deoss.core.merkle import compute_fid
@@ -40,7 +41,6 @@ from deoss.node.devnode import DevNode
 from deoss.node.rpc import create_app as create_rpc_app
 from deoss.node.store import open_store
 from deoss.services.common.auth import AuthError, RequestVerifier, host_names
-from deoss.services.common.signing import SigningAuth, now_ms
 from deoss.services.scheduler.app import create_app
 from deoss.services.scheduler.follower import Follower
 from deoss.services.scheduler.service import SchedulerService

@@ -16,11 +16,10 @@ from deoss.chain.modules.miners import MinerEntry
 from deoss.chain.modules.schedulers import RegisterScheduler
 from deoss.chain.query import QueryArgs
 from deoss.client.chain import ChainClient
+from deoss.client.signing import HEADER_BODY, HEADER_SIGNATURE, HEADER_TIME, SigningAuth
 from deoss.core.keys import parse_address
 from deoss.core.podr2 import TagKey
 from deoss.node.rpc import create_app as create_rpc_app
-from deoss.services.common.auth import HEADER_BODY, HEADER_SIGNATURE, HEADER_TIME
-from deoss.services.common.signing import SigningAuth
 from deoss.services.scheduler.placement import accepting_candidates, rank_miners
 from tests.unit.services.scheduler.harness import (
     ALICE,

@@ -21,6 +21,7 @@ from deoss.chain.modules.restoral import ClaimOrder, Order, OrderState, ReportLo
 from deoss.chain.modules.schedulers import RegisterScheduler
 from deoss.chain.query import QueryArgs
 from deoss.client.chain import ChainClient
+from deoss.client.signing import HEADER_BODY, SigningAuth
 from deoss.core.errors import BadProof
 from deoss.core.keys import KeyPair
 from deoss.core.podr2 import (
@@ -33,8 +34,6 @@ from deoss.core.podr2 import (
     prove,
     verify_proof,
 )
-from deoss.services.common.auth import HEADER_BODY
-from deoss.services.common.signing import SigningAuth
 from deoss.services.scheduler.enclave import Enclave
 from tests.unit.services.scheduler.harness import (
     ALICE,

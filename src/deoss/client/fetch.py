@@ -8,10 +8,10 @@ most one network read past the expected size, never its memory. Invariants:
 
 * The body is read as it comes off the wire: ``identity`` encoding is asked for and an answer
   encoded otherwise is refused unread, so no compressed chunk expands in memory.
-* A body of another length than expected, one not hashing to the SHA-256 asked for, a status
-  other than 200 (its first ``ERROR_TEXT_BYTES`` quoted), a transport error or a deadline
-  passed all raise the caller's own error type (``PeerError``, ``TaggingError``...), with
-  what was fetched and why in the message.
+* A body of another length than expected or not hashing to the SHA-256 asked for
+  (``PeerBadAnswer``), a status other than 200 (``PeerRefused``, its first
+  ``ERROR_TEXT_BYTES`` quoted), a transport error or a deadline passed (``PeerUnreachable``)
+  all raise a ``deoss.client.errors.PeerError``, with what was fetched and why in the message.
 """
 
 from __future__ import annotations
@@ -24,9 +24,12 @@ from typing import Any
 
 import httpx
 
+from deoss.client.errors import PeerBadAnswer, PeerRefused, PeerUnreachable
+
 __all__ = [
     "ERROR_TEXT_BYTES",
     "HASH_IN_THREAD_BYTES",
+    "fetch_answer",
     "fetch_exact",
     "fetch_small",
     "request_ok",
@@ -43,7 +46,6 @@ async def fetch_exact(
     url: str,
     *,
     size: int,
-    error: type[Exception],
     sha256: bytes | None = None,
     what: str | None = None,
     timeout_s: float | None = None,
@@ -53,16 +55,17 @@ async def fetch_exact(
     ``sha256`` when given. ``options`` go to ``http.stream`` (params, content, timeout).
 
     Raises:
-        error: the answer is not that (``what`` names it in the message; default: the
-            request), or did not come within ``timeout_s`` (None: the client's timeouts only).
+        PeerRefused: another status. PeerBadAnswer: not those bytes. PeerUnreachable: a
+            transport error, or no answer within ``timeout_s`` (None: the client's timeouts
+            only). ``what`` names the request in the message (default: method and URL).
     """
     what = what or f"{method} {url}"
-    async with _exchange(http, method, url, error, what, timeout_s, options) as response:
+    async with _exchange(http, method, url, what, timeout_s, options) as response:
         if response.status_code != 200:
-            raise await _status_error(response, what, error)
-        data = await _read_exact(response, size, what, error)
+            raise await _status_error(response, what)
+        data = await _read_exact(response, size, what)
     if sha256 is not None and await sha256_digest(data) != sha256:
-        raise error(f"{what}: the bytes do not hash to {sha256.hex()}")
+        raise PeerBadAnswer(f"{what}: the bytes do not hash to {sha256.hex()}")
     return bytes(data)
 
 
@@ -71,7 +74,6 @@ async def request_ok(
     method: str,
     url: str,
     *,
-    error: type[Exception],
     what: str | None = None,
     timeout_s: float | None = None,
     **options: Any,
@@ -79,13 +81,13 @@ async def request_ok(
     """Send ``method url`` and check that the answer is 2xx, without reading its body.
 
     Raises:
-        error: another status (the first ``ERROR_TEXT_BYTES`` of the body quoted), a transport
-            error, or no answer within ``timeout_s``.
+        PeerRefused: another status (the first ``ERROR_TEXT_BYTES`` of the body quoted).
+        PeerUnreachable: a transport error, or no answer within ``timeout_s``.
     """
     what = what or f"{method} {url}"
-    async with _exchange(http, method, url, error, what, timeout_s, options) as response:
+    async with _exchange(http, method, url, what, timeout_s, options) as response:
         if not 200 <= response.status_code < 300:
-            raise await _status_error(response, what, error)
+            raise await _status_error(response, what)
 
 
 async def fetch_small(
@@ -94,27 +96,61 @@ async def fetch_small(
     url: str,
     *,
     max_bytes: int,
-    error: type[Exception],
     what: str | None = None,
     timeout_s: float | None = None,
+    status: int | None = None,
     **options: Any,
 ) -> bytes:
-    """The body of a 2xx answer that is at most ``max_bytes`` long (a JSON answer, say); the
-    read stops one chunk past the cap.
+    """The body of a 2xx answer (``status`` when given) that is at most ``max_bytes`` long (a
+    JSON answer, say); the read stops one chunk past the cap.
 
     Raises:
-        error: another status, a longer body, a transport error, or no answer in time.
+        PeerRefused: another status. PeerBadAnswer: a longer body. PeerUnreachable: a
+            transport error, or no answer in time.
     """
     what = what or f"{method} {url}"
-    async with _exchange(http, method, url, error, what, timeout_s, options) as response:
-        if not 200 <= response.status_code < 300:
-            raise await _status_error(response, what, error)
+    async with _exchange(http, method, url, what, timeout_s, options) as response:
+        if not (
+            200 <= response.status_code < 300 if status is None else response.status_code == status
+        ):
+            raise await _status_error(response, what)
         data = bytearray()
         async for chunk in response.aiter_bytes():
             data += chunk
             if len(data) > max_bytes:
-                raise error(f"{what}: an answer longer than {max_bytes} bytes")
+                raise PeerBadAnswer(f"{what}: an answer longer than {max_bytes} bytes")
     return bytes(data)
+
+
+async def fetch_answer(
+    http: httpx.AsyncClient,
+    method: str,
+    url: str,
+    *,
+    max_bytes: int,
+    what: str | None = None,
+    timeout_s: float | None = None,
+    **options: Any,
+) -> tuple[int, bytes]:
+    """The status and body of the answer to ``method url``, whatever the status, for a caller
+    that acts on it. The body is read to ``max_bytes``: a longer 2xx answer is refused, a
+    longer error answer is cut there (it is only quoted).
+
+    Raises:
+        PeerBadAnswer: a 2xx body longer than ``max_bytes``. PeerUnreachable: a transport
+            error, or no answer in time.
+    """
+    what = what or f"{method} {url}"
+    async with _exchange(http, method, url, what, timeout_s, options) as response:
+        status = response.status_code
+        data = bytearray()
+        async for chunk in response.aiter_bytes():
+            data += chunk
+            if len(data) > max_bytes:
+                if 200 <= status < 300:
+                    raise PeerBadAnswer(f"{what}: an answer longer than {max_bytes} bytes")
+                break
+    return status, bytes(data[:max_bytes])
 
 
 @contextlib.asynccontextmanager
@@ -122,7 +158,6 @@ async def _exchange(
     http: httpx.AsyncClient,
     method: str,
     url: str,
-    error: type[Exception],
     what: str,
     timeout_s: float | None,
     options: dict[str, Any],
@@ -136,32 +171,31 @@ async def _exchange(
     except TimeoutError as exc:
         if timeout_s is None:
             raise
-        raise error(f"{what}: no answer in {timeout_s:g} s") from exc
+        raise PeerUnreachable(f"{what}: no answer in {timeout_s:g} s") from exc
     except httpx.HTTPError as exc:
-        raise error(f"{what}: {type(exc).__name__}: {exc}") from exc
+        raise PeerUnreachable(f"{what}: {type(exc).__name__}: {exc}") from exc
 
 
-async def _status_error(response: httpx.Response, what: str, error: type[Exception]) -> Exception:
+async def _status_error(response: httpx.Response, what: str) -> PeerRefused:
     text = await _read_at_most(response, ERROR_TEXT_BYTES)
-    return error(f"{what}: HTTP {response.status_code} {text.decode('utf-8', 'replace')!r}")
+    status = response.status_code
+    return PeerRefused(f"{what}: HTTP {status} {text.decode('utf-8', 'replace')!r}", status)
 
 
-async def _read_exact(
-    response: httpx.Response, size: int, what: str, error: type[Exception]
-) -> bytearray:
+async def _read_exact(response: httpx.Response, size: int, what: str) -> bytearray:
     encoding = response.headers.get("content-encoding", "identity")
     if encoding.strip().lower() not in ("", "identity"):
-        raise error(f"{what}: encoded as {encoding[:40]!r}, identity was asked for")
+        raise PeerBadAnswer(f"{what}: encoded as {encoding[:40]!r}, identity was asked for")
     declared = response.headers.get("content-length")
     if declared is not None and declared != str(size):
-        raise error(f"{what}: Content-Length {declared[:40]!r}, {size} bytes expected")
+        raise PeerBadAnswer(f"{what}: Content-Length {declared[:40]!r}, {size} bytes expected")
     data = bytearray()
     async for chunk in response.aiter_bytes():
         data += chunk
         if len(data) > size:  # stop reading now: the rest is never taken off the wire
-            raise error(f"{what}: longer than the {size} bytes expected")
+            raise PeerBadAnswer(f"{what}: longer than the {size} bytes expected")
     if len(data) != size:
-        raise error(f"{what}: {len(data)} bytes, {size} expected")
+        raise PeerBadAnswer(f"{what}: {len(data)} bytes, {size} expected")
     return data
 
 
