@@ -61,7 +61,6 @@ from typing import Any
 import httpx
 
 from deoss.chain.modules.files import FileRecord
-from deoss.chain.query import QueryArgs
 from deoss.client.chain import ChainClient
 from deoss.client.signing import HEADER_BODY, SigningAuth
 from deoss.devnet import DEV_BUCKET, Devnet, DevnetSpec, devnet_params, up
@@ -274,7 +273,7 @@ class Bench:
         return elapsed
 
     async def file_record(self, fid: str) -> FileRecord:
-        return await self.chain.query("/files/file", QueryArgs(fid=fid), FileRecord)
+        return await self.chain.reads.file.required(fid)
 
     async def wait_tagged(
         self, fids: Sequence[str], timeout_s: float, poll_s: float = TAG_POLL_S

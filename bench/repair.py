@@ -48,9 +48,9 @@ from pathlib import Path
 from typing import Any
 
 from deoss.chain.modules.files import FileRecord, Holding
-from deoss.chain.modules.miners import Miner, MinerState
+from deoss.chain.modules.miners import MinerState
 from deoss.chain.modules.restoral import Order
-from deoss.chain.query import MAX_PAGE, QueryArgs
+from deoss.chain.query import MAX_PAGE
 from deoss.devnet import DevnetSpec, devnet_params, up
 from deoss.keyfile import read_key_file
 from e2e import Bench, rate, write_random_file  # bench/e2e.py, beside this script
@@ -68,16 +68,14 @@ def log(message: str) -> None:
 
 
 async def holdings(bench: Bench, address: str) -> list[Holding]:
-    return await bench.chain.query("/files/holdings", QueryArgs(address=address), list[Holding])
+    return await bench.chain.reads.holdings(address)
 
 
 async def orders(bench: Bench) -> list[Order]:
     out: list[Order] = []
     next_id = 0
     while True:
-        page = await bench.chain.query(
-            "/restoral/orders", QueryArgs(id=next_id, limit=MAX_PAGE), list[Order]
-        )
+        page = await bench.chain.reads.orders(next_id, MAX_PAGE)
         out.extend(page)
         if len(page) < MAX_PAGE:
             return out
@@ -85,7 +83,7 @@ async def orders(bench: Bench) -> list[Order]:
 
 
 async def miner_state(bench: Bench, address: str) -> MinerState:
-    miner = await bench.chain.query("/miners/miner", QueryArgs(address=address), Miner)
+    miner = await bench.chain.reads.miner.required(address)
     return miner.state
 
 
