@@ -3,22 +3,39 @@
 The event loop reads the request body; a worker thread writes it (``FragmentStore.put_fragment``
 blocks on disk). ``ChunkPipe`` carries batches of chunks between them, at most ``PIPE_DEPTH``
 in flight, and hands on the end of the stream only once the body passed its checks; ``abort``
-makes the writer fail so the store keeps nothing. ``MinerService`` drives it
-(``service.write_streamed``).
+makes the writer fail so the store keeps nothing. ``MinerService`` drives it through
+``write_streamed``. (``FragmentMismatch`` lives in ``errors.py`` so that this module needs
+nothing of ``service.py``.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import queue
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
-from deoss.services.miner.store import FragmentPlace, FragmentStore
+from deoss.services.common.auth import AuthError
+from deoss.services.miner.errors import FragmentMismatch
+from deoss.services.miner.store import BodyMismatch, FragmentPlace, FragmentStore, StoreError
 
-__all__ = ["PIPE_DEPTH", "WRITE_BATCH", "Aborted", "ChunkPipe", "batched", "write_from_pipe"]
+__all__ = [
+    "PIPE_DEPTH",
+    "WRITE_BATCH",
+    "Aborted",
+    "BodyOpener",
+    "ChunkPipe",
+    "batched",
+    "write_from_pipe",
+    "write_streamed",
+]
 
 PIPE_DEPTH = 8  # chunks in flight between the event loop and the writer thread
 WRITE_BATCH = 1024 * 1024  # fewer thread hops per fragment received
+
+BodyOpener = Callable[[int], AsyncIterator[bytes]]
+"""Given the most bytes allowed, the request body's chunks, at most that many. Checked against
+the signature by the opener, or, for fragments, by the store against the declared hash (which
+must be the signed one)."""
 
 
 class Aborted(Exception):
@@ -88,3 +105,34 @@ async def batched(chunks: AsyncIterator[bytes], size: int) -> AsyncIterator[list
             batch, held = [], 0
     if batch:
         yield batch
+
+
+async def write_streamed(
+    store: FragmentStore, place: FragmentPlace, chunks: AsyncIterator[bytes]
+) -> None:
+    """Feed ``chunks`` to ``store.put_fragment`` in a worker thread; on any failure the store
+    keeps nothing and the failure (not the writer's reaction to it) is raised.
+
+    Raises:
+        FragmentMismatch: the bytes do not match the place's hash or size.
+    """
+    pipe = ChunkPipe(asyncio.get_running_loop())
+    writer = asyncio.ensure_future(asyncio.to_thread(write_from_pipe, store, place, pipe))
+    try:
+        async for batch in batched(chunks, WRITE_BATCH):
+            if not await pipe.send(batch):
+                break  # the writer stopped early: the bytes were here already, or it failed
+        else:
+            pipe.finish()
+    except BaseException:
+        pipe.abort()
+        await asyncio.wait([writer])  # the store has cleaned up before the error is answered
+        if not writer.cancelled():
+            writer.exception()  # the writer's Aborted: retrieved, the body's failure is raised
+        raise
+    try:
+        await writer
+    except BodyMismatch as exc:  # the place's hash is the signed one (accept_fragment checks)
+        raise AuthError(f"body does not match the signed SHA-256: {exc}") from exc
+    except StoreError as exc:
+        raise FragmentMismatch(str(exc)) from exc
