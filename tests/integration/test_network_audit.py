@@ -482,13 +482,14 @@ def test_an_exiting_miner_gets_no_new_fragments_and_leaves_with_its_stake(
     stake = miner(network, leaving).stake
 
     assert submit_as(network, leaving_key, ExitMiner()) is None
+    # Read right away: the exit can complete (and return the stake) while the next put runs.
+    balance_before = network.query("/accounts/account", Account, address=leaving_key.address)
+    assert isinstance(balance_before, Account)
     assert MinerState.EXITING == miner(network, leaving).state
     late = content(SEGMENT + 1, "audit-after-exit")
     assert 201 == network.put("after-exit", late).status_code
     assert all(leaving_key.public_key not in row for row in file_of(network, "after-exit").holders)
 
-    balance_before = network.query("/accounts/account", Account, address=leaving_key.address)
-    assert isinstance(balance_before, Account)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and miner(network, leaving).state != MinerState.EXITED:
         time.sleep(1)
