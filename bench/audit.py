@@ -65,13 +65,13 @@ from deoss.chain.modules import (
     audit,
     deals,
     declare,
-    holdings,
     miners,
     schedulers,
     space,
     tagging,
 )
 from deoss.chain.modules.buckets import CreateBucket
+from deoss.chain.modules.holdings import Holding
 from deoss.chain.types import BlockHeader, Call
 from deoss.core import codec, podr2
 from deoss.core.keys import KeyPair
@@ -230,10 +230,10 @@ def fill_store(root: Path, tagged: Tagged, count: int, key_id: bytes) -> Fragmen
     return store
 
 
-def holdings_of(store: FragmentStore) -> list[holdings.Holding]:
+def holdings_of(store: FragmentStore) -> list[Holding]:
     """The store's fragments as the chain lists a miner's holdings."""
     return [
-        holdings.Holding(
+        Holding(
             fid=p.fid,
             segment=p.segment,
             fragment=p.fragment,
