@@ -61,8 +61,17 @@ import nacl.utils
 from deoss.chain.calls import sign_tx
 from deoss.chain.genesis import ChainParams, Genesis, GenesisAccount
 from deoss.chain.machine import BlockOutcome, StateMachine
-from deoss.chain.modules import audit, deals, files, miners, schedulers, space
+from deoss.chain.modules import (
+    audit,
+    deals,
+    declare,
+    miners,
+    schedulers,
+    space,
+    tagging,
+)
 from deoss.chain.modules.buckets import CreateBucket
+from deoss.chain.modules.holdings import Holding
 from deoss.chain.types import BlockHeader, Call
 from deoss.core import codec, podr2
 from deoss.core.keys import KeyPair
@@ -221,10 +230,10 @@ def fill_store(root: Path, tagged: Tagged, count: int, key_id: bytes) -> Fragmen
     return store
 
 
-def holdings_of(store: FragmentStore) -> list[files.Holding]:
+def holdings_of(store: FragmentStore) -> list[Holding]:
     """The store's fragments as the chain lists a miner's holdings."""
     return [
-        files.Holding(
+        Holding(
             fid=p.fid,
             segment=p.segment,
             fragment=p.fragment,
@@ -451,7 +460,7 @@ def store_objects(
     declares = [
         chain.tx(
             user,
-            deals.DeclareDeal(
+            declare.DeclareDeal(
                 bucket="bench", name=f"o{i}", size=p.size, fid=p.fid, segments=p.segments
             ),
         )
@@ -486,7 +495,7 @@ def store_objects(
         reports.append(
             chain.tx(scheduler, deals.ReportDeal(deal_id=ids[p.fid], placements=placements))
         )
-    tagged = [chain.tx(scheduler, files.ReportTagged(fid=p.fid)) for p in plans]
+    tagged = [chain.tx(scheduler, tagging.ReportTagged(fid=p.fid)) for p in plans]
     chain.block(reports + tagged)
     disk = Disk(tag_key.sectors_per_block)
     for content in contents:

@@ -51,7 +51,7 @@ import ledger  # bench/ledger.py, beside this script
 from deoss.chain.calls import sign_tx
 from deoss.chain.genesis import ChainParams, Genesis, GenesisAccount
 from deoss.chain.machine import StateMachine
-from deoss.chain.modules import deals, files, space
+from deoss.chain.modules import deals, holdings, space
 from deoss.chain.modules.accounts import Transfer
 from deoss.chain.types import BlockHeader
 from deoss.client.chain import ChainClient
@@ -131,7 +131,7 @@ def fill_state(machine: StateMachine, count: int) -> None:
         bulk[space.EXPIRY + far + ident] = b""
         bulk[deals.DEAL + i.to_bytes(8, "big")] = blob
         bulk[deals.DEADLINE + far + i.to_bytes(8, "big")] = b""
-        hold = files.HOLD + miners_[i % len(miners_)] + ident + bytes(6)
+        hold = holdings.HOLD + miners_[i % len(miners_)] + ident + bytes(6)
         bulk[hold] = blob
     machine.state._committed.update(bulk)
 

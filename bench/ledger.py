@@ -29,7 +29,7 @@ from pathlib import Path
 from deoss.chain.calls import sign_tx
 from deoss.chain.genesis import ChainParams, Genesis, GenesisAccount
 from deoss.chain.machine import StateMachine
-from deoss.chain.modules import audit, deals, files, miners, schedulers, space
+from deoss.chain.modules import audit, deals, declare, miners, schedulers, space, tagging
 from deoss.chain.modules.buckets import CreateBucket
 from deoss.chain.types import BlockHeader, Call
 from deoss.core import codec
@@ -155,7 +155,7 @@ def object_plan(ledger: Ledger, index: int, size: int) -> ObjectPlan:
 def declare_tx(ledger: Ledger, plan: ObjectPlan, name: str) -> bytes:
     return ledger.tx(
         USER,
-        deals.DeclareDeal(
+        declare.DeclareDeal(
             bucket="bench", name=name, size=plan.size, fid=plan.fid, segments=plan.segments
         ),
     )
@@ -201,7 +201,7 @@ def bench_proof_block(files_per_miner: int) -> dict[str, float]:
         plan = object_plan(ledger, i, 1024)
         ledger.block([declare_tx(ledger, plan, f"o{i}")])
         ledger.block(
-            [report_tx(ledger, i, plan), ledger.tx(SCHEDULER, files.ReportTagged(fid=plan.fid))]
+            [report_tx(ledger, i, plan), ledger.tx(SCHEDULER, tagging.ReportTagged(fid=plan.fid))]
         )
         data = i.to_bytes(8, "big") * 128
         for encoded in iter_encoded_segments(io.BytesIO(data), params.layout):
@@ -257,7 +257,7 @@ def bench_deal_cycles_rpc(directory: Path, count: int, concurrency: int) -> dict
         async with gate:
             declared = await client.submit(
                 user,
-                deals.DeclareDeal(
+                declare.DeclareDeal(
                     bucket="bench",
                     name=f"o{index}",
                     size=plan.size,

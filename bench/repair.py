@@ -47,7 +47,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from deoss.chain.modules.files import FileRecord, Holding
+from deoss.chain.modules.files import FileRecord
+from deoss.chain.modules.holdings import Holding
 from deoss.chain.modules.miners import MinerState
 from deoss.chain.modules.restoral import Order
 from deoss.chain.query import MAX_PAGE

@@ -20,7 +20,8 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from deoss.chain.modules.deals import Deal, DealCounts, DealState, DeclareDeal
+from deoss.chain.modules.deals import Deal, DealCounts, DealState
+from deoss.chain.modules.declare import DeclareDeal
 from deoss.chain.query import QueryArgs
 from deoss.client.chain import ChainClient
 from deoss.client.signing import SigningAuth

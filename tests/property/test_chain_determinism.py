@@ -12,11 +12,11 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from deoss.chain.machine import StateMachine
-from deoss.chain.modules import accounts, deals, files, gateways, miners, restoral, space
+from deoss.chain.modules import accounts, deals, files, gateways, miners, restoral, space, tagging
 from deoss.chain.modules.accounts import Transfer
 from deoss.chain.modules.audit import SubmitProof
 from deoss.chain.modules.buckets import CreateBucket, DeleteBucket
-from deoss.chain.modules.files import ReportTagged
+from deoss.chain.modules.tagging import ReportTagged
 from deoss.chain.state import State
 from deoss.core import codec
 from tests.unit.chain.harness import (
@@ -126,7 +126,7 @@ def build(chain: Chain, act: tuple[Any, ...], sent: list[bytes], disk: Disk) -> 
         mine = key(act[1]).public_key
         held = [i for i, row in enumerate(record.holders) if mine in row] if record else []
         key_id = record.tag_key_id if record and act[3] else bytes(32)
-        return chain.tx(act[1], files.ConfirmTags(fid=fid, key_id=key_id, segments=held or [0]))
+        return chain.tx(act[1], tagging.ConfirmTags(fid=fid, key_id=key_id, segments=held or [0]))
     if kind == "prove":
         answer = answer_challenge(chain, disk, act[1], corrupt=not act[2])
         event(f"proof built: {answer is not None}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from deoss.chain.genesis import ChainParams
-from deoss.chain.modules import audit, deals, files, restoral, space
+from deoss.chain.modules import audit, deals, files, restoral, space, tagging
 from deoss.chain.state import State
 from deoss.chain.types import BlockContext, BlockEvents, Event, TxResult
 
@@ -40,7 +40,7 @@ def process_block(
     space.advance_expired_leases(state, ctx, params, events)
     # 2. Untagged files past their tag deadline get another tagger (the late one penalised),
     #    before the purge: the penalty does not depend on whether the file is purged now.
-    files.reassign_late_tagging(state, ctx, params, events)
+    tagging.reassign_late_tagging(state, ctx, params, events)
     # 3. Objects of purging owners are removed (a bounded number per block); deleted files go
     #    to the files.GONE outbox that step 8 empties in this same block.
     files.purge_expired_objects(state, params, events)

@@ -19,12 +19,14 @@ from deoss.chain.modules import (
     audit,
     buckets,
     deals,
+    declare,
     files,
     gateways,
     miners,
     restoral,
     schedulers,
     space,
+    tagging,
 )
 from deoss.chain.params import query_params
 from deoss.chain.query import QueryHandler
@@ -38,7 +40,9 @@ __all__ = ["HANDLERS", "MODULES", "QUERIES", "SignedTx", "TxBody", "decode_tx", 
 
 SIGNING_DOMAIN = b"deoss-tx-v1"
 
-#: Every module with calls or queries (block steps: deoss.chain.block).
+#: Every module with calls or queries (block steps: deoss.chain.block). The order is the
+#: registration order of HANDLERS and QUERIES: a module split out of another stands where its
+#: calls stood in the old one (tagging after files; declare, whose call came first, before deals).
 MODULES: tuple[Any, ...] = (
     accounts,
     space,
@@ -47,6 +51,8 @@ MODULES: tuple[Any, ...] = (
     schedulers,
     miners,
     files,
+    tagging,
+    declare,
     deals,
     restoral,
     audit,

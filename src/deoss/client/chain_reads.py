@@ -25,8 +25,9 @@ from deoss.chain.modules.accounts import Account, Treasury
 from deoss.chain.modules.audit import Challenge, ChallengeEntry, Round
 from deoss.chain.modules.buckets import Bucket, BucketEntry
 from deoss.chain.modules.deals import Deal, DealCounts
-from deoss.chain.modules.files import FileRecord, Holding, ObjectEntry, ObjectRecord
+from deoss.chain.modules.files import FileRecord, ObjectEntry, ObjectRecord
 from deoss.chain.modules.gateways import Gateway, GatewayEntry
+from deoss.chain.modules.holdings import Holding
 from deoss.chain.modules.miners import Miner, MinerEntry
 from deoss.chain.modules.restoral import Order
 from deoss.chain.modules.schedulers import Scheduler, SchedulerEntry

@@ -84,7 +84,7 @@ class Receipt:
 @dataclass(frozen=True)
 class TagsStored:
     """Tags kept for the fragment at (segment, fragment) of a file, and this miner's signed
-    confirmation of them (``files.tags_message`` under ``key_id``)."""
+    confirmation of them (``chain.modules.tags.tags_message`` under ``key_id``)."""
 
     blocks: int
     segment: int

@@ -11,7 +11,18 @@ from typing import Any, TypeVar
 from deoss.chain.calls import sign_tx
 from deoss.chain.genesis import ChainParams, Genesis, GenesisAccount
 from deoss.chain.machine import META_KEY, BlockOutcome, StateMachine
-from deoss.chain.modules import accounts, deals, files, gateways, miners, schedulers, space
+from deoss.chain.modules import (
+    accounts,
+    deals,
+    declare,
+    files,
+    gateways,
+    miners,
+    schedulers,
+    space,
+    tagging,
+    tags,
+)
 from deoss.chain.modules.buckets import CreateBucket
 from deoss.chain.query import QueryArgs
 from deoss.chain.types import BlockHeader, Call, TxResult
@@ -190,8 +201,8 @@ def plan(data: bytes, chain: Chain) -> ObjectPlan:
 
 def declare_call(
     p: ObjectPlan, name: str = "cat.jpg", bucket: str = "photos", owner: str = ""
-) -> deals.DeclareDeal:
-    return deals.DeclareDeal(
+) -> declare.DeclareDeal:
+    return declare.DeclareDeal(
         bucket=bucket, name=name, size=p.size, fid=p.fid, segments=p.segments, owner=owner
     )
 
@@ -253,7 +264,7 @@ def tag_confirmations(
     *,
     only: set[tuple[int, int]] | None = None,
     signer: str | None = None,
-) -> list[files.TagConfirmation]:
+) -> list[tags.TagConfirmation]:
     """Each current holder's confirmation of the tags of ``tagger``'s key for its fragment (or
     those at the ``only`` positions); ``signer`` signs them all in place of the holders."""
     record = chain.query("/files/file", files.FileRecord, fid=fid)
@@ -264,7 +275,7 @@ def tag_confirmations(
             if only is not None and (segment.index, index) not in only:
                 continue
             miner = key(signer) if signer else _miner_key(holder)
-            message = files.tags_message(
+            message = tags.tags_message(
                 CHAIN_ID,
                 fid,
                 segment.index,
@@ -274,7 +285,7 @@ def tag_confirmations(
                 miner.public_key,
             )
             out.append(
-                files.TagConfirmation(
+                tags.TagConfirmation(
                     segment=segment.index,
                     fragment=index,
                     miner=miner.public_key,
@@ -284,9 +295,9 @@ def tag_confirmations(
     return out
 
 
-def report_tagged(chain: Chain, fid: str, tagger: str, **kwargs: Any) -> files.ReportTagged:
+def report_tagged(chain: Chain, fid: str, tagger: str, **kwargs: Any) -> tagging.ReportTagged:
     """``files.tagged`` with every holder's confirmation (see ``tag_confirmations``)."""
-    return files.ReportTagged(
+    return tagging.ReportTagged(
         fid=fid, confirmations=tag_confirmations(chain, fid, tagger, **kwargs)
     )
 

@@ -18,7 +18,7 @@ from deoss.chain.modules import miners, restoral, space
 from deoss.chain.modules.accounts import Transfer
 from deoss.chain.modules.audit import Round
 from deoss.chain.modules.buckets import CreateBucket, DeleteBucket
-from deoss.chain.modules.files import ConfirmTags
+from deoss.chain.modules.tagging import ConfirmTags
 from tests.unit.chain.harness import (
     Chain,
     GiB,

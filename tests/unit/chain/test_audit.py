@@ -9,7 +9,7 @@ from deoss.chain import errors
 from deoss.chain.modules.accounts import Account
 from deoss.chain.modules.audit import Challenge, KeyProof, Result, Round, SubmitProof
 from deoss.chain.modules.deals import ReportDeal
-from deoss.chain.modules.files import Holding
+from deoss.chain.modules.holdings import Holding
 from deoss.chain.modules.miners import Miner, MinerState
 from deoss.chain.modules.restoral import Order
 from deoss.core.podr2 import prove

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from deoss.chain.modules import deals, files, restoral, space
+from deoss.chain.modules import deals, files, holdings, restoral, space
 from deoss.chain.modules.audit import SAMPLE_PROBES_PER_FRAGMENT, SAMPLE_SCAN_LIMIT
-from deoss.chain.modules.files import Holding
+from deoss.chain.modules.holdings import Holding
 from deoss.core import codec
 
 from .harness import Chain, key, report_tagged, scheduler_name, setup_network, upload
@@ -62,8 +62,8 @@ def test_opening_an_audit_round_does_not_read_every_holding() -> None:
     for i in range(many):
         fid = hashlib.sha256(i.to_bytes(8, "big")).hexdigest()
         holding = Holding(fid=fid, segment=0, fragment=0, fragment_hash=bytes(32), size=4096)
-        committed[files.hold_key(miner, fid, 0, 0)] = codec.encode(holding)
-    prefix = files.HOLD + miner
+        committed[holdings.hold_key(miner, fid, 0, 0)] = codec.encode(holding)
+    prefix = holdings.HOLD + miner
     walked = 0
     plain_irange = committed.irange
 

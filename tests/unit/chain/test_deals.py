@@ -9,16 +9,12 @@ from deoss.chain import errors
 from deoss.chain.modules import deals
 from deoss.chain.modules.buckets import Bucket, CreateBucket
 from deoss.chain.modules.deals import Deal, DealCounts, DealState, ReassignDeal, ReportDeal
-from deoss.chain.modules.files import (
-    DeleteObject,
-    FileRecord,
-    ObjectEntry,
-    ObjectRecord,
-    ReportTagged,
-)
+from deoss.chain.modules.declare import DeclareDeal, check_declare
+from deoss.chain.modules.files import DeleteObject, FileRecord, ObjectEntry, ObjectRecord
 from deoss.chain.modules.miners import ExitMiner, Miner
 from deoss.chain.modules.schedulers import Scheduler
 from deoss.chain.modules.space import BuySpace, Lease
+from deoss.chain.modules.tagging import ReportTagged
 from deoss.chain.types import BlockContext, TxContext
 from tests.unit.chain.harness import (
     Chain,
@@ -79,7 +75,7 @@ def test_gateway_declares_for_a_user_who_authorized_it(chain: Chain) -> None:
     )
 
 
-def bad_declarations(chain: Chain) -> list[tuple[str, deals.DeclareDeal, int]]:
+def bad_declarations(chain: Chain) -> list[tuple[str, DeclareDeal, int]]:
     p = plan(DATA, chain)
     good = declare_call(p)
     seg0 = p.segments[0]
@@ -443,7 +439,7 @@ def test_a_dedup_declaration_with_a_forged_size_and_hashes_is_refused(chain: Cha
     bob_with_space(chain)
     tiny = plan(b"x", chain)
     forged = msgspec.structs.replace(tiny.segments[0], hash=stored.segments[0].hash)
-    call = deals.DeclareDeal(bucket="bobs", name="free", size=1, fid=stored.fid, segments=[forged])
+    call = DeclareDeal(bucket="bobs", name="free", size=1, fid=stored.fid, segments=[forged])
     chain.run("bob", call, valid=False, code=errors.InvalidArgument.code)
     assert 0 == lease(chain, "bob").used_bytes
     assert 1 == chain.query("/files/file", FileRecord, fid=stored.fid).owners
@@ -458,7 +454,7 @@ def test_a_dedup_declaration_must_match_every_fragment_hash(chain: Chain) -> Non
     segment = stored.segments[0]
     hashes = [*segment.fragment_hashes[:-1], bytes(32)]
     forged = msgspec.structs.replace(segment, fragment_hashes=hashes)
-    call = deals.DeclareDeal(
+    call = DeclareDeal(
         bucket="bobs", name="copy", size=stored.size, fid=stored.fid, segments=[forged]
     )
     chain.run("bob", call, valid=False, code=errors.InvalidArgument.code)
@@ -500,11 +496,11 @@ def test_the_checks_of_a_declaration_write_nothing(chain: Chain) -> None:
     state = chain.machine.state
     block = BlockContext(chain.machine.chain_id, chain.height + 1, 0, b"", b"")
     ctx = TxContext(block=block, sender=key("alice").public_key)
-    checked = deals.check_declare(state, ctx, declare_call(p))
+    checked = check_declare(state, ctx, declare_call(p))
     assert (key("alice").public_key, False) == (checked.owner, checked.deduplicates)
     assert ([], []) == (state.pending_writes(), ctx.events)
     upload(chain, DATA)
-    assert deals.check_declare(state, ctx, declare_call(p, "copy.jpg")).deduplicates
+    assert check_declare(state, ctx, declare_call(p, "copy.jpg")).deduplicates
     assert [] == state.pending_writes()
 
 

@@ -8,9 +8,11 @@ from msgspec.structs import replace
 
 from deoss.chain import errors
 from deoss.chain.modules.audit import ChallengeEntry, Round
-from deoss.chain.modules.files import ConfirmTags, FileRecord, Holding, ReportTagged
+from deoss.chain.modules.files import FileRecord
+from deoss.chain.modules.holdings import Holding
 from deoss.chain.modules.miners import Miner
 from deoss.chain.modules.restoral import TAGS_UNCONFIRMED, ClaimOrder, CompleteOrder, Order
+from deoss.chain.modules.tagging import ConfirmTags, ReportTagged
 from deoss.core.layout import ObjectPlan
 from tests.unit.chain.harness import (
     Chain,

@@ -4,7 +4,7 @@ Every ``challenge_interval_blocks`` a round opens with a seed derived from the b
 active or exiting miner holding tagged fragments gets a challenge derived from sha256(round seed ||
 miner): a sample of its tagged fragments and block indices (deoss.core.podr2), grouped by the tag
 key that tagged them. Only holdings whose holder confirmed its tags are challenged
-(``files.Holding.tags_confirmed``): a holder is never slashed for tags it could not obtain.
+(``holdings.Holding.tags_confirmed``): a holder is never slashed for tags it could not obtain.
 Fragments the miner itself reported lost are left out while their restoral order is pending: an
 honest report is answered by repair, not by slashing. The miner answers with
 one aggregated proof per key before the round's deadline. A proof that does not verify is recorded
@@ -27,6 +27,7 @@ from msgspec.structs import replace
 from deoss.chain.errors import AlreadyExists, InvalidArgument, InvalidTransition, NotFound
 from deoss.chain.genesis import ChainParams
 from deoss.chain.modules import accounts, files, miners, restoral, schedulers
+from deoss.chain.modules.holdings import HOLD, Holding, drop_holding, holdings_of
 from deoss.chain.params import load_params
 from deoss.chain.query import QueryArgs, QueryHandler, address_arg, encode_value
 from deoss.chain.state import State, get_record, prefix_end, put_record
@@ -91,7 +92,7 @@ def current_round(state: State) -> Round | None:
 def miner_challenge(
     seed: bytes,
     miner: bytes,
-    holdings: list[files.Holding],
+    holdings: list[Holding],
     tag_keys: dict[str, bytes],
     params: ChainParams,
 ) -> list[KeyChallenge]:
@@ -110,7 +111,7 @@ def miner_challenge(
     return [KeyChallenge(key_id=k, items=v) for k, v in sorted(grouped.items())]
 
 
-def _challengeable(state: State, holding: files.Holding, miner: bytes) -> bool:
+def _challengeable(state: State, holding: Holding, miner: bytes) -> bool:
     """Only holdings whose holder confirmed its tags (never slashed for tags it could not
     obtain), and not those it reported lost while their order is pending."""
     return holding.tags_confirmed and not restoral.reported_lost(state, holding, miner)
@@ -146,7 +147,7 @@ def _walk_wrapping(state: State, base: bytes, start: bytes) -> Iterator[tuple[by
 
 def sample_holdings(
     state: State, seed: bytes, miner: bytes, tag_keys: dict[str, bytes], params: ChainParams
-) -> list[files.Holding]:
+) -> list[Holding]:
     """Up to ``fragments_per_challenge`` distinct challengeable holdings of ``miner``, chosen
     from ``seed`` without reading all it holds (issue 12: a round must not cost O(holdings)).
 
@@ -155,9 +156,9 @@ def sample_holdings(
     from there that is tagged and not reported lost, reading at most SAMPLE_SCAN_LIMIT keys.
     fids are hashes, so files are drawn near uniformly; the cost is bounded by the sample size.
     """
-    base = files.HOLD + miner
+    base = HOLD + miner
     wanted = params.podr2.fragments_per_challenge
-    picked: dict[bytes, files.Holding] = {}
+    picked: dict[bytes, Holding] = {}
     for probe in range(wanted * SAMPLE_PROBES_PER_FRAGMENT):
         if len(picked) == wanted:
             break
@@ -167,7 +168,7 @@ def sample_holdings(
             return []  # holds nothing
         file_base = landing[0][: len(base) + 32]
         for _, raw in _walk_wrapping(state, file_base, file_base + word[:6]):
-            holding = codec.decode(raw, files.Holding)
+            holding = codec.decode(raw, Holding)
             if holding.fragment_hash in picked or not _challengeable(state, holding, miner):
                 continue
             if _tag_key_of(state, holding.fid, tag_keys):
@@ -253,10 +254,10 @@ def apply_recover(state: State, ctx: TxContext, call: miners.RecoverMiner) -> No
             f"add {needed - miner.stake} with miners.add_stake first"
         )
     released = 0
-    for h in list(files.holdings_of(state, ctx.sender)):
+    for h in list(holdings_of(state, ctx.sender)):
         order = restoral.order_for(state, h)
         if order is not None and order.former == ctx.sender:
-            files.drop_holding(state, ctx.sender, h.fid, h.segment, h.fragment, h.size)
+            drop_holding(state, ctx.sender, h.fid, h.segment, h.fragment, h.size)
             released += 1
     miner = miners.require_miner(state, ctx.sender)
     miners.transition(state, ctx.sender, miner, miners.MinerState.ACTIVE, consecutive_faults=0)

@@ -1,16 +1,14 @@
-"""Storage deals: declare (OPEN) -> assigned to a random scheduler (ASSIGNED) -> SUCCESS.
+"""Storage deals: OPEN (declared) -> assigned to a random scheduler (ASSIGNED) -> SUCCESS.
 
-Everything that changes a deal's state lives here, and ``ALLOWED_TRANSITIONS`` is the only
-place the state rules are written. A declaration is checked against the layout (segment count,
-sizes, k + m fragment hashes each) and the fid must be the Merkle root of the declared segment
-hashes. The owner's space is locked at declaration, used at SUCCESS, released at FAILED. A fid
-that is already stored is deduplicated at once (no deal; the object points at the file). A deal
+Everything that moves a deal from state to state lives here, and ``ALLOWED_TRANSITIONS`` is the
+only place the state rules are written; a deal is created OPEN by its declaration
+(``deals.declare``: the checks, deduplication and the new deal are deoss.chain.modules.declare).
+The owner's space, locked at declaration, is used at SUCCESS, released at FAILED. A deal
 is reassigned on the declarer's (or owner's) request or when its deadline passes, and FAILED after
 ``max_deal_attempts`` assignments. A report must carry, for every segment, k + m receipts signed
 by distinct, active miners with room for the fragment, each for this deal and its current
 assignment (receipts are public once reported: bound to anything less, they would pass for a
-later deal of the same fid, or a later assignment, and record fragments nobody stored). A
-declaration that deduplicates must describe the stored file segment by segment.
+later deal of the same fid, or a later assignment, and record fragments nobody stored).
 
 Keys: ``deal/<id>`` -> Deal; ``deal-dl/<height><id>`` deadlines; ``deal-open/<id>`` deals
 waiting for a scheduler; ``deal-fid/<fid>`` and ``deal-name/<owner><bucket>\\0<name>`` -> id of
@@ -20,21 +18,12 @@ the deal in progress; ``deal-seq`` the next id; ``deal-count/<state>`` counters.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 
 from msgspec.structs import replace
 
-from deoss.chain.errors import (
-    AlreadyExists,
-    BadReport,
-    InvalidArgument,
-    InvalidTransition,
-    NotFound,
-    Unauthorized,
-)
+from deoss.chain.errors import BadReport, InvalidArgument, InvalidTransition, NotFound, Unauthorized
 from deoss.chain.genesis import ChainParams
 from deoss.chain.modules import buckets, files, miners, schedulers, space
-from deoss.chain.modules.gateways import acting_owner
 from deoss.chain.params import load_params
 from deoss.chain.query import QueryArgs, QueryHandler, encode_value
 from deoss.chain.state import State, get_record, put_record
@@ -43,8 +32,7 @@ from deoss.core import codec
 from deoss.core.codec import Record
 from deoss.core.errors import DataPathError
 from deoss.core.keys import address_of, verify
-from deoss.core.layout import LayoutParams, SegmentPlan, padded_size, segment_count, segment_span
-from deoss.core.merkle import compute_fid
+from deoss.core.layout import SegmentPlan
 
 DEAL = b"deal/"
 DEADLINE = b"deal-dl/"
@@ -137,17 +125,17 @@ def receipt_message(
     return RECEIPT_DOMAIN + codec.encode(body)
 
 
-def _id_key(deal_id: int) -> bytes:
+def id_key(deal_id: int) -> bytes:
     return deal_id.to_bytes(8, "big")
 
 
 def get_deal(state: State, deal_id: int) -> Deal | None:
     if not isinstance(deal_id, int) or not 0 <= deal_id < 2**63:
         raise InvalidArgument(f"deal id {deal_id!r} is out of range")
-    return get_record(state, DEAL + _id_key(deal_id), Deal)
+    return get_record(state, DEAL + id_key(deal_id), Deal)
 
 
-def _count(state: State, deal_state: DealState, delta: int) -> None:
+def adjust_count(state: State, deal_state: DealState, delta: int) -> None:
     key = COUNT + bytes([deal_state])
     current = int.from_bytes(state.get(key) or b"\x00", "big")
     state.put(key, (current + delta).to_bytes(8, "big"))
@@ -157,10 +145,10 @@ def _transition(state: State, deal: Deal, new: DealState, **changes: object) -> 
     if new not in ALLOWED_TRANSITIONS[deal.state]:
         raise InvalidTransition(f"deal {deal.id}: {deal.state.name} -> {new.name}")
     if new != deal.state:
-        _count(state, deal.state, -1)
-        _count(state, new, 1)
+        adjust_count(state, deal.state, -1)
+        adjust_count(state, new, 1)
     updated = replace(deal, state=new, **changes)
-    put_record(state, DEAL + _id_key(deal.id), updated)
+    put_record(state, DEAL + id_key(deal.id), updated)
     return updated
 
 
@@ -172,83 +160,6 @@ def deal_timeout(params: ChainParams, segments: int) -> int:
 
 def name_key(owner: bytes, bucket: str, name: str) -> bytes:
     return BY_NAME + owner + bucket.encode() + b"\x00" + name.encode()
-
-
-def check_declaration(
-    layout: LayoutParams, size: int, fid: str, segments: list[SegmentPlan]
-) -> None:
-    """Raises InvalidArgument unless the segments are exactly those of a ``size``-byte object
-    under ``layout`` and ``fid`` is the Merkle root of their hashes."""
-    if not isinstance(size, int) or size < 0 or size >= 2**63:
-        raise InvalidArgument(f"size must be a non-negative integer, got {size!r}")
-    expected = segment_count(size, layout)
-    if len(segments) != expected:
-        raise InvalidArgument(
-            f"a {size}-byte object has {expected} segments, {len(segments)} declared"
-        )
-    for index, segment in enumerate(segments):
-        _, held = segment_span(index, size, layout)
-        if segment.index != index or segment.size != held:
-            raise InvalidArgument(f"segment {index}: index/size must be {index}/{held}")
-        if segment.padded_size != padded_size(held, layout):
-            raise InvalidArgument(
-                f"segment {index}: padded size must be {padded_size(held, layout)}"
-            )
-        if len(segment.fragment_hashes) != layout.total_shards:
-            raise InvalidArgument(
-                f"segment {index}: {len(segment.fragment_hashes)} fragment "
-                f"hashes, {layout.total_shards} expected"
-            )
-    try:
-        root = compute_fid([s.hash for s in segments])
-    except DataPathError as exc:
-        raise InvalidArgument(str(exc)) from exc
-    if root != fid:
-        raise InvalidArgument(
-            f"fid {fid} is not the Merkle root of the declared segment hashes ({root})"
-        )
-
-
-def check_same_file(fid: str, stored: list[SegmentPlan], declared: list[SegmentPlan]) -> None:
-    """Raises InvalidArgument unless a declaration of stored ``fid`` describes its segments: the
-    fid covers segment hashes only, so sizes and fragment hashes must be compared here.
-
-    Only the last segment's size may differ, within its padding (the same padded segment, so
-    the same fragments): the same object with trailing zeros there has the same fid.
-    """
-    if len(declared) != len(stored):
-        raise InvalidArgument(
-            f"fid {fid} is stored with {len(stored)} segments, {len(declared)} declared"
-        )
-    for mine, theirs in zip(declared, stored, strict=True):
-        where = f"fid {fid} segment {mine.index}"
-        # segment hashes are equal already: the fid is their root
-        if mine.padded_size != theirs.padded_size:
-            raise InvalidArgument(
-                f"{where} is stored padded to {theirs.padded_size} bytes, "
-                f"{mine.padded_size} declared"
-            )
-        if mine.size != theirs.size and mine.index != len(stored) - 1:
-            raise InvalidArgument(
-                f"{where} is stored with {theirs.size} bytes, {mine.size} declared"
-            )
-        for index, (ours, stored_hash) in enumerate(
-            zip(mine.fragment_hashes, theirs.fragment_hashes, strict=True)
-        ):
-            if ours != stored_hash:
-                raise InvalidArgument(
-                    f"{where} fragment {index} is stored as {stored_hash.hex()}, "
-                    f"{ours.hex()} declared"
-                )
-
-
-class DeclareDeal(Call, tag="deals.declare"):
-    bucket: str
-    name: str
-    size: int
-    fid: str
-    segments: list[SegmentPlan]
-    owner: str = ""
 
 
 class ReassignDeal(Call, tag="deals.reassign"):
@@ -263,123 +174,12 @@ class ReportDeal(Call, tag="deals.report"):
     placements: list[list[Receipt]]
 
 
-@dataclass(frozen=True)
-class CheckedDeclaration:
-    """What the checks of a declaration found, for its mutation phase."""
-
-    owner: bytes
-    fid_raw: bytes
-    params: ChainParams
-    deduplicates: bool  # the fid is stored already: the object shares that file, no deal
-
-
-def check_declare(state: State, ctx: TxContext, call: DeclareDeal) -> CheckedDeclaration:
-    """The checks of ``deals.declare``: reads only, and raises the first rule the call breaks,
-    in this order (the order decides which error a call breaking several rules gets).
-
-    Raises:
-        Unauthorized, NotFound (bucket), InvalidArgument (name, layout, fid, a stored fid
-        declared with other sizes or fragment hashes), AlreadyExists (object or deal in
-        progress), InsufficientSpace.
-    """
-    owner = acting_owner(state, ctx, call.owner)
-    buckets.require_bucket(state, owner, call.bucket)
-    files.check_object_name(call.name)
-    fid_raw = files.fid_key(call.fid)
-    params = load_params(state)
-    check_declaration(params.layout, call.size, call.fid, call.segments)
-    if files.get_object(state, owner, call.bucket, call.name) is not None:
-        raise AlreadyExists(
-            f"object {call.name!r} exists in bucket {call.bucket!r}; delete it first"
-        )
-    pending = state.get(name_key(owner, call.bucket, call.name))
-    if pending is not None:
-        raise AlreadyExists(f"deal {int.from_bytes(pending, 'big')} for this name is in progress")
-    stored = files.get_file(state, call.fid)
-    if stored is not None:
-        check_same_file(call.fid, stored.segments, call.segments)
-    else:
-        in_progress = state.get(BY_FID + fid_raw)
-        if in_progress is not None:
-            raise AlreadyExists(
-                f"deal {int.from_bytes(in_progress, 'big')} for fid {call.fid} is in "
-                "progress; declare again after it completes to share its storage"
-            )
-    # a deduplicated object is charged its size, which matching segments make the file's (up
-    # to padding); a new deal locks it
-    space.require_room(state, owner, call.size)
-    return CheckedDeclaration(
-        owner=owner, fid_raw=fid_raw, params=params, deduplicates=stored is not None
-    )
-
-
-def apply_declare(state: State, ctx: TxContext, call: DeclareDeal) -> None:
-    """Declare an upload for the owner (the sender or a user who authorized it): the checks
-    (``check_declare``), then the writes, which refuse nothing."""
-    checked = check_declare(state, ctx, call)
-    if checked.deduplicates:
-        _add_deduplicated_object(state, ctx, call, checked.owner)
-    else:
-        _open_deal(state, ctx, call, checked)
-
-
-def _add_deduplicated_object(state: State, ctx: TxContext, call: DeclareDeal, owner: bytes) -> None:
-    space.use_direct(state, owner, call.size)
-    files.add_object(state, ctx.block.height, owner, call.bucket, call.name, call.fid, call.size)
-    ctx.emit(
-        "deal.deduplicated",
-        owner=address_of(owner),
-        bucket=call.bucket,
-        name=call.name,
-        fid=call.fid,
-    )
-
-
-def _open_deal(
-    state: State, ctx: TxContext, call: DeclareDeal, checked: CheckedDeclaration
-) -> None:
-    owner, fid_raw, params = checked.owner, checked.fid_raw, checked.params
-    space.lock(state, owner, call.size)
-    buckets.adjust(state, owner, call.bucket, pending=1)
-    deal_id = int.from_bytes(state.get(SEQUENCE) or b"\x00", "big")
-    state.put(SEQUENCE, (deal_id + 1).to_bytes(8, "big"))
-    deadline = ctx.block.height + deal_timeout(params, len(call.segments))
-    deal = Deal(
-        id=deal_id,
-        owner=owner,
-        declarer=ctx.sender,
-        bucket=call.bucket,
-        name=call.name,
-        size=call.size,
-        fid=call.fid,
-        segments=call.segments,
-        state=DealState.OPEN,
-        deadline=deadline,
-        created_at=ctx.block.height,
-    )
-    put_record(state, DEAL + _id_key(deal_id), deal)
-    _count(state, DealState.OPEN, 1)
-    state.put(OPEN_QUEUE + _id_key(deal_id), b"")
-    state.put(DEADLINE + deadline.to_bytes(8, "big") + _id_key(deal_id), b"")
-    state.put(BY_FID + fid_raw, _id_key(deal_id))
-    state.put(name_key(owner, call.bucket, call.name), _id_key(deal_id))
-    ctx.emit(
-        "deal.declared",
-        id=deal_id,
-        owner=address_of(owner),
-        bucket=call.bucket,
-        name=call.name,
-        fid=call.fid,
-        size=call.size,
-    )
-
-
 def _pick_scheduler(state: State, ctx: BlockContext, deal: Deal, exclude: bytes) -> bytes | None:
     active = schedulers.active_schedulers(state)
     candidates = [s for s in active if s != exclude] or active
     if not candidates:
         return None
-    word = ctx.derive(b"assign", _id_key(deal.id), deal.attempts.to_bytes(4, "big"))
+    word = ctx.derive(b"assign", id_key(deal.id), deal.attempts.to_bytes(4, "big"))
     return candidates[int.from_bytes(word, "big") % len(candidates)]
 
 
@@ -390,7 +190,7 @@ def _assign(
     scheduler = _pick_scheduler(state, ctx, deal, deal.scheduler)
     if scheduler is None:
         return False
-    state.delete(DEADLINE + deal.deadline.to_bytes(8, "big") + _id_key(deal.id))
+    state.delete(DEADLINE + deal.deadline.to_bytes(8, "big") + id_key(deal.id))
     deadline = ctx.height + deal_timeout(params, len(deal.segments))
     deal = _transition(
         state,
@@ -400,8 +200,8 @@ def _assign(
         attempts=deal.attempts + 1,
         deadline=deadline,
     )
-    state.put(DEADLINE + deadline.to_bytes(8, "big") + _id_key(deal.id), b"")
-    state.delete(OPEN_QUEUE + _id_key(deal.id))
+    state.put(DEADLINE + deadline.to_bytes(8, "big") + id_key(deal.id), b"")
+    state.delete(OPEN_QUEUE + id_key(deal.id))
     events.emit(
         "deal.assigned",
         id=deal.id,
@@ -414,8 +214,8 @@ def _assign(
 
 
 def _close(state: State, deal: Deal) -> None:
-    state.delete(DEADLINE + deal.deadline.to_bytes(8, "big") + _id_key(deal.id))
-    state.delete(OPEN_QUEUE + _id_key(deal.id))
+    state.delete(DEADLINE + deal.deadline.to_bytes(8, "big") + id_key(deal.id))
+    state.delete(OPEN_QUEUE + id_key(deal.id))
     state.delete(BY_FID + bytes.fromhex(deal.fid))
     state.delete(name_key(deal.owner, deal.bucket, deal.name))
     buckets.adjust(state, deal.owner, deal.bucket, pending=-1)
@@ -588,5 +388,5 @@ def query_counts(state: State, args: QueryArgs) -> bytes:
     )
 
 
-HANDLERS = {DeclareDeal: apply_declare, ReassignDeal: apply_reassign, ReportDeal: apply_report}
+HANDLERS = {ReassignDeal: apply_reassign, ReportDeal: apply_report}
 QUERIES: dict[str, QueryHandler] = {"deal": query_deal, "counts": query_counts}

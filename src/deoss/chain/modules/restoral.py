@@ -17,7 +17,7 @@ import enum
 from msgspec.structs import replace
 
 from deoss.chain.errors import BadReport, InvalidTransition, NotFound, Unauthorized
-from deoss.chain.modules import accounts, files, miners
+from deoss.chain.modules import accounts, files, holdings, miners
 from deoss.chain.params import load_params
 from deoss.chain.query import QueryArgs, QueryHandler, encode_value, page_limit
 from deoss.chain.state import State, get_record, put_record
@@ -61,7 +61,7 @@ def _fragment_key(fid: str, segment: int, fragment: int) -> bytes:
     )
 
 
-def reported_lost(state: State, holding: files.Holding, miner: bytes) -> bool:
+def reported_lost(state: State, holding: holdings.Holding, miner: bytes) -> bool:
     """Has ``miner`` reported this fragment lost (its order still open or claimed)?
 
     Audit leaves such fragments out of the miner's challenges: the chain already knows they are
@@ -74,7 +74,7 @@ def reported_lost(state: State, holding: files.Holding, miner: bytes) -> bool:
     return order is not None and order.former == miner and order.reason == REPORTED_LOSS
 
 
-def order_for(state: State, holding: files.Holding) -> Order | None:
+def order_for(state: State, holding: holdings.Holding) -> Order | None:
     """The pending order (open or claimed) for this fragment, if any."""
     raw = state.get(_fragment_key(holding.fid, holding.segment, holding.fragment))
     return None if raw is None else get_order(state, int.from_bytes(raw, "big"))
@@ -100,7 +100,7 @@ def _delete(state: State, order: Order) -> None:
 def create_order(
     state: State,
     height: int,
-    holding: files.Holding,
+    holding: holdings.Holding,
     former: bytes,
     reason: str,
     events: EventSink,
@@ -140,7 +140,7 @@ def create_order(
 def create_orders_for_miner(
     state: State, height: int, miner: bytes, reason: str, events: EventSink
 ) -> None:
-    for holding in list(files.holdings_of(state, miner)):
+    for holding in list(holdings.holdings_of(state, miner)):
         create_order(state, height, holding, miner, reason, events)
 
 
@@ -165,7 +165,7 @@ class CompleteOrder(Call, tag="restoral.complete"):
 def apply_report_loss(state: State, ctx: TxContext, call: ReportLoss) -> None:
     """A miner reports that it lost or found corrupted a fragment it holds."""
     raw = (
-        state.get(files.hold_key(ctx.sender, call.fid, call.segment, call.fragment))
+        state.get(holdings.hold_key(ctx.sender, call.fid, call.segment, call.fragment))
         if (
             isinstance(call.segment, int)
             and isinstance(call.fragment, int)
@@ -177,7 +177,7 @@ def apply_report_loss(state: State, ctx: TxContext, call: ReportLoss) -> None:
     )
     if raw is None:
         raise NotFound("the sender holds no such fragment")
-    holding = codec.decode(raw, files.Holding)
+    holding = codec.decode(raw, holdings.Holding)
     create_order(state, ctx.block.height, holding, ctx.sender, REPORTED_LOSS, ctx)
 
 
@@ -226,11 +226,11 @@ def apply_complete(state: State, ctx: TxContext, call: CompleteOrder) -> None:
     if record is None or record.holders[order.segment][order.fragment] != order.former:
         raise NotFound(f"fragment of order {order.id} is no longer held by the former miner")
     segment = record.segments[order.segment]
-    files.drop_holding(state, order.former, order.fid, order.segment, order.fragment, order.size)
+    holdings.drop_holding(state, order.former, order.fid, order.segment, order.fragment, order.size)
     miners.add_locked(state, ctx.sender, -order.size)
     confirmed = record.tagged and call.tag_key_id == record.tag_key_id
     due = ctx.block.height + load_params(state).tag_confirm_blocks
-    files.set_holding(
+    holdings.set_holding(
         state,
         ctx.sender,
         order.fid,
@@ -260,8 +260,8 @@ def release_unconfirmed_holdings_due(state: State, height: int, events: EventSin
     """Block step: holdings of tagged files whose holder did not confirm its tags by their due
     height are released (no service space, never challenged) and rebuilt elsewhere, as a lost
     fragment: without the confirmation the holder could keep the space and never be audited."""
-    for miner, holding in files.take_unconfirmed_holdings_due(state, height):
-        files.drop_holding(
+    for miner, holding in holdings.take_unconfirmed_holdings_due(state, height):
+        holdings.drop_holding(
             state, miner, holding.fid, holding.segment, holding.fragment, holding.size
         )
         create_order(state, height, holding, miner, TAGS_UNCONFIRMED, events)

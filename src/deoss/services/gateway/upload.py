@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 from msgspec.structs import replace
 
-from deoss.chain.modules.deals import DeclareDeal
+from deoss.chain.modules.declare import DeclareDeal
 from deoss.chain.modules.files import FileRecord
 from deoss.client.chain import ChainClient
 from deoss.client.errors import BadResponse

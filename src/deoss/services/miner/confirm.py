@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import asyncio
 
-from deoss.chain.modules.files import ConfirmTags, FileRecord, Holding
+from deoss.chain.modules.files import FileRecord
+from deoss.chain.modules.holdings import Holding
+from deoss.chain.modules.tagging import ConfirmTags
 from deoss.client.errors import ClientError, TxRefused
 from deoss.services.common.app import log_event
 from deoss.services.common.supervise import wait_woken

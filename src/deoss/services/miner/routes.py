@@ -46,7 +46,8 @@ class MirrorKept(BaseModel):
 
 class TagsPublic(BaseModel):
     """Tags stored, and the miner's confirmation for ``files.tagged`` (signature, hex, over
-    ``files.tags_message`` of the fragment at segment/fragment under tag key ``key_id``)."""
+    ``chain.modules.tags.tags_message`` of the fragment at segment/fragment under tag key
+    ``key_id``)."""
 
     fragment_hash: str
     blocks: int

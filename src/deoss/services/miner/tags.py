@@ -10,8 +10,9 @@ they use. Invariants:
   exactly ``block_count(size, s) × 48`` bytes, s from the tagger's registered tag key, and only
   if they verify against the stored fragment (``core.podr2.check_tags``): a tag that is not a
   valid tag of its block would fail, or stop, this miner's proofs, so it is never stored.
-  Once stored, the answer carries this miner's tag confirmation (``files.tags_message``): the
-  tagger needs it to report the file tagged, and the chain challenges only confirmed holdings.
+  Once stored, the answer carries this miner's tag confirmation
+  (``chain.modules.tags.tags_message``): the tagger needs it to report the file tagged, and
+  the chain challenges only confirmed holdings.
 * Mirror copies of other fragments' tags (``PUT /mirror-tags``) are accepted only from the
   file's tagger, only for a segment the chain says this miner holds a fragment of (and that
   is held here), never for this miner's own fragment, with exactly the length the mirrored
@@ -26,8 +27,8 @@ from __future__ import annotations
 import asyncio
 import os
 
-from deoss.chain.modules.files import tags_message
 from deoss.chain.modules.restoral import Order, OrderState
+from deoss.chain.modules.tags import tags_message
 from deoss.client.miner_types import MirrorRequest, TagsStored
 from deoss.core.errors import BadProof
 from deoss.core.keys import KeyPair, address_of

@@ -5,7 +5,7 @@ the chain reassigned to it (``file.tag_reassigned``). For every fragment of the 
 from the copy of its segment kept since placement, or fetch it from its holder (``GET
 /fragments/{hash}``, read no further than the fragment's size), check its hash, compute its
 PoDR² tags in the enclave's low-priority worker processes, and ``PUT /tags/{hash}?fid=`` them
-to the holder, which answers its signed tag confirmation (``files.tags_message``), and
+to the holder, which answers its signed tag confirmation (``chain.modules.tags.tags_message``), and
 ``PUT /mirror-tags/{hash}?fid=&segment=&fragment=`` them to the holders of the ``mirrors``
 fragments before it in the segment's ring (so each tag set is kept in 1 + ``mirrors`` places,
 and a lost fragment can get its tags once this scheduler is gone: docs/podr2.md, "Tag
@@ -42,7 +42,9 @@ import httpx
 
 from deoss.atomic import write_atomic
 from deoss.chain.errors import InvalidTransition, Unauthorized
-from deoss.chain.modules.files import FileRecord, ReportTagged, TagConfirmation, tags_message
+from deoss.chain.modules.files import FileRecord
+from deoss.chain.modules.tagging import ReportTagged
+from deoss.chain.modules.tags import TagConfirmation, tags_message
 from deoss.client.chain import ChainClient
 from deoss.client.errors import ClientError, TxRefused
 from deoss.client.miner import MinerClient

@@ -23,11 +23,13 @@ from fastapi import FastAPI
 
 from deoss.chain.calls import sign_tx
 from deoss.chain.genesis import Genesis, GenesisAccount
-from deoss.chain.modules import deals, files, gateways, miners, schedulers, space
+from deoss.chain.modules import deals, gateways, miners, schedulers, space
 from deoss.chain.modules.accounts import Account
 from deoss.chain.modules.buckets import CreateBucket
-from deoss.chain.modules.files import ReportTagged
+from deoss.chain.modules.declare import DeclareDeal
 from deoss.chain.modules.restoral import ClaimOrder, ReportLoss
+from deoss.chain.modules.tagging import ReportTagged
+from deoss.chain.modules.tags import TagConfirmation, tags_message
 from deoss.chain.query import QueryArgs
 from deoss.chain.types import Call
 from deoss.client.chain import ChainClient
@@ -186,7 +188,7 @@ def register_network(ledger: Ledger) -> None:
 
 
 def declare(ledger: Ledger, plan: ObjectPlan, name: str = "cat.jpg") -> int:
-    call = deals.DeclareDeal(
+    call = DeclareDeal(
         bucket="photos", name=name, size=plan.size, fid=plan.fid, segments=plan.segments
     )
     events = ledger.block((key("alice"), call))
@@ -621,18 +623,18 @@ def receipts_for(net: Net, ours: dict[tuple[int, int], str]) -> list[list[deals.
     return rows
 
 
-def tag_confirmations_for(net: Net) -> list[files.TagConfirmation]:
+def tag_confirmations_for(net: Net) -> list[TagConfirmation]:
     """Each holder's (miner j: fragment j of every segment) confirmation of sched0's tags."""
     key_id = tag_key("sched0").public.key_id
     out = []
     for segment in net.plan.segments:
         for j, digest in enumerate(segment.fragment_hashes):
             miner = key(f"miner{j}")
-            message = files.tags_message(
+            message = tags_message(
                 CHAIN_ID, net.plan.fid, segment.index, j, digest, key_id, miner.public_key
             )
             out.append(
-                files.TagConfirmation(
+                TagConfirmation(
                     segment=segment.index,
                     fragment=j,
                     miner=miner.public_key,
@@ -740,7 +742,7 @@ async def test_tags_only_from_the_tagger_and_with_the_right_length(net: Net) -> 
         answer["key_id"],
         answer["miner"],
     )
-    message = files.tags_message(CHAIN_ID, net.plan.fid, 0, 0, digest, key_id, MINER.public_key)
+    message = tags_message(CHAIN_ID, net.plan.fid, 0, 0, digest, key_id, MINER.public_key)
     verify(MINER.public_key, message, bytes.fromhex(answer["signature"]))
     elsewhere = await net.http.put(
         f"{path}&segment=1&fragment=0", content=tags, auth=SigningAuth(SCHEDULER)

@@ -20,9 +20,11 @@ import pytest
 
 from deoss.chain.errors import NotFound
 from deoss.chain.modules.audit import Challenge, Result, Round
-from deoss.chain.modules.files import FileRecord, Holding, ReportTagged
+from deoss.chain.modules.files import FileRecord
+from deoss.chain.modules.holdings import Holding
 from deoss.chain.modules.miners import Miner, RegisterMiner
 from deoss.chain.modules.restoral import ClaimOrder, CompleteOrder, Order, OrderState, ReportLoss
+from deoss.chain.modules.tagging import ReportTagged
 from deoss.chain.types import Call
 from deoss.core.keys import KeyPair
 from deoss.core.podr2 import verify_proof

@@ -23,11 +23,12 @@ from msgspec.structs import replace
 
 from deoss.chain.genesis import ChainParams, Genesis, GenesisAccount
 from deoss.chain.modules.buckets import CreateBucket
-from deoss.chain.modules.deals import Deal, DealState, DeclareDeal, receipt_message
-from deoss.chain.modules.files import tags_message
+from deoss.chain.modules.deals import Deal, DealState, receipt_message
+from deoss.chain.modules.declare import DeclareDeal
 from deoss.chain.modules.miners import RegisterMiner
 from deoss.chain.modules.schedulers import Scheduler
 from deoss.chain.modules.space import BuySpace
+from deoss.chain.modules.tags import tags_message
 from deoss.chain.query import QueryArgs
 from deoss.chain.types import Call
 from deoss.client.chain import ChainClient

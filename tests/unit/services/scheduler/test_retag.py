@@ -16,9 +16,11 @@ import httpx
 import pytest
 
 from deoss.chain.modules.deals import DealState, ReassignDeal, Receipt, ReportDeal, receipt_message
-from deoss.chain.modules.files import FileRecord, ReportTagged, TagConfirmation, tags_message
+from deoss.chain.modules.files import FileRecord
 from deoss.chain.modules.restoral import ClaimOrder, Order, OrderState, ReportLoss
 from deoss.chain.modules.schedulers import RegisterScheduler
+from deoss.chain.modules.tagging import ReportTagged
+from deoss.chain.modules.tags import TagConfirmation, tags_message
 from deoss.chain.query import QueryArgs
 from deoss.client.chain import ChainClient
 from deoss.client.signing import HEADER_BODY, SigningAuth

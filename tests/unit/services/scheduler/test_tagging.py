@@ -14,14 +14,11 @@ from msgspec.structs import replace
 
 from deoss.chain.errors import BadReport
 from deoss.chain.modules.deals import DealState, ReassignDeal, Receipt, ReportDeal, receipt_message
-from deoss.chain.modules.files import (
-    FileRecord,
-    Holding,
-    ReportTagged,
-    TagConfirmation,
-    tags_message,
-)
+from deoss.chain.modules.files import FileRecord
+from deoss.chain.modules.holdings import Holding
 from deoss.chain.modules.schedulers import RegisterScheduler
+from deoss.chain.modules.tagging import ReportTagged
+from deoss.chain.modules.tags import TagConfirmation, tags_message
 from deoss.chain.query import QueryArgs
 from deoss.client.errors import TxRefused
 from deoss.core.errors import BadProof
