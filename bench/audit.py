@@ -90,6 +90,7 @@ from deoss.core.podr2 import (
 from deoss.runtime import tune_allocator
 from deoss.services.miner.prover import build_proofs
 from deoss.services.miner.store import Area, FragmentPlace, FragmentStore
+from ledger import tag_confirmations  # bench/ledger.py, beside this script
 from machine import cpu_model  # bench/machine.py, beside this script
 
 T = TypeVar("T")
@@ -474,8 +475,10 @@ def store_objects(
         if e.type == "deal.declared"
     }
     reports = []
+    confirmed = []  # signed now, sent after the reports (the scheduler's nonces run in order)
     for i, p in enumerate(plans):
         row_holders = [holders[(i + j) % len(holders)] for j in range(n)]
+        confirmed.append(tag_confirmations(CHAIN_ID, p, row_holders, tag_key.public.key_id))
         placements = []
         for segment in p.segments:
             row = []
@@ -495,7 +498,10 @@ def store_objects(
         reports.append(
             chain.tx(scheduler, deals.ReportDeal(deal_id=ids[p.fid], placements=placements))
         )
-    tagged = [chain.tx(scheduler, tagging.ReportTagged(fid=p.fid)) for p in plans]
+    tagged = [
+        chain.tx(scheduler, tagging.ReportTagged(fid=p.fid, confirmations=confirmations))
+        for p, confirmations in zip(plans, confirmed, strict=True)
+    ]
     chain.block(reports + tagged)
     disk = Disk(tag_key.sectors_per_block)
     for content in contents:

@@ -24,12 +24,13 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from deoss.chain.calls import sign_tx
 from deoss.chain.genesis import ChainParams, Genesis, GenesisAccount
 from deoss.chain.machine import StateMachine
-from deoss.chain.modules import audit, deals, declare, miners, schedulers, space, tagging
+from deoss.chain.modules import audit, deals, declare, miners, schedulers, space, tagging, tags
 from deoss.chain.modules.buckets import CreateBucket
 from deoss.chain.types import BlockHeader, Call
 from deoss.core import codec
@@ -142,6 +143,39 @@ def placements_for(
     return placements
 
 
+def tag_confirmations(
+    chain_id: str, plan: ObjectPlan, holders: Sequence[KeyPair], key_id: bytes
+) -> list[tags.TagConfirmation]:
+    """Every holder's signed confirmation that it stores tags under ``key_id`` (fragment i on
+    holders[i]), as ``files.tagged`` needs them since tag confirmations (issue 12)."""
+    out = []
+    for segment in plan.segments:
+        for index, miner in enumerate(holders):
+            message = tags.tags_message(
+                chain_id,
+                plan.fid,
+                segment.index,
+                index,
+                segment.fragment_hashes[index],
+                key_id,
+                miner.public_key,
+            )
+            out.append(
+                tags.TagConfirmation(
+                    segment=segment.index,
+                    fragment=index,
+                    miner=miner.public_key,
+                    signature=miner.sign(message),
+                )
+            )
+    return out
+
+
+def tagged_tx(ledger: Ledger, plan: ObjectPlan, key_id: bytes) -> bytes:
+    confirmations = tag_confirmations(CHAIN_ID, plan, MINERS, key_id)
+    return ledger.tx(SCHEDULER, tagging.ReportTagged(fid=plan.fid, confirmations=confirmations))
+
+
 def report_tx(ledger: Ledger, deal_id: int, plan: ObjectPlan) -> bytes:
     placements = placements_for(CHAIN_ID, deal_id, plan, MINERS)
     return ledger.tx(SCHEDULER, deals.ReportDeal(deal_id=deal_id, placements=placements))
@@ -200,9 +234,7 @@ def bench_proof_block(files_per_miner: int) -> dict[str, float]:
     for i in range(files_per_miner):
         plan = object_plan(ledger, i, 1024)
         ledger.block([declare_tx(ledger, plan, f"o{i}")])
-        ledger.block(
-            [report_tx(ledger, i, plan), ledger.tx(SCHEDULER, tagging.ReportTagged(fid=plan.fid))]
-        )
+        ledger.block([report_tx(ledger, i, plan), tagged_tx(ledger, plan, tag_key.public.key_id)])
         data = i.to_bytes(8, "big") * 128
         for encoded in iter_encoded_segments(io.BytesIO(data), params.layout):
             for fragment, digest in zip(
