@@ -64,7 +64,9 @@ def _json_type(value: Any) -> str:
         return "bool"
     if isinstance(value, int | float):
         return "number"
-    return {str: "string", list: "list", dict: "object"}[type(value)]
+    if isinstance(value, str):
+        return "string"
+    return "list" if isinstance(value, list) else "object"
 
 
 def shape_differences(expected: Any, actual: Any, path: str = "") -> list[str]:
