@@ -46,7 +46,7 @@ class TwoNames(httpx.AsyncBaseTransport):
     def __init__(self, node: DevNode) -> None:
         self.inner = httpx.ASGITransport(app=create_app(node))
         self.down: set[str] = set()
-        self.lose: dict[str, dict[str, Callable[[], None]]] = {"a": {}, "b": {}}
+        self.lose: dict[str, dict[str, Callable[[], object]]] = {"a": {}, "b": {}}
         self.calls: list[tuple[str, str]] = []
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
