@@ -56,7 +56,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DECODE_IN_THREAD_BYTES = 64 * 1024
-COMETBFT_COMPAT_VERSION = "0.38.25"
+COMETBFT_COMPAT_VERSION = "0.38.26"  # the version whose answers tests/vectors/cometbft_rpc holds
 VERSION = f"{COMETBFT_COMPAT_VERSION}+deoss.{deoss.__version__}"
 
 

@@ -48,6 +48,7 @@ class TwoNames(httpx.AsyncBaseTransport):
         self.down: set[str] = set()
         self.lose: dict[str, dict[str, Callable[[], object]]] = {"a": {}, "b": {}}
         self.calls: list[tuple[str, str]] = []
+        self.behind: set[str] = set()  # names that answer the next ``block`` as a node behind
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         name = request.url.host
@@ -55,6 +56,12 @@ class TwoNames(httpx.AsyncBaseTransport):
         self.calls.append((name, method))
         if name in self.down:
             raise httpx.ConnectError("connection refused", request=request)
+        if method == "block" and name in self.behind:
+            self.behind.discard(name)
+            data = "height 9 must be less than or equal to the current blockchain height 1"
+            error = {"code": -32603, "message": "Internal error", "data": data}
+            request_id = msgspec.json.decode(request.content)["id"]
+            return httpx.Response(200, json={"jsonrpc": "2.0", "id": request_id, "error": error})
         response = await self.inner.handle_async_request(request)
         hook = self.lose[name].pop(method, None)
         if hook is not None:
@@ -204,3 +211,19 @@ async def test_the_feed_moves_to_the_next_node_when_its_socket_dies(
     finally:
         await feed.aclose()
         await relay.stop()
+
+
+async def test_follow_waits_for_a_node_behind_after_a_fail_over(node: DevNode) -> None:
+    """Moved to a node that has not reached the next height yet, follow waits for it: no
+    error, no height skipped or repeated."""
+    async with two_names(node, produce=True) as (client, transport):
+        heights = []
+        async for block in client.follow(1):
+            heights.append(block.height)
+            if block.height == 2:
+                transport.down.add("a")
+                transport.behind.add("b")
+            if block.height == 5:
+                break
+    assert [1, 2, 3, 4, 5] == heights
+    assert not transport.behind  # b did answer once as a node behind
