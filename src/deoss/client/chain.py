@@ -94,12 +94,12 @@ def default_node_url() -> str:
 
 def node_urls(value: str | Sequence[str] | None) -> list[str]:
     """The RPC endpoints named by ``value``: a URL, URLs separated by commas, or a list of
-    them; None: ``default_node_url()``.
+    them; None or "": ``default_node_url()``.
 
     Raises:
         ValueError: no URL, or one that is not http(s), named.
     """
-    if value is None:
+    if value is None or value == "":
         value = default_node_url()
     items = value.split(",") if isinstance(value, str) else list(value)
     urls = [item.strip() for item in items if item.strip()]

@@ -96,12 +96,14 @@ def test_node_urls_take_lists_and_commas_and_refuse_bad_ones(
     assert ["http://a:1", "https://b"] == node_urls(" http://a:1, https://b ,")
     assert ["http://a", "http://b"] == node_urls(["http://a", "http://b"])
     monkeypatch.setenv("DEOSS_NODE", "http://x:1,http://y:2")
-    assert ["http://x:1", "http://y:2"] == node_urls(None)
+    assert ["http://x:1", "http://y:2"] == node_urls(None) == node_urls("")
     assert ["http://x:1", "http://y:2"] == ChainClient(block_feed=False).urls
     with pytest.raises(ValueError, match="'ftp://a' is not an http"):
         node_urls("http://ok,ftp://a")
     with pytest.raises(ValueError, match="no chain node URL"):
         node_urls(" , ")
+    with pytest.raises(ValueError, match="no chain node URL"):
+        node_urls([])
 
 
 async def test_a_dead_endpoint_before_a_live_one(served_node: ServedNode) -> None:
