@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -196,3 +197,47 @@ def test_kill_9_mid_traffic_loses_no_acknowledged_transfer(
     asyncio.run(check())
     restarted.process.send_signal(signal.SIGINT)  # Ctrl-C stops it cleanly too
     assert 0 == restarted.process.wait(15)
+
+
+def closed_port_url() -> str:
+    """An http URL where nothing listens: connections to it are refused."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+@pytest.mark.parametrize("dead_first", [True, False])
+def test_a_dead_endpoint_beside_the_live_node(
+    home: Path, launcher: NodeLauncher, dead_first: bool
+) -> None:
+    """Given a dead URL before or after the node's, transfers, reads and the websocket feed
+    all work on the live node; once that node is gone too, requests fail as unreachable."""
+    node = launcher.start(home)
+    keys = dev_keys(home)
+    dead = closed_port_url()
+    urls = [dead, node.url] if dead_first else [node.url, dead]
+
+    async def use() -> None:
+        async with ChainClient(urls, poll_interval_s=0.02) as client:
+            start = (await client.status()).height
+            outcomes = await asyncio.gather(
+                *(client.submit(keys[1], Transfer(to=recipient(1, i), amount=7)) for i in range(5))
+            )
+            assert all(o.height for o in outcomes)
+            heights = []
+            async for block in client.follow(start + 1):
+                heights.append(block.height)
+                if len(heights) == 5:
+                    break
+            assert list(range(start + 1, start + 6)) == heights
+            assert node.url == client.url
+            assert client.feed is not None and client.feed.live
+            assert client.feed.url.startswith(node.url.replace("http", "ws", 1))
+            assert 5 == (await client.account(keys[1].address)).nonce
+            node.process.kill()
+            node.process.wait(10)
+            with pytest.raises(NodeUnavailable):
+                await client.status()
+
+    asyncio.run(use())

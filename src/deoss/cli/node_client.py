@@ -24,16 +24,27 @@ T = TypeVar("T")
 NodeOpt = Annotated[
     str | None,
     typer.Option(
-        "--node", help="Chain node RPC URL (default: $DEOSS_NODE or http://127.0.0.1:26657)."
+        "--node",
+        help="Chain node RPC URL, or several separated by commas, tried in turn"
+        " (default: $DEOSS_NODE or http://127.0.0.1:26657).",
     ),
 ]
 
 
 def with_chain(url: str | None, work: Callable[[ChainClient], Awaitable[T]], as_json: bool) -> T:
     """Run ``work`` with a client of the node at ``url``; exit 1 with a message on failure."""
-    from deoss.client.chain import ChainClient, default_node_url, run  # heavy: not for --help
+    from deoss.client.chain import (  # heavy: not for --help
+        ChainClient,
+        default_node_url,
+        node_urls,
+        run,
+    )
 
     node_url = url or default_node_url()
+    try:
+        node_urls(node_url)
+    except ValueError as exc:  # a --node or $DEOSS_NODE that names no http(s) URL
+        fail(f"--node: {exc}", as_json=as_json)
 
     async def main() -> T:
         async with ChainClient(node_url) as client:

@@ -9,7 +9,9 @@ local network of 16 processes spent most of a core on those polls.
 The feed only speeds following up; it is never trusted to be complete. ``follow`` takes a
 block from it when the feed has that height and reads the node over HTTP otherwise: before the
 subscription is live, for heights committed before it, after a gap, and whenever the socket is
-down. The feed reconnects with backoff for as long as it is open.
+down. The feed reconnects with backoff for as long as it is open. Given several nodes' URLs
+it connects to the next one each time a connection ends (the node died, or refused), so the
+feed fails over as the ChainClient's requests do.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -55,14 +58,23 @@ class _SubscriptionFailed(Exception):
 class BlockFeed:
     """The newest blocks the node pushed, and a way to wait for the next one."""
 
-    def __init__(self, url: str) -> None:
-        self.url = url
+    def __init__(self, urls: str | Sequence[str]) -> None:
+        """``urls``: the /websocket endpoint of one node, or of several (tried in turn)."""
+        self.urls = [urls] if isinstance(urls, str) else list(urls)
+        if not self.urls:
+            raise ValueError("a block feed needs at least one websocket URL")
+        self._current = 0
         self.latest = 0  # the highest height the feed delivered (0: none yet)
         self._blocks: dict[int, FollowedBlock] = {}
         self._live = False
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._ids = itertools.count(1)
+
+    @property
+    def url(self) -> str:
+        """The endpoint the feed is connected (or connecting) to."""
+        return self.urls[self._current]
 
     @property
     def live(self) -> bool:
@@ -114,8 +126,10 @@ class BlockFeed:
             else:
                 delay_s = RETRY_FIRST_S  # a clean close: reconnect soon
             self._set_live(False)
-            await asyncio.sleep(delay_s)
-            delay_s = min(delay_s * 2, RETRY_MAX_S)
+            self._current = (self._current + 1) % len(self.urls)  # the next node, if several
+            if self._current == 0 or len(self.urls) == 1:  # a whole round failed: back off
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, RETRY_MAX_S)
 
     async def _session(self) -> None:
         """One connection: subscribe, then hand every NewBlock to the followers."""

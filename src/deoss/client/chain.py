@@ -16,6 +16,15 @@ it works against the embedded node and CometBFT alike. Invariants:
   backoff while the node is unreachable (a restart, say). Against a real node it takes blocks
   from a websocket ``BlockFeed`` when it can and reads them over HTTP otherwise; polling is only
   the fallback (and the only way through a test transport).
+
+Several endpoints (RPC URLs of nodes of one chain): requests go to one; a transport failure
+(refused, reset, timeout, a 5xx that is not JSON-RPC) moves the client to the next, and the
+request is sent there, each endpoint tried once per request. A transaction is never signed
+again for that: the same signed bytes go to the next node, which is safe. A node that already
+has them answers "tx already exists in cache", which after a re-send means "accepted"; a
+BadNonce refusal after a re-send may mean the first send was committed, so the client looks
+the hash up (``tx``) before reporting the refusal. The block feed fails over on its own
+(block_feed.py).
 """
 
 from __future__ import annotations
@@ -23,8 +32,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import itertools
+import logging
 import os
-from collections.abc import AsyncGenerator, Coroutine, Iterator
+from collections.abc import AsyncGenerator, Coroutine, Iterator, Sequence
 from contextlib import aclosing, contextmanager, suppress
 from typing import Any, TypeVar
 
@@ -61,21 +71,44 @@ from deoss.core import codec
 from deoss.core.errors import DataPathError
 from deoss.core.keys import KeyPair
 
-__all__ = ["DEFAULT_NODE_URL", "ChainClient", "default_node_url", "run"]
+__all__ = ["DEFAULT_NODE_URL", "ChainClient", "default_node_url", "node_urls", "run"]
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
 
 DEFAULT_NODE_URL = "http://127.0.0.1:26657"
 NONCE_ATTEMPTS = 4
 _COMMIT_TIMEOUT = "timed out waiting for tx to be included in a block"
+_IN_CACHE = "tx already exists in cache"  # the answer to a re-send of a tx a node has
+_HEIGHT_NOT_YET = "must be less than or equal to the current blockchain height"
 _JSON = {"content-type": "application/json"}
 FEED_SILENCE_S = 2.0  # with the feed live and no block for this long, ask the node anyway
 
 
 def default_node_url() -> str:
-    """$DEOSS_NODE, or the embedded node's default address."""
+    """$DEOSS_NODE (one URL, or several separated by commas), or the embedded node's default
+    address."""
     return os.environ.get("DEOSS_NODE") or DEFAULT_NODE_URL
+
+
+def node_urls(value: str | Sequence[str] | None) -> list[str]:
+    """The RPC endpoints named by ``value``: a URL, URLs separated by commas, or a list of
+    them; None or "": ``default_node_url()``.
+
+    Raises:
+        ValueError: no URL, or one that is not http(s), named.
+    """
+    if value is None or value == "":
+        value = default_node_url()
+    items = value.split(",") if isinstance(value, str) else list(value)
+    urls = [item.strip() for item in items if item.strip()]
+    if not urls:
+        raise ValueError(f"no chain node URL in {value!r}")
+    for url in urls:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"chain node URL {url!r} is not an http(s) URL")
+    return urls
 
 
 def run(coroutine: Coroutine[Any, Any, T]) -> T:
@@ -93,11 +126,11 @@ def _transport_errors(url: str) -> Iterator[None]:
 
 
 class ChainClient:
-    """An async client of one chain node. Use ``async with`` or call ``aclose``."""
+    """An async client of a chain's nodes. Use ``async with`` or call ``aclose``."""
 
     def __init__(
         self,
-        url: str | None = None,
+        url: str | Sequence[str] | None = None,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         timeout_s: float = 30.0,
@@ -106,21 +139,29 @@ class ChainClient:
         block_feed: bool | None = None,
         feed_url: str | None = None,
     ) -> None:
-        """``block_feed``: follow blocks pushed over the node's websocket (``feed_url``, by
-        default /websocket beside ``url``); by default on unless a custom ``transport`` is
-        given, which cannot carry a websocket."""
-        self.url = url or default_node_url()
+        """``url``: one RPC endpoint or several (a list, or URLs separated by commas; see
+        ``node_urls``), tried in order. ``block_feed``: follow blocks pushed over the nodes'
+        websockets (``feed_url``, by default /websocket beside each URL); by default on unless
+        a custom ``transport`` is given, which cannot carry a websocket."""
+        self.urls = node_urls(url)
+        self._current = 0  # the endpoint requests go to, until it fails
         self.poll_interval_s = poll_interval_s
         self.inclusion_timeout_s = inclusion_timeout_s
-        self._http = httpx.AsyncClient(base_url=self.url, transport=transport, timeout=timeout_s)
+        self._http = httpx.AsyncClient(transport=transport, timeout=timeout_s)
         self._ids = itertools.count(1)
         self._chain_id: str | None = None
         self._nonces: dict[bytes, int] = {}
         self._key_locks: dict[bytes, asyncio.Lock] = {}
         self._watcher = _InclusionWatcher(self)
         use_feed = transport is None if block_feed is None else block_feed
-        self._feed = BlockFeed(feed_url or websocket_url(self.url)) if use_feed else None
+        feed_urls = [feed_url] if feed_url else [websocket_url(u) for u in self.urls]
+        self._feed = BlockFeed(feed_urls) if use_feed else None
         self.reads = ChainReader(self)  # the chain's queries, typed (chain_reads.py)
+
+    @property
+    def url(self) -> str:
+        """The endpoint requests go to now."""
+        return self.urls[self._current]
 
     @property
     def feed(self) -> BlockFeed | None:
@@ -142,36 +183,52 @@ class ChainClient:
     # --- JSON-RPC ------------------------------------------------------------------------
 
     async def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
-        """One JSON-RPC call; returns its ``result``.
+        """One JSON-RPC call; returns its ``result``. Sent to the next endpoint when one is
+        unreachable, each at most once.
 
         Raises:
-            NodeUnavailable, RpcError, BadResponse.
+            NodeUnavailable (no endpoint answered), RpcError, BadResponse.
         """
+        result, _ = await self._call_resending(method, params)
+        return result
+
+    async def _call_resending(self, method: str, params: dict[str, Any] | None) -> tuple[Any, bool]:
+        """(result, resent): ``resent`` when the request went to more than one endpoint, so
+        that an earlier try may have reached its node. An RpcError carries ``resent`` too."""
         request = {"jsonrpc": "2.0", "id": next(self._ids), "method": method}
         request["params"] = params or {}
-        with _transport_errors(self.url):
-            response = await self._http.post(
-                "/",
-                content=msgspec.json.encode(request),
-                headers={"content-type": "application/json"},
-            )
+        body = msgspec.json.encode(request)
+        failure: NodeUnavailable | None = None
+        for tries in range(len(self.urls)):
+            url = self.url
+            try:
+                document = await self._post(url, method, body)
+            except NodeUnavailable as exc:
+                failure = exc
+                self._fail_over(url, exc)
+                continue
+            try:
+                return _result_of(method, document), tries > 0
+            except RpcError as exc:
+                exc.resent = tries > 0
+                raise
+        assert failure is not None
+        raise failure
+
+    async def _post(self, url: str, method: str, body: bytes) -> Any:
+        with _transport_errors(url):
+            response = await self._http.post(url, content=body, headers=_JSON)
         try:
-            document = msgspec.json.decode(response.content)
+            return msgspec.json.decode(response.content)
         except msgspec.DecodeError as exc:
             error = NodeUnavailable if response.status_code >= 500 else BadResponse
-            raise error(f"{method}: HTTP {response.status_code}, not JSON-RPC") from exc
-        if not isinstance(document, dict):
-            raise BadResponse(f"{method}: expected a JSON-RPC response object")
-        if "error" in document:
-            error_object = document["error"] or {}
-            raise RpcError(
-                int(error_object.get("code", 0)),
-                str(error_object.get("message", "")),
-                str(error_object.get("data", "")),
-            )
-        if "result" not in document:
-            raise BadResponse(f"{method}: response has neither result nor error")
-        return document["result"]
+            raise error(f"{method}: HTTP {response.status_code} from {url}, not JSON-RPC") from exc
+
+    def _fail_over(self, url: str, exc: Exception) -> None:
+        """Move to the endpoint after ``url``, unless another request already moved on."""
+        if len(self.urls) > 1 and self.url == url:
+            self._current = (self._current + 1) % len(self.urls)
+            log.warning("chain node %s failed (%s); now using %s", url, exc, self.url)
 
     # --- reading -------------------------------------------------------------------------
 
@@ -197,7 +254,8 @@ class ChainClient:
 
     async def tx(self, hash_: bytes) -> TxOutcome:
         """The transaction with this SHA-256, once it is in a block (RpcError otherwise)."""
-        outcome, _ = read.read_tx(await self.call("tx", {"hash": hash_.hex()}))
+        encoded = base64.b64encode(hash_).decode("ascii")  # []byte in a JSON body: base64
+        outcome, _ = read.read_tx(await self.call("tx", {"hash": encoded}))
         return outcome
 
     async def query(self, path: str, args: QueryArgs, type_: type[R]) -> R:
@@ -225,6 +283,7 @@ class ChainClient:
 
     async def broadcast(self, tx: bytes, wait: bool = True) -> TxOutcome:
         """Send a signed transaction; return after check_tx, or after inclusion if ``wait``.
+        When an endpoint fails, the same bytes go to the next (see the module docstring).
 
         Raises:
             TxRefused: code != 0 at check or in the block. InclusionTimeout: not seen in time.
@@ -232,25 +291,55 @@ class ChainClient:
         hash_ = tx_hash(tx)
         encoded = {"tx": base64.b64encode(tx).decode("ascii")}
         if not wait:
-            result = await self.call("broadcast_tx_sync", encoded)
+            try:
+                result, resent = await self._call_resending("broadcast_tx_sync", encoded)
+            except RpcError as exc:
+                if exc.resent and _IN_CACHE in exc.data:
+                    return TxOutcome(hash=hash_)  # an earlier try reached a node's mempool
+                raise
             with read.reading("broadcast_tx_sync"):
-                code, log = int(result.get("code", 0)), str(result.get("log", ""))
+                code, why = int(result.get("code", 0)), str(result.get("log", ""))
             if code != 0:
-                raise TxRefused(code=code, log=log, tx_hash=hash_, stage="check")
+                refused = TxRefused(code=code, log=why, tx_hash=hash_, stage="check")
+                return await self._unless_committed(refused, resent)
             return TxOutcome(hash=hash_)
         try:
-            result = await self.call("broadcast_tx_commit", encoded)
+            result, resent = await self._call_resending("broadcast_tx_commit", encoded)
         except RpcError as exc:
             if _COMMIT_TIMEOUT in exc.data:
                 raise InclusionTimeout(hash_, self.inclusion_timeout_s) from exc
+            if exc.resent and _IN_CACHE in exc.data:
+                return _included(await self._wait_for_inclusion(hash_))
             raise
         with read.reading("broadcast_tx_commit"):
             check = read.read_tx_result(result["check_tx"])
             included = read.read_tx_result(result["tx_result"])
             height = int(result.get("height", 0))
         if check.code != 0:
-            raise TxRefused(code=check.code, log=check.log, tx_hash=hash_, stage="check")
+            refused = TxRefused(code=check.code, log=check.log, tx_hash=hash_, stage="check")
+            return _included(await self._unless_committed(refused, resent))
         return _included(TxOutcome(hash=hash_, height=height, result=included))
+
+    async def _unless_committed(self, refused: TxRefused, resent: bool) -> TxOutcome:
+        """After a re-send, a BadNonce refusal may be the first send's own nonce, used when it
+        was committed: then its outcome. Otherwise (or if not found) raise ``refused``."""
+        if resent and refused.code == BadNonce.code:
+            try:
+                return await self.tx(refused.tx_hash)
+            except RpcError:
+                pass  # not committed (or not indexed yet): the refusal stands
+        raise refused
+
+    async def _wait_for_inclusion(self, hash_: bytes) -> TxOutcome:
+        """The outcome of a transaction some node already has: registered with the watcher
+        first, then looked up, so that neither an earlier nor a later block is missed."""
+        inclusion = await self._watcher.expect(hash_)
+        try:
+            found = await self.tx(hash_)
+        except RpcError:
+            return await self._watcher.wait(hash_, inclusion)
+        self._watcher.forget(hash_)
+        return found
 
     async def submit(self, key: KeyPair, call: Call, wait: bool = True) -> TxOutcome:
         """Sign ``call`` with the key's next nonce and broadcast it (see the module docstring).
@@ -329,6 +418,12 @@ class ChainClient:
                 await asyncio.sleep(delay_s)  # the node may be restarting: back off, retry
                 delay_s = min(delay_s * 2, 2.0)
                 continue
+            except RpcError as exc:
+                if _HEIGHT_NOT_YET not in exc.data:
+                    raise
+                latest = 0  # failed over to a node a block or two behind: wait for it
+                await asyncio.sleep(self.poll_interval_s)
+                continue
             delay_s = self.poll_interval_s
             yield block
             height += 1
@@ -351,6 +446,22 @@ class ChainClient:
         if (header.height, results.height) != (height, height):
             raise BadResponse(f"asked for block {height}, got {header.height}/{results.height}")
         return followed_block(header, results)
+
+
+def _result_of(method: str, document: Any) -> Any:
+    """The ``result`` of a JSON-RPC response; RpcError for its ``error``."""
+    if not isinstance(document, dict):
+        raise BadResponse(f"{method}: expected a JSON-RPC response object")
+    if "error" in document:
+        error_object = document["error"] or {}
+        raise RpcError(
+            int(error_object.get("code", 0)),
+            str(error_object.get("message", "")),
+            str(error_object.get("data", "")),
+        )
+    if "result" not in document:
+        raise BadResponse(f"{method}: response has neither result nor error")
+    return document["result"]
 
 
 def _included(outcome: TxOutcome) -> TxOutcome:

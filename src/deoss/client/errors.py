@@ -59,6 +59,7 @@ class RpcError(ClientError):
         self.code = code
         self.message = message
         self.data = data
+        self.resent = False  # the request went to more than one endpoint (ChainClient)
 
 
 class QueryFailed(ClientError):

@@ -30,12 +30,11 @@ from typing import Any
 from deoss.chain.types import Event, TxResult
 from deoss.node.devnode import CommittedBlock
 from deoss.node.rpc_json import (
-    b64,
     block_body_json,
     block_id_json,
-    exec_tx_result_json,
     finalize_block_json,
     hex_upper,
+    tx_event_json,
 )
 
 __all__ = ["EventHub", "Query", "QueryError", "TxInclusion", "parse_query"]
@@ -231,17 +230,7 @@ class EventHub:
             matching = [sub for sub in subscriptions if sub.query.matches(tx_events)]
             if not matching:
                 continue
-            data = {
-                "type": "tendermint/event/Tx",
-                "value": {
-                    "TxResult": {
-                        "height": str(block.height),
-                        "index": index,
-                        "tx": b64(block.txs[index]),
-                        "result": exec_tx_result_json(result),
-                    }
-                },
-            }
+            data = {"type": "tendermint/event/Tx", "value": tx_event_json(block, index)}
             for sub in matching:
                 _send(sub, data, tx_events, gone)
         return gone

@@ -19,7 +19,8 @@ strings, ``tx`` and ``hash`` as base64, ``data`` (HexBytes) as hex. In a URI (``
 integers bare (``height=5``), strings quoted (``path="/accounts/account"``), bytes as ``0x…``
 hex or a quoted string. An integer given as text is at most 19 ASCII digits, with an optional
 minus sign, in either form. As conveniences, a URI string may be unquoted and a ``hash`` may be hex
-in either form (64 hex digits can't be mistaken for 44 characters of base64).
+in a URI (64 hex digits can't be mistaken for 44 characters of base64); in a JSON body a
+``hash`` is base64 only, as CometBFT reads it (hex there is a hash that is never found).
 """
 
 from __future__ import annotations
@@ -137,11 +138,17 @@ def success_response(request_id: Any, result: Any) -> dict[str, Any]:
 
 
 def error_response(request_id: Any, error: RpcError) -> dict[str, Any]:
-    return {
-        "jsonrpc": "2.0",
-        "id": request_id,
-        "error": {"code": error.code, "message": error.message, "data": str(error)},
-    }
+    """CometBFT's error answer: no ``id`` when the request had none (a body that is not JSON),
+    and no ``data`` when there is nothing to add to the message (an unknown method)."""
+    response: dict[str, Any] = {"jsonrpc": "2.0"}
+    if request_id is not None:
+        response["id"] = request_id
+    body: dict[str, Any] = {"code": error.code, "message": error.message}
+    data = str(error)
+    if data:
+        body["data"] = data
+    response["error"] = body
+    return response
 
 
 class ParamKind(enum.Enum):
@@ -150,7 +157,7 @@ class ParamKind(enum.Enum):
     BOOL = "boolean"
     BYTES = "base64 bytes"  # CometBFT []byte (types.Tx)
     HEX_BYTES = "hex bytes"  # CometBFT HexBytes
-    HASH = "32-byte hash (base64 or hex)"
+    HASH = "hash (base64; in a URI also 0x-hex or 64 hex digits)"
 
 
 @dataclass(frozen=True)
@@ -232,7 +239,9 @@ def _from_json_value(spec: Param, value: Any) -> Any:
             return _base64(name, value)
         if kind is ParamKind.HEX_BYTES:
             return _hex(name, value.removeprefix("0x").removeprefix("0X"))
-        return _hash(name, value)
+        # a hash in a JSON body is []byte, so base64 only, as CometBFT reads it: 64 hex
+        # digits decode as base64 to 48 other bytes, found nowhere
+        return _base64(name, value)
     raise InvalidParams(f"{name}: expected {kind.value}, got {json.dumps(value)[:80]}")
 
 

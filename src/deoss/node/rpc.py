@@ -56,7 +56,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DECODE_IN_THREAD_BYTES = 64 * 1024
-COMETBFT_COMPAT_VERSION = "0.38.25"
+COMETBFT_COMPAT_VERSION = "0.38.26"  # the version whose answers tests/vectors/cometbft_rpc holds
 VERSION = f"{COMETBFT_COMPAT_VERSION}+deoss.{deoss.__version__}"
 
 
@@ -118,10 +118,7 @@ class RpcMethods:
     def lookup(self, name: str, *, websocket: bool) -> Method:
         method = METHODS.get(name)
         if method is None or (method.websocket_only and not websocket):
-            where = "" if websocket else " over HTTP"
-            served = [n for n, m in METHODS.items() if websocket or not m.websocket_only]
-            available = ", ".join(served)
-            raise MethodNotFound(f"method {name!r} is not served{where}; available: {available}")
+            raise MethodNotFound()  # no ``data``, as CometBFT (GET / lists the methods)
         return method
 
     async def invoke(
@@ -278,7 +275,7 @@ class RpcMethods:
 
 def _session(context: CallContext) -> WsSession:
     if context.session is None:  # lookup() keeps websocket methods off HTTP
-        raise MethodNotFound("subscriptions need the /websocket endpoint")
+        raise MethodNotFound()
     return context.session
 
 

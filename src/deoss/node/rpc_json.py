@@ -8,7 +8,8 @@ Encodings, as CometBFT writes them (rpc/core/types/responses.go, abci/types/type
   uppercase hex, ``""`` when empty; []byte fields (txs, ``value``, exec ``data``, block_results
   ``app_hash``) are base64, ``null`` when empty;
 * ABCI results (ResponseCheckTx, ExecTxResult, ResponseQuery) list every field, defaults
-  included; event attributes are plain strings with ``"index": true``;
+  included, except in a Tx event, which leaves out every empty one; an empty list in
+  block_results is ``null``; event attributes are plain strings with ``"index": true``;
 * times are RFC 3339 in UTC with nanoseconds, trailing zeros dropped (Go's RFC3339Nano).
 
 Header semantics follow CometBFT: ``header.app_hash`` of block h is the state after block h-1
@@ -43,6 +44,7 @@ __all__ = [
     "hex_upper",
     "rfc3339",
     "status_json",
+    "tx_event_json",
     "tx_json",
 ]
 
@@ -167,25 +169,41 @@ def block_json(block: BlockRecord) -> dict[str, Any]:
 
 
 def block_results_json(block: BlockRecord) -> dict[str, Any]:
+    """ResultBlockResults: an empty list is ``null``, as Go writes a nil slice."""
     return {
         "height": str(block.height),
-        "txs_results": [exec_tx_result_json(r) for r in block.results],
-        "finalize_block_events": [event_json(e) for e in block.events],
-        "validator_updates": [],
+        "txs_results": [exec_tx_result_json(r) for r in block.results] or None,
+        "finalize_block_events": [event_json(e) for e in block.events] or None,
+        "validator_updates": None,
         "consensus_param_updates": None,
         "app_hash": b64(block.app_hash),
     }
 
 
 def finalize_block_json(block: BlockRecord) -> dict[str, Any]:
-    """ResponseFinalizeBlock, as carried by the NewBlock event."""
-    return {
-        "events": [event_json(e) for e in block.events],
-        "tx_results": [exec_tx_result_json(r) for r in block.results],
-        "validator_updates": [],
-        "consensus_param_updates": None,
-        "app_hash": b64(block.app_hash),
-    }
+    """ResponseFinalizeBlock, as the NewBlock event carries it: ``events`` and ``tx_results``
+    only when not empty, no ``consensus_param_updates``, ``validator_updates`` always."""
+    response: dict[str, Any] = {}
+    if block.events:
+        response["events"] = [event_json(e) for e in block.events]
+    if block.results:
+        response["tx_results"] = [exec_tx_result_json(r) for r in block.results]
+    response["validator_updates"] = []
+    response["app_hash"] = b64(block.app_hash)
+    return response
+
+
+def tx_event_json(block: BlockRecord, index: int) -> dict[str, Any]:
+    """The ``value`` of a Tx event: abci.TxResult, every field omitted when it is empty or 0
+    (``index`` of the first tx, ``code`` 0, an empty ``log``...), unlike in block_results."""
+    result = block.results[index]
+    full = exec_tx_result_json(result)
+    tx_result: dict[str, Any] = {"height": str(block.height)}
+    if index:
+        tx_result["index"] = index
+    tx_result["tx"] = b64(block.txs[index])
+    tx_result["result"] = {k: v for k, v in full.items() if v not in (0, "0", "", None, [])}
+    return {"TxResult": tx_result}
 
 
 def tx_json(block: BlockRecord, index: int, tx_hash: bytes) -> dict[str, Any]:

@@ -76,6 +76,20 @@ def test_unreachable_node_is_a_clear_error() -> None:
     assert f"cannot reach the chain node at {UNREACHABLE}" in result.output
 
 
+def test_node_takes_several_urls_and_skips_a_dead_one(served_node: ServedNode) -> None:
+    """--node with URLs separated by commas: the first dead, the command runs on the next."""
+    nodes = f"{UNREACHABLE},{served_node.url}"
+    result = runner.invoke(app, ["chain", "status", "--node", nodes, "--json"])
+    assert 0 == result.exit_code, result.output
+    assert served_node.url == json.loads(result.output)["node"]
+
+
+def test_a_node_option_without_http_urls_is_a_clear_error() -> None:
+    result = runner.invoke(app, ["chain", "status", "--node", "http://ok:1,node:26657"])
+    assert 1 == result.exit_code
+    assert "--node: chain node URL 'node:26657' is not an http(s) URL" in result.output
+
+
 def test_account_transfer_and_show(served_node: ServedNode, key_file: Path) -> None:
     """transfer waits for the block; show reads balance and nonce by address or key."""
     node = ["--node", served_node.url]

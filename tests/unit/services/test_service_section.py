@@ -63,3 +63,42 @@ def test_every_role_reads_the_service_section_alike(tmp_path: Path, role: str) -
         "[::1]:9000",
         "http://me.example",
     ) == (settings.chain_url, key_path, settings.data_dir, settings.listen, settings.public_url)
+
+
+@pytest.mark.parametrize("role", sorted(LOADERS))
+@pytest.mark.parametrize(
+    "chain",
+    [
+        '["http://a:26657", "https://b:26657"]',
+        '"http://a:26657, https://b:26657"',
+    ],
+)
+def test_service_chain_takes_several_nodes(tmp_path: Path, role: str, chain: str) -> None:
+    """A list of URLs, or URLs separated by commas: the ChainClient fails over between them."""
+    settings = LOADERS[role](write(tmp_path, f"[service]\nchain = {chain}\n"))
+    assert "http://a:26657,https://b:26657" == settings.chain_url
+
+
+@pytest.mark.parametrize("role", sorted(LOADERS))
+@pytest.mark.parametrize(
+    ("chain", "message"),
+    [
+        ('["http://a", "ws://b"]', r"service.chain must be an http\(s\) URL, got 'ws://b'"),
+        ("[]", "service.chain must be a string or a list of strings"),
+        ('["http://a", 5]', "service.chain must be a string or a list of strings"),
+        ('" , "', "service.chain names no URL"),
+    ],
+)
+def test_service_chain_refuses_bad_lists(
+    tmp_path: Path, role: str, chain: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        LOADERS[role](write(tmp_path, f"[service]\nchain = {chain}\n"))
+
+
+def test_service_chain_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DEOSS_SERVICE_CHAIN", "http://a:1,http://b:2")
+    settings = load_miner(write(tmp_path, "[service]\n"))
+    assert "http://a:1,http://b:2" == settings.chain_url

@@ -1,7 +1,8 @@
 """Service configuration: one TOML file per node, environment overrides, defaults for one machine.
 
     [service]
-    chain = "http://127.0.0.1:26657"   # the chain node's RPC
+    chain = "http://127.0.0.1:26657"   # the chain node's RPC; several nodes of one chain:
+                                       # a list, or URLs separated by commas (fail-over)
     key = "keys/miner-0.toml"          # the account key (relative to the config file)
     listen = "127.0.0.1:0"             # port 0 picks a free port
     data_dir = "miner-0"               # relative to the config file
@@ -38,6 +39,8 @@ __all__ = [
 ]
 
 DEFAULT_CHAIN_URL = "http://127.0.0.1:26657"
+# String settings that may also be given as a list of strings (kept joined by commas).
+_LIST_SETTINGS = {("service", "chain")}
 
 
 class ConfigError(ValueError):
@@ -72,6 +75,10 @@ def load_config(path: Path, defaults: dict[str, dict[str, Any]]) -> dict[str, di
 def _typed(section: str, key: str, value: Any, current: dict[str, Any]) -> Any:
     if key not in current:
         raise ConfigError(f"unknown setting {section}.{key}")
+    if (section, key) in _LIST_SETTINGS and isinstance(value, list):
+        if not value or not all(isinstance(item, str) for item in value):
+            raise ConfigError(f"{section}.{key} must be a string or a list of strings")
+        value = ",".join(value)
     expected = type(current[key])
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)  # "5" where "5.0" is meant
@@ -116,7 +123,7 @@ class ServiceSection:
     """The checked ``[service]`` section; paths absolute (relative ones are relative to the
     config file), ``public_url`` without a trailing slash."""
 
-    chain_url: str
+    chain_url: str  # one URL, or several separated by commas (ChainClient takes either)
     key_path: Path
     data_dir: Path
     listen: str
@@ -135,8 +142,12 @@ def read_service_section(config_path: Path, service: dict[str, Any]) -> ServiceS
         parse_host_port(service["listen"])
     except ValueError as exc:
         raise ConfigError(f"service.listen: {exc}") from exc
-    if not service["chain"].startswith(("http://", "https://")):
-        raise ConfigError(f"service.chain must be an http(s) URL, got {service['chain']!r}")
+    chain_urls = [url.strip() for url in service["chain"].split(",") if url.strip()]
+    if not chain_urls:
+        raise ConfigError(f"service.chain names no URL: {service['chain']!r}")
+    for url in chain_urls:
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"service.chain must be an http(s) URL, got {url!r}")
     public = service["public_url"]
     if public and not public.startswith(("http://", "https://")):
         raise ConfigError(f"service.public_url {public!r} is not an http(s) URL")
@@ -145,7 +156,7 @@ def read_service_section(config_path: Path, service: dict[str, Any]) -> ServiceS
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     return ServiceSection(
-        chain_url=service["chain"],
+        chain_url=",".join(chain_urls),
         key_path=resolve(config_path, service["key"]).absolute(),
         data_dir=resolve(config_path, service["data_dir"]).absolute(),
         listen=service["listen"],
